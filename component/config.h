@@ -1,0 +1,56 @@
+/* sealroomd configuration: a table of keys (type, default, reloadable,
+ * secret) read from an INI-style file, overridden by SEALROOMD_* environment
+ * variables. A bad first load is fatal with file and line; a bad reload keeps
+ * the old configuration. Secrets are never logged. */
+#ifndef SEALROOMD_CONFIG_H
+#define SEALROOMD_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* The live configuration. Strings are owned by the config (heap). */
+typedef struct config {
+    char *component_jid;       /* component.jid        e.g. rooms.localhost */
+    char *component_secret;    /* component.secret     (secret) */
+    char *xmpp_host;           /* xmpp.host            127.0.0.1 */
+    int xmpp_port;             /* xmpp.port            5347 */
+    int reconnect_min_ms;      /* xmpp.reconnect_min_ms 250 */
+    int reconnect_max_ms;      /* xmpp.reconnect_max_ms 30000 */
+    char *db_conninfo;         /* db.conninfo          (secret: may hold a password) */
+    char *log_file;            /* log.file             "-" = stderr (reloadable) */
+    char *log_level;           /* log.level            info (reloadable) */
+    char *admins;              /* admin.jids           space-separated bare JIDs (reloadable) */
+    int max_payload_bytes;     /* limits.max_payload_bytes 65536 (reloadable) */
+    int mam_default_page;      /* limits.mam_default_page 50 (reloadable) */
+    int mam_max_page;          /* limits.mam_max_page   250 (reloadable) */
+    int write_batch_max;       /* db.write_batch_max   512 (reloadable): units per group commit */
+    char *instance_name;       /* instance.name        hostname-pid default */
+} config;
+
+/* Load from `path` (may be NULL: defaults + environment only). On failure
+ * writes a message naming file and line into err and returns -1. */
+int config_load(config *out, const char *path, char *err, size_t errlen);
+
+/* Re-read `path` into a candidate; if valid and only reloadable keys
+ * changed, swap it into *live and return 0. Otherwise *live is untouched,
+ * err says why, returns -1. */
+int config_reload(config *live, const char *path, char *err, size_t errlen);
+
+void config_free(config *c);
+
+/* Write every key and value to the info log, secrets as "(redacted)". */
+void config_log(const config *c);
+
+/* For the unit tests and for `sealroomd --help-config`: iterate the key table. */
+typedef enum { CFG_STRING, CFG_INT } config_type;
+typedef struct config_key_info {
+    const char *name;
+    config_type type;
+    const char *default_value;
+    bool reloadable;
+    bool secret;
+    const char *help;
+} config_key_info;
+const config_key_info *config_keys(size_t *count);
+
+#endif

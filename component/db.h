@@ -1,0 +1,70 @@
+/* PostgreSQL access for sealroomd: one non-blocking libpq connection in
+ * pipeline mode, driven by the event loop. Reads are pipelined; writes are
+ * grouped into "units" (statements that must commit together) and every unit
+ * queued while a commit is in flight goes into the next single transaction —
+ * group commit. If a grouped transaction fails, its units are retried one per
+ * transaction so one bad unit cannot sink the others. Callbacks run on the
+ * loop thread, and only after COMMIT has succeeded (writes). */
+#ifndef SEALROOMD_DB_H
+#define SEALROOMD_DB_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+
+typedef struct db db;
+typedef struct db_unit db_unit;
+
+/* Completion of a unit or read. ok=false: err says why, results are NULL.
+ * ok=true: results[i] is the result of the i-th statement, in order; they
+ * are owned by the db and freed after the callback returns. */
+typedef void (*db_done_cb)(void *arg, bool ok, PGresult *const *results, int nresults,
+                           const char *err);
+
+/* Connect (asynchronously; the loop completes it), retrying with back-off
+ * forever while the server is down. */
+db *db_new(const char *conninfo);
+void db_free(db *d); /* fails every queued unit with "shutting down" */
+
+/* Blocking helpers for start-up only (migrations): run before the loop. */
+int db_connect_blocking(db *d, int timeout_ms, char *err, size_t errlen);
+PGconn *db_pgconn(db *d);
+
+/* Build a unit of statements. Parameters are text unless lengths[i] is
+ * non-negative and formats[i]==1 (binary); pass NULL arrays for all-text.
+ * Values are copied at add time. */
+db_unit *db_unit_new(void);
+int db_unit_add(db_unit *u, const char *sql, int nparams, const char *const *values,
+                const int *lengths, const int *formats);
+void db_unit_free(db_unit *u); /* only for a unit never submitted */
+
+/* Submit; ownership of u passes to the db. write=true: part of the next
+ * group-committed transaction; write=false: a read, run in its own implicit
+ * transaction, pipelined. The callback is always called exactly once (maybe
+ * with ok=false), never from inside this call. */
+void db_submit(db *d, db_unit *u, bool write, db_done_cb cb, void *arg);
+
+/* Convenience: a one-statement read. */
+void db_read1(db *d, const char *sql, int nparams, const char *const *values, const int *lengths,
+              const int *formats, db_done_cb cb, void *arg);
+
+/* Event loop integration. db_pollfd returns the socket (or -1 when not
+ * connected) and the poll events wanted. db_process is called with the
+ * revents (0 on timeouts) and does all I/O and callbacks; db_tick once per
+ * loop iteration flushes queued writes and handles reconnect timers. */
+int db_pollfd(db *d, short *events);
+void db_process(db *d, short revents);
+void db_tick(db *d, long now_ms);
+
+/* Statistics for the admin command and the benchmark. */
+typedef struct db_stats {
+    unsigned long long commits, units_committed, units_failed, reads, reconnects;
+    unsigned queued_units, inflight_units;
+} db_stats;
+void db_get_stats(const db *d, db_stats *out);
+bool db_is_ready(const db *d);
+
+/* Apply sql/NNN_*.sql migrations from `dir` inside one transaction with a
+ * schema_version table; idempotent. Blocking; start-up only. */
+int db_migrate(db *d, const char *dir, char *err, size_t errlen);
+
+#endif
