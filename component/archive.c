@@ -1,0 +1,461 @@
+/* The room archive: groupchat messages from occupants are stored (sealed
+ * payload only — the component never looks inside) and, once committed,
+ * reflected to the present occupants with an XEP-0359 stanza-id; members
+ * page through history with XEP-0313 (MAM) and XEP-0059 (RSM). A resend with
+ * the same origin-id stores nothing and is answered with the original
+ * stanza-id, so a client that lost its link can resend blindly. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "jid.h"
+#include "log.h"
+#include "service.h"
+#include "stanza.h"
+
+#define ORIGIN_ID_MAX 128
+
+typedef struct store_op {
+    rooms *r;
+    room *rm;
+    char *sender_full;
+    char *sender_bare;
+    char *nick;
+    char *client_id;   /* the sender's message id, echoed back to it */
+    char *origin_id;   /* NULL when the client sent none */
+    char *payload_b64; /* as received, re-emitted verbatim after validation */
+} store_op;
+
+static void store_op_free(store_op *op)
+{
+    free(op->sender_full);
+    free(op->sender_bare);
+    free(op->nick);
+    free(op->client_id);
+    free(op->origin_id);
+    free(op->payload_b64);
+    free(op);
+}
+
+/* The reflected/archived form of a message. */
+static xmpp_stanza_t *build_message(xmpp_ctx_t *ctx, const char *room_name, const char *nick,
+                                    const char *sender_bare, const char *payload_b64,
+                                    const char *origin_id, const char *stanza_id, bool with_sid)
+{
+    char from[SR_JID_MAX + 2];
+    snprintf(from, sizeof from, "%s/%s", room_name, nick);
+    xmpp_stanza_t *m = st_new(ctx, "message", "groupchat", from, NULL, NULL);
+    if (!m) return NULL;
+    bool ok = st_add_text(m, "body", NULL, SEALROOM_FALLBACK_BODY) &&
+              st_add_text(m, "sealed", NS_SEALROOM, payload_b64);
+    if (ok && origin_id) {
+        xmpp_stanza_t *o = st_add(m, "origin-id", NS_SID);
+        ok = o != NULL;
+        if (o) xmpp_stanza_set_attribute(o, "id", origin_id);
+    }
+    if (ok && with_sid) {
+        xmpp_stanza_t *s = st_add(m, "stanza-id", NS_SID);
+        ok = s != NULL;
+        if (s) {
+            xmpp_stanza_set_attribute(s, "by", room_name);
+            xmpp_stanza_set_attribute(s, "id", stanza_id);
+        }
+    }
+    if (ok) {
+        xmpp_stanza_t *x = st_add(m, "x", NS_MUC_USER);
+        xmpp_stanza_t *item = x ? st_add(x, "item", NULL) : NULL;
+        ok = item != NULL;
+        if (item) xmpp_stanza_set_attribute(item, "jid", sender_bare);
+    }
+    if (!ok) {
+        xmpp_stanza_release(m);
+        return NULL;
+    }
+    return m;
+}
+
+static void stored(void *arg, bool ok, PGresult *const *res, int nres, const char *err)
+{
+    store_op *op = arg;
+    rooms *r = op->r;
+    room *rm = op->rm;
+    r->writes_in_flight--;
+    room_release(r, rm);
+    xmpp_ctx_t *ctx = link_ctx(r->link);
+    if (!ok || nres < 1) {
+        log_error(rm->name, "message from %s not stored: %s", op->sender_bare, err ? err : "?");
+        /* Tell the sender, so its library keeps the message in the outbox and retries. */
+        xmpp_stanza_t *fake = st_new(ctx, "message", "groupchat", op->sender_full, rm->name,
+                                     op->client_id);
+        if (fake) {
+            svc_error(r, fake, rm->name, "wait", "internal-server-error", NULL,
+                      "the message could not be stored; it was not delivered; try again");
+            xmpp_stanza_release(fake);
+        }
+        store_op_free(op);
+        return;
+    }
+    bool fresh = PQntuples(res[0]) == 1;
+    const char *seq = NULL, *nick = op->nick;
+    char *payload = op->payload_b64;
+    char *stored_payload = NULL;
+    if (fresh) {
+        seq = PQgetvalue(res[0], 0, 0);
+    } else if (nres >= 2 && PQntuples(res[1]) == 1) {
+        seq = PQgetvalue(res[1], 0, 0);
+        nick = PQgetvalue(res[1], 0, 1);
+        size_t len = 0;
+        unsigned char *raw = svc_bytea_dup(res[1], 0, 2, &len);
+        stored_payload = raw ? st_b64_encode(raw, len) : NULL;
+        free(raw);
+        if (stored_payload) payload = stored_payload;
+    }
+    if (!seq) {
+        log_error(rm->name, "message insert returned nothing");
+        store_op_free(op);
+        return;
+    }
+    xmpp_stanza_t *m = build_message(ctx, rm->name, nick, op->sender_bare, payload, op->origin_id,
+                                     seq, true);
+    if (m) {
+        if (fresh) {
+            for (occupant *o = rm->occupants; o; o = o->next) {
+                xmpp_stanza_set_to(m, o->full_jid);
+                /* The sender matches its reflection by id as well as origin-id. */
+                if (op->client_id && strcmp(o->full_jid, op->sender_full) == 0)
+                    xmpp_stanza_set_id(m, op->client_id);
+                else
+                    xmpp_stanza_set_id(m, seq);
+                link_send(r->link, m);
+            }
+        } else {
+            log_debug(rm->name, "duplicate origin-id from %s answered with %s", op->sender_bare,
+                      seq);
+            xmpp_stanza_set_to(m, op->sender_full);
+            if (op->client_id) xmpp_stanza_set_id(m, op->client_id);
+            link_send(r->link, m);
+        }
+        xmpp_stanza_release(m);
+    }
+    free(stored_payload);
+    store_op_free(op);
+}
+
+void archive_handle_groupchat(rooms *r, room *rm, xmpp_stanza_t *msg)
+{
+    const char *from = xmpp_stanza_get_from(msg);
+    const char *to = xmpp_stanza_get_to(msg);
+    occupant *o = occupant_by_full(rm, from);
+    if (!o) {
+        svc_error(r, msg, to, "modify", "not-acceptable", NULL,
+                  "only occupants may send to the room; join it first");
+        return;
+    }
+    if (!sr_roster_find(&rm->roster, o->bare_jid)) {
+        svc_error(r, msg, to, "auth", "forbidden", "not-member", "you are not a member");
+        return;
+    }
+    xmpp_stanza_t *sealed = st_child(msg, "sealed", NS_SEALROOM);
+    if (!sealed) {
+        svc_error(r, msg, to, "modify", "not-acceptable", "sealed-required",
+                  st_child(msg, "sealed", NULL)
+                      ? "<sealed/> must be in namespace urn:xmpp:sealroom:0"
+                      : "this room accepts only sealed (encrypted) payloads");
+        return;
+    }
+    const char *b64 = st_text(sealed);
+    size_t limit = (size_t)r->cfg->max_payload_bytes;
+    size_t b64len = strlen(b64);
+    if (b64len > (limit + 2) / 3 * 4) {
+        char text[96];
+        snprintf(text, sizeof text, "sealed payload larger than %zu bytes", limit);
+        svc_error(r, msg, to, "modify", "policy-violation", "too-large", text);
+        return;
+    }
+    unsigned char *raw = malloc(limit + 1);
+    long rawlen = raw ? st_b64_decode(raw, limit, b64) : -1;
+    if (rawlen <= 0) {
+        free(raw);
+        if (raw)
+            svc_error(r, msg, to, "modify", "bad-request", NULL,
+                      "sealed payload must be non-empty base64");
+        else
+            svc_error(r, msg, to, "wait", "resource-constraint", NULL, "out of memory");
+        return;
+    }
+    const char *origin = NULL;
+    xmpp_stanza_t *oid = st_child(msg, "origin-id", NS_SID);
+    if (oid) {
+        origin = xmpp_stanza_get_attribute(oid, "id");
+        if (!origin || !*origin || strlen(origin) > ORIGIN_ID_MAX) {
+            free(raw);
+            svc_error(r, msg, to, "modify", "bad-request", NULL,
+                      "origin-id needs an id of 1 to 128 characters");
+            return;
+        }
+    }
+    store_op *op = calloc(1, sizeof *op);
+    db_unit *u = db_unit_new();
+    const char *cid = xmpp_stanza_get_id(msg);
+    if (!op || !u || !(op->sender_full = strdup(from)) || !(op->sender_bare = strdup(o->bare_jid)) ||
+        !(op->nick = strdup(o->nick)) || !(op->payload_b64 = strdup(b64)) ||
+        (cid && !(op->client_id = strdup(cid))) || (origin && !(op->origin_id = strdup(origin))))
+        goto oom;
+    char id[24];
+    snprintf(id, sizeof id, "%lld", rm->id);
+    const char *p[5] = {id, o->bare_jid, o->nick, origin, (const char *)raw};
+    int l[5] = {-1, -1, -1, -1, (int)rawlen}, f[5] = {0, 0, 0, 0, 1};
+    if (db_unit_add(u,
+                    "WITH r AS (UPDATE rooms SET last_seq = last_seq + 1 WHERE room_id = $1 "
+                    "RETURNING last_seq) INSERT INTO messages (room_id, seq, sender, nick, "
+                    "origin_id, payload) SELECT $1, r.last_seq, $2, $3, $4, $5 FROM r "
+                    "ON CONFLICT (room_id, sender, origin_id) WHERE origin_id IS NOT NULL "
+                    "DO NOTHING RETURNING seq",
+                    5, p, l, f) != 0)
+        goto oom;
+    if (origin) {
+        const char *q[3] = {id, o->bare_jid, origin};
+        if (db_unit_add(u,
+                        "SELECT seq, nick, payload FROM messages WHERE room_id = $1 AND "
+                        "sender = $2 AND origin_id = $3",
+                        3, q, NULL, NULL) != 0)
+            goto oom;
+    }
+    free(raw);
+    op->r = r;
+    op->rm = rm;
+    rm->refs++;
+    r->writes_in_flight++;
+    db_submit(r->db, u, true, stored, op);
+    return;
+oom:
+    free(raw);
+    db_unit_free(u);
+    if (op) store_op_free(op);
+    svc_error(r, msg, to, "wait", "resource-constraint", NULL, "out of memory");
+}
+
+static bool parse_i64(const char *s, long long *out)
+{
+    if (!s || !*s || strlen(s) > 18) return false;
+    long long v = 0;
+    for (const char *p = s; *p; p++) {
+        if (*p < '0' || *p > '9') return false;
+        v = v * 10 + (*p - '0');
+    }
+    *out = v;
+    return true;
+}
+
+const char *archive_parse_mam(xmpp_stanza_t *query, int default_max, int cap, mam_query *q)
+{
+    q->start_ms = q->end_ms = q->after = q->before = -1;
+    q->before_empty = false;
+    q->max = default_max;
+    xmpp_stanza_t *form = st_child(query, "x", NS_DATA);
+    if (form) {
+        for (xmpp_stanza_t *f = xmpp_stanza_get_children(form); f; f = xmpp_stanza_get_next(f)) {
+            if (!xmpp_stanza_is_tag(f) || strcmp(xmpp_stanza_get_name(f), "field") != 0) continue;
+            const char *var = xmpp_stanza_get_attribute(f, "var");
+            xmpp_stanza_t *value = st_child(f, "value", NULL);
+            const char *text = value ? st_text(value) : "";
+            if (!var) return "form field without var";
+            if (strcmp(var, "FORM_TYPE") == 0) {
+                if (strcmp(text, NS_MAM) != 0) return "FORM_TYPE must be urn:xmpp:mam:2";
+            } else if (strcmp(var, "start") == 0) {
+                if (!st_parse_stamp(text, &q->start_ms)) return "start is not an XEP-0082 date-time";
+            } else if (strcmp(var, "end") == 0) {
+                if (!st_parse_stamp(text, &q->end_ms)) return "end is not an XEP-0082 date-time";
+            } else {
+                return "unsupported filter field (supported: start, end)";
+            }
+        }
+    }
+    xmpp_stanza_t *set = st_child(query, "set", NS_RSM);
+    if (set) {
+        xmpp_stanza_t *max = st_child(set, "max", NULL);
+        xmpp_stanza_t *after = st_child(set, "after", NULL);
+        xmpp_stanza_t *before = st_child(set, "before", NULL);
+        long long v;
+        if (max) {
+            if (!parse_i64(st_text(max), &v)) return "RSM max must be a non-negative integer";
+            q->max = v > cap ? cap : (int)v;
+        }
+        if (after && !parse_i64(st_text(after), &q->after)) return "RSM after is not an id here";
+        if (before) {
+            const char *t = st_text(before);
+            if (!*t)
+                q->before_empty = true;
+            else if (!parse_i64(t, &q->before))
+                return "RSM before is not an id here";
+        }
+        if (after && before) return "RSM after and before together are not supported";
+    }
+    return NULL;
+}
+
+typedef struct mam_op {
+    rooms *r;
+    room *rm;
+    xmpp_stanza_t *iq;
+    char *queryid;
+    mam_query q;
+    bool descending;
+} mam_op;
+
+static void mam_done(void *arg, bool ok, PGresult *const *res, int nres, const char *err)
+{
+    mam_op *op = arg;
+    rooms *r = op->r;
+    room *rm = op->rm;
+    xmpp_ctx_t *ctx = link_ctx(r->link);
+    const char *requester = xmpp_stanza_get_from(op->iq);
+    if (!ok || nres != 1) {
+        log_error(rm->name, "history query failed: %s", err ? err : "?");
+        svc_error(r, op->iq, rm->name, "wait", "internal-server-error", NULL,
+                  "the archive could not be read; try again");
+        goto out;
+    }
+    int n = PQntuples(res[0]);
+    bool complete = n <= op->q.max;
+    int shown = complete ? n : op->q.max;
+    /* Rows come newest first for a <before/> page; results go out oldest first. */
+    const char *first = NULL, *last = NULL;
+    for (int k = 0; k < shown; k++) {
+        int i = op->descending ? shown - 1 - k : k;
+        const char *seq = PQgetvalue(res[0], i, 0);
+        size_t len = 0;
+        unsigned char *raw = svc_bytea_dup(res[0], i, 5, &len);
+        char *b64 = raw ? st_b64_encode(raw, len) : NULL;
+        free(raw);
+        const char *origin = PQgetisnull(res[0], i, 3) ? NULL : PQgetvalue(res[0], i, 3);
+        xmpp_stanza_t *inner = b64 ? build_message(ctx, rm->name, PQgetvalue(res[0], i, 2),
+                                                   PQgetvalue(res[0], i, 1), b64, origin, seq, false)
+                                   : NULL;
+        free(b64);
+        xmpp_stanza_t *outer = st_new(ctx, "message", NULL, rm->name, requester, NULL);
+        xmpp_stanza_t *result = outer ? st_add(outer, "result", NS_MAM) : NULL;
+        xmpp_stanza_t *fwd = result ? st_add(result, "forwarded", NS_FORWARD) : NULL;
+        xmpp_stanza_t *delay = fwd ? st_add(fwd, "delay", NS_DELAY) : NULL;
+        if (!inner || !delay || xmpp_stanza_add_child_ex(fwd, inner, 0) != XMPP_EOK) {
+            if (inner) xmpp_stanza_release(inner);
+            if (outer) xmpp_stanza_release(outer);
+            svc_error(r, op->iq, rm->name, "wait", "resource-constraint", NULL, "out of memory");
+            goto out;
+        }
+        char stamp[32];
+        st_format_stamp(stamp, strtoll(PQgetvalue(res[0], i, 4), NULL, 10));
+        xmpp_stanza_set_attribute(delay, "stamp", stamp);
+        if (op->queryid) xmpp_stanza_set_attribute(result, "queryid", op->queryid);
+        xmpp_stanza_set_attribute(result, "id", seq);
+        svc_send(r, outer);
+        if (!first) first = seq;
+        last = seq;
+    }
+    xmpp_stanza_t *reply = st_iq_result(op->iq, rm->name);
+    xmpp_stanza_t *fin = reply ? st_add(reply, "fin", NS_MAM) : NULL;
+    xmpp_stanza_t *set = fin ? st_add(fin, "set", NS_RSM) : NULL;
+    if (!set) {
+        if (reply) xmpp_stanza_release(reply);
+        goto out;
+    }
+    xmpp_stanza_set_attribute(fin, "complete", complete ? "true" : "false");
+    if (op->queryid) xmpp_stanza_set_attribute(fin, "queryid", op->queryid);
+    if (first) {
+        xmpp_stanza_t *fe = st_add_text(set, "first", NULL, first);
+        if (fe) xmpp_stanza_set_attribute(fe, "index", "0");
+        st_add_text(set, "last", NULL, last);
+    }
+    svc_send(r, reply);
+out:
+    room_release(r, rm);
+    xmpp_stanza_release(op->iq);
+    free(op->queryid);
+    free(op);
+}
+
+static void mam_form(rooms *r, room *rm, xmpp_stanza_t *iq)
+{
+    xmpp_stanza_t *reply = st_iq_result(iq, rm->name);
+    xmpp_stanza_t *query = reply ? st_add(reply, "query", NS_MAM) : NULL;
+    xmpp_stanza_t *x = query ? st_add(query, "x", NS_DATA) : NULL;
+    if (!x) {
+        if (reply) xmpp_stanza_release(reply);
+        return;
+    }
+    xmpp_stanza_set_attribute(x, "type", "form");
+    const char *vars[3] = {"FORM_TYPE", "start", "end"};
+    const char *types[3] = {"hidden", "text-single", "text-single"};
+    for (int i = 0; i < 3; i++) {
+        xmpp_stanza_t *f = st_add(x, "field", NULL);
+        if (!f) break;
+        xmpp_stanza_set_attribute(f, "var", vars[i]);
+        xmpp_stanza_set_attribute(f, "type", types[i]);
+        if (i == 0) st_add_text(f, "value", NULL, NS_MAM);
+    }
+    svc_send(r, reply);
+}
+
+void archive_handle_mam(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *query)
+{
+    char sender[SR_BARE_JID_MAX];
+    if (!svc_sender_bare(iq, sender, sizeof sender) || !sr_roster_find(&rm->roster, sender)) {
+        svc_error(r, iq, rm->name, "auth", "forbidden", "not-member",
+                  "only members may read the room's history");
+        return;
+    }
+    if (strcmp(xmpp_stanza_get_type(iq), "get") == 0) {
+        mam_form(r, rm, iq);
+        return;
+    }
+    mam_op *op = calloc(1, sizeof *op);
+    if (!op) {
+        svc_error(r, iq, rm->name, "wait", "resource-constraint", NULL, "out of memory");
+        return;
+    }
+    const char *why = archive_parse_mam(query, r->cfg->mam_default_page, r->cfg->mam_max_page, &op->q);
+    if (why) {
+        free(op);
+        svc_error(r, iq, rm->name, "modify", "bad-request", NULL, why);
+        return;
+    }
+    const char *qid = xmpp_stanza_get_attribute(query, "queryid");
+    op->iq = xmpp_stanza_copy(iq);
+    if (!op->iq || (qid && !(op->queryid = strdup(qid)))) {
+        if (op->iq) xmpp_stanza_release(op->iq);
+        free(op);
+        svc_error(r, iq, rm->name, "wait", "resource-constraint", NULL, "out of memory");
+        return;
+    }
+    op->r = r;
+    op->rm = rm;
+    op->descending = op->q.before_empty || op->q.before >= 0;
+    rm->refs++;
+    char id[24], after[24], before[24], start[24], end[24], limit[24];
+    snprintf(id, sizeof id, "%lld", rm->id);
+    snprintf(after, sizeof after, "%lld", op->q.after);
+    snprintf(before, sizeof before, "%lld", op->q.before);
+    snprintf(start, sizeof start, "%lld", op->q.start_ms);
+    snprintf(end, sizeof end, "%lld", op->q.end_ms);
+    snprintf(limit, sizeof limit, "%d", op->q.max + 1);
+    const char *p[6] = {id,
+                        op->q.after >= 0 ? after : NULL,
+                        op->q.before >= 0 ? before : NULL,
+                        op->q.start_ms >= 0 ? start : NULL,
+                        op->q.end_ms >= 0 ? end : NULL,
+                        limit};
+    const char *sql =
+        op->descending
+            ? "SELECT seq, sender, nick, origin_id, (extract(epoch FROM stamp) * 1000)::bigint, "
+              "payload FROM messages WHERE room_id = $1 AND ($2::bigint IS NULL OR seq > $2) AND "
+              "($3::bigint IS NULL OR seq < $3) AND ($4::bigint IS NULL OR stamp >= "
+              "to_timestamp($4::bigint / 1000.0)) AND ($5::bigint IS NULL OR stamp <= "
+              "to_timestamp($5::bigint / 1000.0)) ORDER BY seq DESC LIMIT $6"
+            : "SELECT seq, sender, nick, origin_id, (extract(epoch FROM stamp) * 1000)::bigint, "
+              "payload FROM messages WHERE room_id = $1 AND ($2::bigint IS NULL OR seq > $2) AND "
+              "($3::bigint IS NULL OR seq < $3) AND ($4::bigint IS NULL OR stamp >= "
+              "to_timestamp($4::bigint / 1000.0)) AND ($5::bigint IS NULL OR stamp <= "
+              "to_timestamp($5::bigint / 1000.0)) ORDER BY seq ASC LIMIT $6";
+    db_read1(r->db, sql, 6, p, NULL, NULL, mam_done, op);
+}

@@ -1,0 +1,115 @@
+/* Internal state of the room service shared by its parts (rooms.c: cache
+ * and dispatch; identity.c; chain.c: roster chain; presence.c; archive.c:
+ * groupchat and MAM; disco.c). Not part of any public interface. */
+#ifndef SEALROOMD_SERVICE_H
+#define SEALROOMD_SERVICE_H
+
+#include <stdbool.h>
+#include <strophe.h>
+
+#include "config.h"
+#include "db.h"
+#include "link.h"
+#include "roster.h"
+#include "rooms.h"
+
+typedef struct occupant {
+    char *full_jid;
+    char *bare_jid;
+    char *nick;
+    struct occupant *next;
+} occupant;
+
+typedef struct queued_stanza {
+    xmpp_stanza_t *stanza;
+    struct queued_stanza *next;
+} queued_stanza;
+
+typedef enum {
+    ROOM_LOADING,  /* a read of its state is in flight */
+    ROOM_READY,    /* exists, state cached */
+    ROOM_ABSENT,   /* does not exist (as of the last read) */
+} room_state;
+
+typedef struct room {
+    char *name;          /* bare room JID */
+    long long id;        /* rooms.room_id, 0 while absent */
+    room_state state;
+    bool busy;           /* a create or roster change is committing: queue everything */
+    sr_roster_state roster;
+    occupant *occupants;
+    queued_stanza *queue, *queue_tail;
+    unsigned refs;       /* callbacks in flight that point at this room */
+    long last_used_ms;
+    struct room *hnext;
+} room;
+
+struct rooms {
+    const config *cfg;
+    db *db;
+    xmpp_link *link;
+    room **buckets;
+    size_t nbuckets, nrooms;
+    unsigned writes_in_flight;
+    long now_ms;
+    long last_evict_ms;
+    char instance[256];
+};
+
+/* rooms.c */
+room *room_lookup(rooms *r, const char *name);
+void room_enqueue(room *rm, xmpp_stanza_t *stanza);
+/* Handle whatever queued while the room was loading or busy. */
+void room_drain(rooms *r, room *rm);
+void room_release(rooms *r, room *rm);
+const char *svc_jid(const rooms *r);
+void svc_send(rooms *r, xmpp_stanza_t *stanza); /* sends and releases */
+void svc_error(rooms *r, xmpp_stanza_t *req, const char *from, const char *etype,
+               const char *cond, const char *app, const char *text);
+/* Bare JID of a stanza's sender into out; false if absent or invalid. */
+bool svc_sender_bare(xmpp_stanza_t *stanza, char *out, size_t outlen);
+bool svc_is_admin(const rooms *r, const char *bare);
+/* Results come back in text format: bytea columns are hex ("\\x..").
+ * Decode column (row, col) into out; returns the length, or -1 if it is not
+ * a bytea of at most outlen bytes. */
+long svc_bytea(const PGresult *res, int row, int col, unsigned char *out, size_t outlen);
+/* Same, allocating (caller frees with free()). */
+unsigned char *svc_bytea_dup(const PGresult *res, int row, int col, size_t *len);
+
+/* identity.c */
+void identity_handle_iq(rooms *r, xmpp_stanza_t *iq, xmpp_stanza_t *payload);
+
+/* chain.c */
+void chain_handle_create(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *create);
+void chain_handle_update(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *roster);
+void chain_handle_fetch(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *chain);
+/* Parse a <roster/> element into v (heap). Returns NULL on success or an
+ * English reason. Exposed for unit tests and the fuzz target. */
+const char *chain_parse_roster(xmpp_stanza_t *el, const char *room_jid, sr_roster_version *v);
+/* Render version v (with sig) as a <roster/> child of parent. */
+bool chain_render_roster(xmpp_stanza_t *parent, const sr_roster_version *v);
+
+/* presence.c */
+void presence_handle(rooms *r, room *rm, xmpp_stanza_t *presence, const char *nick);
+occupant *occupant_by_full(room *rm, const char *full_jid);
+void presence_remove_occupant(rooms *r, room *rm, occupant *o, const char *status_code);
+/* After a roster change: kick occupants no longer members, refresh others. */
+void presence_roster_changed(rooms *r, room *rm, const sr_roster_state *before);
+void occupants_free(room *rm);
+
+/* archive.c */
+void archive_handle_groupchat(rooms *r, room *rm, xmpp_stanza_t *msg);
+void archive_handle_mam(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *query);
+/* Parse the MAM query (form + RSM). Exposed for tests and fuzzing. */
+typedef struct mam_query {
+    long long start_ms, end_ms; /* -1 when absent */
+    long long after, before;    /* -1 when absent */
+    bool before_empty;          /* <before/>: the newest page */
+    int max;
+} mam_query;
+const char *archive_parse_mam(xmpp_stanza_t *query, int default_max, int cap, mam_query *out);
+
+/* disco.c */
+void disco_handle(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *query);
+
+#endif
