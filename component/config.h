@@ -35,6 +35,9 @@ int config_load(config *out, const char *path, char *err, size_t errlen);
  * changed, swap it into *live and return 0. Otherwise *live is untouched,
  * err says why, returns -1. */
 int config_reload(config *live, const char *path, char *err, size_t errlen);
+/* After a successful reload, pointers to non-reloadable strings (the JID,
+ * the secret, the conninfo) are unchanged; reloadable strings are replaced,
+ * so read them from the config at use and do not keep them. */
 
 void config_free(config *c);
 
