@@ -2,9 +2,13 @@
  * pipeline mode, driven by the event loop. Reads are pipelined; writes are
  * grouped into "units" (statements that must commit together) and every unit
  * queued while a commit is in flight goes into the next single transaction —
- * group commit. If a grouped transaction fails, its units are retried one per
- * transaction so one bad unit cannot sink the others. Callbacks run on the
- * loop thread, and only after COMMIT has succeeded (writes). */
+ * group commit. If a grouped transaction fails, the unit that failed is
+ * retried in a transaction of its own and the others are grouped again (every
+ * unit alone when the failure cannot be pinned on one), so one bad unit cannot
+ * sink the others. Callbacks run on the loop thread, and only after COMMIT has
+ * succeeded (writes). A unit that is expected to fail now and then is better
+ * written not to (ON CONFLICT DO NOTHING, conditional UPDATE and a row count):
+ * each failure costs its group an extra round trip. */
 #ifndef SEALROOMD_DB_H
 #define SEALROOMD_DB_H
 
@@ -36,6 +40,12 @@ db_unit *db_unit_new(void);
 int db_unit_add(db_unit *u, const char *sql, int nparams, const char *const *values,
                 const int *lengths, const int *formats);
 void db_unit_free(db_unit *u); /* only for a unit never submitted */
+/* Ask for binary-format results for every statement of the unit (default
+ * text). A db_unit_add that fails (bad arguments, out of memory) returns -1
+ * and marks the unit, which then fails on submit (callback, ok=false). */
+void db_unit_binary_results(db_unit *u, bool on);
+/* A unit must not contain transaction control (BEGIN/COMMIT/ROLLBACK): the
+ * db wraps writes in its own transaction and reads in an implicit one. */
 
 /* Submit; ownership of u passes to the db. write=true: part of the next
  * group-committed transaction; write=false: a read, run in its own implicit
@@ -62,6 +72,20 @@ typedef struct db_stats {
 } db_stats;
 void db_get_stats(const db *d, db_stats *out);
 bool db_is_ready(const db *d);
+
+/* Tuning (both may be called at any time, e.g. on a config reload).
+ * Units per group-committed transaction (config db.write_batch_max; default
+ * 512, minimum 1). */
+void db_set_write_batch_max(db *d, int max);
+/* While the database has been unreachable for this long, queued units fail
+ * with "database unavailable" instead of waiting (default 10000 ms). Units
+ * in flight when the connection drops fail at once with "connection lost…". */
+void db_set_unavailable_timeout_ms(db *d, int ms);
+
+/* When a statement failed, err is "SQLSTATE: primary message", e.g.
+ * "23505: duplicate key value violates unique constraint …". True when err
+ * is such a message with the given five-character SQLSTATE. */
+bool db_err_sqlstate_is(const char *err, const char *sqlstate);
 
 /* Apply sql/NNN_*.sql migrations from `dir` inside one transaction with a
  * schema_version table; idempotent. Blocking; start-up only. */
