@@ -192,7 +192,7 @@ static void committed(void *arg, bool ok, PGresult *const *res, int nres, const 
     room *rm = op->rm;
     r->writes_in_flight--;
     if (!ok) {
-        bool dup = err && strstr(err, "duplicate key");
+        bool dup = db_err_sqlstate_is(err, "23505");
         log_warn(rm->name, "roster version %" PRIu64 " not stored: %s", op->v->version,
                  err ? err : "?");
         if (dup)
