@@ -1,0 +1,487 @@
+/* libsealroom public API: identities, the sans-I/O protocol core
+ * (sealroom_ctx), events, and the blocking convenience client.
+ *
+ * Thread safety: the library keeps no global state. A sealroom_ctx, a
+ * sealroom_client and everything reached through them may be used by one
+ * thread at a time; different contexts may be used from different threads
+ * concurrently. Callbacks run on the thread that called into the library.
+ * sealroom_identity objects are immutable after creation and may be shared
+ * read-only between threads.
+ *
+ * Payloads: in this version the payload of a message is carried opaque:
+ * the library base64-encodes the bytes you give it into <sealed/> and hands
+ * back the bytes it receives. It does NOT encrypt them yet (room keys arrive
+ * in the next protocol revision); do not send anything confidential through
+ * this version. What it does protect is membership: every roster version is
+ * signed and the whole chain is verified before it is trusted.
+ *
+ * Conventions: functions return a sealroom_result (0 on success, a negative
+ * SEALROOM_E_* code on failure) and write results through out-parameters,
+ * which come first. Strings are NUL-terminated UTF-8. "Borrowed" means the
+ * library keeps no reference after the call returns; "copied" means the
+ * library copies what it needs. Constructors accept a pointer to a handle
+ * and set it to NULL on failure; destructors accept NULL.
+ */
+#ifndef SEALROOM_SEALROOM_H
+#define SEALROOM_SEALROOM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(SEALROOM_BUILDING)
+#define SEALROOM_API __attribute__((visibility("default")))
+#else
+#define SEALROOM_API
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define SEALROOM_WARN_UNUSED __attribute__((warn_unused_result))
+#else
+#define SEALROOM_WARN_UNUSED
+#endif
+
+#define SEALROOM_VERSION_MAJOR 0
+#define SEALROOM_VERSION_MINOR 1
+#define SEALROOM_VERSION_PATCH 0
+#define SEALROOM_VERSION_STRING "0.1.0"
+/* (major << 16) | (minor << 8) | patch, comparable with sealroom_version_number(). */
+#define SEALROOM_VERSION_NUMBER \
+    ((SEALROOM_VERSION_MAJOR << 16) | (SEALROOM_VERSION_MINOR << 8) | SEALROOM_VERSION_PATCH)
+
+/* The version of the library actually loaded, e.g. "0.1.0". Static string. */
+SEALROOM_API const char *sealroom_version(void);
+/* The loaded library's SEALROOM_VERSION_NUMBER. */
+SEALROOM_API unsigned sealroom_version_number(void);
+
+/* ---- Errors ---- */
+
+/* Result codes. New codes are only ever appended. */
+typedef enum sealroom_result {
+    SEALROOM_OK = 0,
+    SEALROOM_E_INVALID = -1,     /* bad argument (NULL, bad JID, bad length) */
+    SEALROOM_E_NOMEM = -2,       /* allocation failed */
+    SEALROOM_E_STATE = -3,       /* not allowed now (not joined, no identity, link down) */
+    SEALROOM_E_PROTOCOL = -4,    /* the peer sent something that breaks the protocol */
+    SEALROOM_E_REMOTE = -5,      /* the server refused, for a reason without its own code */
+    SEALROOM_E_TIMEOUT = -6,     /* no answer in time */
+    SEALROOM_E_VERIFY = -7,      /* a signature or the roster chain failed verification */
+    SEALROOM_E_NETWORK = -8,     /* the link dropped or could not be established */
+    SEALROOM_E_NOT_FOUND = -9,   /* no such user identity, room or request */
+    SEALROOM_E_FORBIDDEN = -10,  /* not a member, or not allowed to do this */
+    SEALROOM_E_CONFLICT = -11,   /* already exists (room, identity key, nickname) */
+    SEALROOM_E_TOO_LARGE = -12,  /* payload over the service's limit */
+    SEALROOM_E_STALE = -13,      /* someone changed the roster first; sync and retry */
+    SEALROOM_E_UNAVAILABLE = -14 /* the service is down or unreachable */
+} sealroom_result;
+
+/* A static English description of a result code; never NULL. */
+SEALROOM_API const char *sealroom_strerror(int result);
+
+/* ---- Identity ---- */
+
+#define SEALROOM_PUBLICKEYBYTES 32
+#define SEALROOM_SECRETKEYBYTES 32   /* the exported secret is the Ed25519 seed */
+#define SEALROOM_FINGERPRINTBYTES 72 /* textual fingerprint incl. NUL */
+SEALROOM_API size_t sealroom_publickeybytes(void);
+SEALROOM_API size_t sealroom_secretkeybytes(void);
+SEALROOM_API size_t sealroom_fingerprintbytes(void);
+
+/* An Ed25519 identity key pair, held in guarded, locked memory. */
+typedef struct sealroom_identity sealroom_identity;
+
+/* Create a fresh random identity. *out is set (NULL on failure); free it
+ * with sealroom_identity_free. Errors: INVALID, NOMEM. */
+SEALROOM_API SEALROOM_WARN_UNUSED int sealroom_identity_generate(sealroom_identity **out);
+
+/* Rebuild an identity from the secret exported by sealroom_identity_export
+ * (secret borrowed; wipe your copy afterwards). Errors: INVALID (wrong
+ * length), NOMEM. */
+SEALROOM_API SEALROOM_WARN_UNUSED int sealroom_identity_import(sealroom_identity **out,
+                                                               const unsigned char *secret,
+                                                               size_t secret_len);
+
+/* Copy the secret (SEALROOM_SECRETKEYBYTES) into out for an application key
+ * store. The caller must protect and wipe it. Errors: INVALID (NULL or
+ * out_len too small). */
+SEALROOM_API SEALROOM_WARN_UNUSED int sealroom_identity_export(unsigned char *out, size_t out_len,
+                                                               const sealroom_identity *id);
+
+/* Copy the public key (SEALROOM_PUBLICKEYBYTES) into pk. Errors: INVALID. */
+SEALROOM_API int sealroom_identity_public_key(unsigned char *pk, size_t pk_len,
+                                              const sealroom_identity *id);
+
+/* Write the fingerprint of a public key: hex of BLAKE2b-256(pk) in eight
+ * groups of eight, separated by spaces (71 characters plus NUL). out must
+ * hold SEALROOM_FINGERPRINTBYTES. Errors: INVALID. */
+SEALROOM_API int sealroom_fingerprint(char *out, size_t out_len, const unsigned char *pk,
+                                      size_t pk_len);
+
+/* Fingerprint of an identity's public key (as sealroom_fingerprint). */
+SEALROOM_API int sealroom_identity_fingerprint(char *out, size_t out_len,
+                                               const sealroom_identity *id);
+
+/* Wipe and free an identity. NULL is allowed. */
+SEALROOM_API void sealroom_identity_free(sealroom_identity *id);
+
+/* ---- Events ---- */
+
+typedef enum sealroom_event_type {
+    SEALROOM_EVENT_REQUEST_DONE = 1,   /* an asynchronous request completed */
+    SEALROOM_EVENT_MESSAGE = 2,        /* a room message (live or from history) */
+    SEALROOM_EVENT_OCCUPANT_JOINED = 3,/* someone (maybe us) is present in a room */
+    SEALROOM_EVENT_OCCUPANT_LEFT = 4,  /* someone left a room */
+    SEALROOM_EVENT_REMOVED = 5,        /* we were kicked or removed from a room */
+    SEALROOM_EVENT_ROSTER_CHANGED = 6  /* the verified roster of a room advanced */
+} sealroom_event_type;
+
+/* What a request was; sealroom_event_request_kind() on REQUEST_DONE. */
+typedef enum sealroom_request_kind {
+    SEALROOM_REQ_IDENTITY_REGISTER = 1,
+    SEALROOM_REQ_IDENTITY_FETCH = 2,
+    SEALROOM_REQ_ROOM_CREATE = 3,
+    SEALROOM_REQ_ROSTER_UPDATE = 4, /* add member, remove member, set role */
+    SEALROOM_REQ_ROSTER_SYNC = 5,
+    SEALROOM_REQ_JOIN = 6,
+    SEALROOM_REQ_LEAVE = 7,
+    SEALROOM_REQ_SEND = 8,
+    SEALROOM_REQ_HISTORY = 9
+} sealroom_request_kind;
+
+/* Roles in a room's roster. */
+typedef enum sealroom_role {
+    SEALROOM_ROLE_NONE = 0,
+    SEALROOM_ROLE_MEMBER = 1,
+    SEALROOM_ROLE_ADMIN = 2,
+    SEALROOM_ROLE_OWNER = 3
+} sealroom_role;
+
+/* An event handed to the on_event callback. It and every pointer read from
+ * it are borrowed and valid only during the callback: copy what you keep.
+ * Accessors return NULL / 0 for fields the event type does not carry. */
+typedef struct sealroom_event sealroom_event;
+
+SEALROOM_API sealroom_event_type sealroom_event_get_type(const sealroom_event *ev);
+/* REQUEST_DONE: the id filled in when the request was made, its kind, and
+ * its result (SEALROOM_OK or a negative code). */
+SEALROOM_API uint32_t sealroom_event_request_id(const sealroom_event *ev);
+SEALROOM_API int sealroom_event_request_kind(const sealroom_event *ev);
+SEALROOM_API int sealroom_event_result(const sealroom_event *ev);
+/* REQUEST_DONE on failure: "condition[/app-condition]: server text" or a
+ * local explanation. REMOVED: the reason given by the room, if any. */
+SEALROOM_API const char *sealroom_event_error_text(const sealroom_event *ev);
+/* Bare room JID (all types except identity requests). */
+SEALROOM_API const char *sealroom_event_room(const sealroom_event *ev);
+/* MESSAGE, OCCUPANT_*, REMOVED: the occupant's nickname. */
+SEALROOM_API const char *sealroom_event_nick(const sealroom_event *ev);
+/* MESSAGE, OCCUPANT_*: the occupant's real bare JID when the room disclosed
+ * it. REQUEST_DONE of IDENTITY_FETCH, ROSTER_UPDATE: the user concerned. */
+SEALROOM_API const char *sealroom_event_jid(const sealroom_event *ev);
+/* MESSAGE and REQUEST_DONE of SEND: the room archive id (XEP-0359 stanza-id). */
+SEALROOM_API const char *sealroom_event_stanza_id(const sealroom_event *ev);
+/* MESSAGE and REQUEST_DONE of SEND: the sender's origin-id. */
+SEALROOM_API const char *sealroom_event_origin_id(const sealroom_event *ev);
+/* MESSAGE: the payload bytes (opaque in this version) and their length. */
+SEALROOM_API const unsigned char *sealroom_event_payload(const sealroom_event *ev, size_t *len);
+/* MESSAGE: milliseconds since the Unix epoch: the archive's delay stamp
+ * when present, else the time last given to sealroom_ctx_tick. */
+SEALROOM_API int64_t sealroom_event_timestamp_ms(const sealroom_event *ev);
+/* MESSAGE: 1 if it came from a history query, 0 if live. */
+SEALROOM_API int sealroom_event_is_history(const sealroom_event *ev);
+/* MESSAGE, OCCUPANT_*: 1 if it concerns our own occupant. */
+SEALROOM_API int sealroom_event_is_self(const sealroom_event *ev);
+/* REQUEST_DONE of HISTORY: archive ids of the first and last result (NULL
+ * when the page is empty) and whether the page reached the end. */
+SEALROOM_API const char *sealroom_event_history_first(const sealroom_event *ev);
+SEALROOM_API const char *sealroom_event_history_last(const sealroom_event *ev);
+SEALROOM_API int sealroom_event_history_complete(const sealroom_event *ev);
+/* REQUEST_DONE of IDENTITY_FETCH: the verified public key (32 bytes). */
+SEALROOM_API const unsigned char *sealroom_event_public_key(const sealroom_event *ev);
+/* ROSTER_CHANGED and REQUEST_DONE of CREATE/ROSTER_*: the verified version. */
+SEALROOM_API uint64_t sealroom_event_roster_version(const sealroom_event *ev);
+
+/* ---- The sans-I/O core ---- */
+
+typedef enum sealroom_log_level {
+    SEALROOM_LOG_DEBUG = 0,
+    SEALROOM_LOG_INFO = 1,
+    SEALROOM_LOG_WARN = 2,
+    SEALROOM_LOG_ERROR = 3
+} sealroom_log_level;
+
+/* How the core reaches the outside world. Set struct_size to
+ * sizeof(sealroom_callbacks) so the library can grow the struct. All
+ * function pointers may be NULL except send_xml for sealroom_ctx_new. */
+typedef struct sealroom_callbacks {
+    size_t struct_size;
+    /* Send one complete stanza (xml[0..len), NUL-terminated as well). The
+     * buffer is borrowed. Return 0 on success, negative if it could not be
+     * queued (the core treats that like a lost stanza). */
+    int (*send_xml)(void *user, const char *xml, size_t len);
+    /* A log line without a trailing newline; never contains secrets. */
+    void (*log)(void *user, sealroom_log_level level, const char *msg);
+    /* Every event; see sealroom_event. Do not free or keep ev. You may call
+     * request functions of the same ctx from here, but not sealroom_ctx_free. */
+    void (*on_event)(void *user, const sealroom_event *ev);
+    void *user;
+} sealroom_callbacks;
+
+typedef struct sealroom_ctx sealroom_ctx;
+
+/* Create a core for the user own_jid (full or bare JID, copied) talking to
+ * the Sealroom service service_jid (e.g. "rooms.example.com", copied).
+ * callbacks is copied. The link starts "up". Errors: INVALID, NOMEM. */
+SEALROOM_API SEALROOM_WARN_UNUSED int sealroom_ctx_new(sealroom_ctx **out, const char *own_jid,
+                                                       const char *service_jid,
+                                                       const sealroom_callbacks *callbacks);
+
+/* Free the core. Pending requests are dropped without events. NULL allowed. */
+SEALROOM_API void sealroom_ctx_free(sealroom_ctx *ctx);
+
+/* Use this identity for registering, creating rooms and signing roster
+ * changes. The key is copied (you may free yours). Errors: INVALID, NOMEM. */
+SEALROOM_API SEALROOM_WARN_UNUSED int sealroom_ctx_set_identity(sealroom_ctx *ctx,
+                                                                const sealroom_identity *id);
+
+/* Timeout for requests in milliseconds (default 30000; 0 = never). */
+SEALROOM_API void sealroom_ctx_set_timeout(sealroom_ctx *ctx, uint32_t timeout_ms);
+
+/* The detail behind the last failure in this ctx (a failed call or a failed
+ * request): borrowed, valid until the next call into ctx. Never NULL. */
+SEALROOM_API const char *sealroom_ctx_last_error(const sealroom_ctx *ctx);
+
+/* Feed one received stanza (xml[0..len), borrowed). Returns 1 if it
+ * belonged to Sealroom and was consumed, 0 if it was not ours (pass it on
+ * to the rest of your client), or a negative code (INVALID for
+ * unparseable XML). Events are delivered before this returns. */
+SEALROOM_API int sealroom_ctx_receive_xml(sealroom_ctx *ctx, const char *xml, size_t len);
+
+/* Tell the core the current time (monotonic or wall clock milliseconds,
+ * but always the same clock): requests past their timeout complete with
+ * SEALROOM_E_TIMEOUT. Call it at least every second or so. */
+SEALROOM_API void sealroom_ctx_tick(sealroom_ctx *ctx, uint64_t now_ms);
+
+/* The stream to the server dropped. IQ requests in flight complete with
+ * SEALROOM_E_NETWORK; joins and unconfirmed messages are kept. */
+SEALROOM_API void sealroom_ctx_link_down(sealroom_ctx *ctx);
+
+/* The stream is back (after authentication and initial presence): the core
+ * rejoins every room that was joined and resends every message still in
+ * the outbox with its original origin-id, so the service can drop
+ * duplicates. Errors: the first send failure. */
+SEALROOM_API int sealroom_ctx_link_up(sealroom_ctx *ctx);
+
+/* Number of messages sent but not yet confirmed by their reflection. */
+SEALROOM_API size_t sealroom_ctx_outbox_size(const sealroom_ctx *ctx);
+
+/* ---- Requests ----
+ * Each request function returns SEALROOM_OK once the request is under way
+ * and sets *request_id (never 0); the outcome arrives later as a
+ * SEALROOM_EVENT_REQUEST_DONE carrying that id. A negative return means
+ * nothing was sent and no event will follow. request_id may be NULL.
+ * JID arguments are copied. A room may be given as a bare JID or as a bare
+ * localpart, which is taken to live at the service. */
+
+/* Publish our identity key with its proof of possession. Errors: STATE (no
+ * identity set). Completion: CONFLICT if another key is registered. */
+SEALROOM_API SEALROOM_WARN_UNUSED int sealroom_identity_register(sealroom_ctx *ctx,
+                                                                 uint32_t *request_id);
+
+/* Fetch and verify another user's registered identity key; the result
+ * carries it (sealroom_event_public_key) and the core remembers it for
+ * sealroom_room_add_member. Completion: NOT_FOUND, VERIFY (bad proof). */
+SEALROOM_API SEALROOM_WARN_UNUSED int sealroom_identity_fetch(sealroom_ctx *ctx,
+                                                              uint32_t *request_id,
+                                                              const char *jid);
+
+/* The public key of jid as last fetched and verified, copied into pk
+ * (32 bytes). Errors: NOT_FOUND, INVALID. */
+SEALROOM_API int sealroom_ctx_known_key(const sealroom_ctx *ctx, unsigned char *pk, size_t pk_len,
+                                        const char *jid);
+
+/* Create a room with us as its only owner (roster version 0, signed).
+ * Completion: CONFLICT if it exists. */
+SEALROOM_API SEALROOM_WARN_UNUSED int sealroom_room_create(sealroom_ctx *ctx,
+                                                           uint32_t *request_id,
+                                                           const char *room);
+
+/* Add jid with role (MEMBER, ADMIN or OWNER). pk is the member's identity
+ * key (32 bytes, borrowed) or NULL to fetch the registered one first. The
+ * core syncs the roster first if it has none for this room and, if someone
+ * else changed it meanwhile (STALE), syncs and retries once. */
+SEALROOM_API SEALROOM_WARN_UNUSED int sealroom_room_add_member(sealroom_ctx *ctx,
+                                                               uint32_t *request_id,
+                                                               const char *room, const char *jid,
+                                                               sealroom_role role,
+                                                               const unsigned char *pk);
+
+/* Remove jid (may be ourselves: leaving the membership). As add_member. */
+SEALROOM_API SEALROOM_WARN_UNUSED int sealroom_room_remove_member(sealroom_ctx *ctx,
+                                                                  uint32_t *request_id,
+                                                                  const char *room,
+                                                                  const char *jid);
+
+/* Change the role of member jid. As add_member. */
+SEALROOM_API SEALROOM_WARN_UNUSED int sealroom_room_set_role(sealroom_ctx *ctx,
+                                                             uint32_t *request_id,
+                                                             const char *room, const char *jid,
+                                                             sealroom_role role);
+
+/* Fetch the room's roster chain from our verified head onward and verify
+ * every version. Completion: VERIFY if any version fails (the previously
+ * verified state is kept), FORBIDDEN if we are not a member. */
+SEALROOM_API SEALROOM_WARN_UNUSED int sealroom_room_sync(sealroom_ctx *ctx, uint32_t *request_id,
+                                                         const char *room);
+
+/* The verified roster version of room. Errors: NOT_FOUND (never synced). */
+SEALROOM_API int sealroom_room_roster_version(const sealroom_ctx *ctx, uint64_t *version,
+                                              const char *room);
+
+/* Number of members in the verified roster (0 if unknown). */
+SEALROOM_API size_t sealroom_room_member_count(const sealroom_ctx *ctx, const char *room);
+
+/* Member number index (sorted by JID) of the verified roster: *jid is
+ * borrowed until the roster changes; role and pk (32 bytes) may be NULL.
+ * Errors: NOT_FOUND. */
+SEALROOM_API int sealroom_room_member(const sealroom_ctx *ctx, const char **jid,
+                                      sealroom_role *role, unsigned char *pk, const char *room,
+                                      size_t index);
+
+/* Role of jid in the verified roster, SEALROOM_ROLE_NONE if absent. */
+SEALROOM_API sealroom_role sealroom_room_member_role(const sealroom_ctx *ctx, const char *room,
+                                                     const char *jid);
+
+/* Enter room under nick. Completes when the room confirms our presence
+ * (status 110); FORBIDDEN if not a member, CONFLICT if the nick is taken.
+ * Joined rooms are rejoined automatically by sealroom_ctx_link_up. */
+SEALROOM_API SEALROOM_WARN_UNUSED int sealroom_room_join(sealroom_ctx *ctx, uint32_t *request_id,
+                                                         const char *room, const char *nick);
+
+/* Leave a joined room. Errors: STATE if not joined. */
+SEALROOM_API SEALROOM_WARN_UNUSED int sealroom_room_leave(sealroom_ctx *ctx, uint32_t *request_id,
+                                                          const char *room);
+
+/* Send payload (borrowed, copied into the outbox) to a joined room. The
+ * message stays in the outbox until the room reflects it; completion
+ * carries the archive stanza-id. A message unconfirmed when the link drops
+ * is resent by sealroom_ctx_link_up with the same origin-id. origin_id_out
+ * (may be NULL, else at least SEALROOM_ORIGIN_ID_BYTES) receives the
+ * origin-id.
+ * Errors: STATE (not joined), TOO_LARGE (over 1 MiB locally). */
+SEALROOM_API SEALROOM_WARN_UNUSED int sealroom_room_send(sealroom_ctx *ctx, uint32_t *request_id,
+                                                         char *origin_id_out,
+                                                         size_t origin_id_len, const char *room,
+                                                         const unsigned char *payload,
+                                                         size_t payload_len);
+
+/* Query the room archive: the page of at most max messages (0 = server
+ * default) before archive id before_id, or the newest page if before_id is
+ * NULL. Each result is a MESSAGE event with is_history set, oldest first;
+ * then the REQUEST_DONE with first/last ids and the complete flag. */
+SEALROOM_API SEALROOM_WARN_UNUSED int sealroom_room_history(sealroom_ctx *ctx,
+                                                            uint32_t *request_id,
+                                                            const char *room,
+                                                            const char *before_id, unsigned max);
+
+#define SEALROOM_ORIGIN_ID_BYTES 40
+
+/* ---- The blocking client ----
+ * A simple, blocking client on top of libstrophe and the adapter in
+ * sealroom/strophe.h: for small programs and tests. It owns its own
+ * libstrophe context and connection. */
+
+typedef struct sealroom_client sealroom_client;
+
+/* Connection flags for sealroom_client_options.flags. */
+#define SEALROOM_CLIENT_TLS_DISABLE 0x1u  /* never use TLS (loopback tests) */
+#define SEALROOM_CLIENT_TLS_REQUIRE 0x2u  /* fail unless TLS is used */
+#define SEALROOM_CLIENT_TLS_TRUST 0x4u    /* accept any certificate */
+#define SEALROOM_CLIENT_TLS_VERIFY 0x8u   /* verify even on loopback */
+
+typedef struct sealroom_client_options {
+    size_t struct_size;       /* sizeof(sealroom_client_options) */
+    const char *jid;          /* user JID; a resource is optional */
+    const char *password;
+    const char *host;         /* NULL: from DNS SRV / the JID's domain */
+    unsigned short port;      /* 0: default */
+    const char *service_jid;  /* the Sealroom service, e.g. "rooms.example.com" */
+    uint32_t timeout_ms;      /* connect timeout, and default request timeout */
+    unsigned flags;           /* SEALROOM_CLIENT_* */
+} sealroom_client_options;
+
+/* Connect, authenticate and send initial presence; blocks up to
+ * timeout_ms. TLS is used when the server offers it; certificates are
+ * verified unless host is a loopback address (127.0.0.1, ::1, localhost),
+ * where self-signed test certificates are accepted. All strings are
+ * copied; libstrophe keeps its own copy of the password for reconnects.
+ * Errors: INVALID, NOMEM, NETWORK (connection or authentication failed),
+ * TIMEOUT. */
+SEALROOM_API SEALROOM_WARN_UNUSED int sealroom_client_connect(sealroom_client **out,
+                                                              const char *jid,
+                                                              const char *password,
+                                                              const char *host,
+                                                              unsigned short port,
+                                                              const char *service_jid,
+                                                              uint32_t timeout_ms);
+
+/* As sealroom_client_connect, with options (opts borrowed). */
+SEALROOM_API SEALROOM_WARN_UNUSED int sealroom_client_connect_ex(sealroom_client **out,
+                                                                 const sealroom_client_options *opts);
+
+/* The client's core, for the request functions above. Borrowed: valid until
+ * sealroom_client_free. */
+SEALROOM_API sealroom_ctx *sealroom_client_ctx(sealroom_client *client);
+
+/* As sealroom_ctx_set_identity on the client's core. */
+SEALROOM_API SEALROOM_WARN_UNUSED int sealroom_client_set_identity(sealroom_client *client,
+                                                                   const sealroom_identity *id);
+
+/* Receive every event of the client's core (events are also recorded for
+ * sealroom_client_wait). fn may be NULL to stop. */
+SEALROOM_API void sealroom_client_set_event_handler(sealroom_client *client,
+                                                    void (*fn)(void *user,
+                                                               const sealroom_event *ev),
+                                                    void *user);
+
+/* Receive the core's log lines (see sealroom_callbacks.log). fn may be NULL. */
+SEALROOM_API void sealroom_client_set_log_handler(sealroom_client *client,
+                                                  void (*fn)(void *user, sealroom_log_level level,
+                                                             const char *msg),
+                                                  void *user);
+
+/* Run the loop until request_id completes, and return its result
+ * (SEALROOM_OK or negative; ctx_last_error has the detail). TIMEOUT if
+ * it did not complete within timeout_ms, NETWORK if the link dropped,
+ * NOT_FOUND if no such request is known. */
+SEALROOM_API SEALROOM_WARN_UNUSED int sealroom_client_wait(sealroom_client *client,
+                                                           uint32_t request_id,
+                                                           uint32_t timeout_ms);
+
+/* Run the loop for timeout_ms, delivering events. Returns OK, or NETWORK
+ * if the link is down. */
+SEALROOM_API int sealroom_client_run(sealroom_client *client, uint32_t timeout_ms);
+
+/* 1 while the stream is up, else 0. */
+SEALROOM_API int sealroom_client_is_connected(const sealroom_client *client);
+
+/* Drop the stream without freeing anything (as a lost link would; for
+ * tests and for apps going offline). The core's link_down runs. */
+SEALROOM_API void sealroom_client_disconnect(sealroom_client *client);
+
+/* Reconnect after the link was lost, then sealroom_ctx_link_up: rooms are
+ * rejoined and the outbox resent. Blocks up to timeout_ms. Errors as
+ * sealroom_client_connect; STATE if already connected. */
+SEALROOM_API SEALROOM_WARN_UNUSED int sealroom_client_reconnect(sealroom_client *client,
+                                                                uint32_t timeout_ms);
+
+/* Disconnect and free everything. NULL allowed. */
+SEALROOM_API void sealroom_client_free(sealroom_client *client);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

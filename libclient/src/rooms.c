@@ -1,0 +1,658 @@
+/* Rooms as the client sees them (MUC-shaped, WIRE.md "Rooms"): join and
+ * leave by presence, occupant tracking, the message outbox with its
+ * origin-ids, and incoming groupchat and archive messages. */
+#include "internal.h"
+
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "proto/b64.h"
+#include "proto/jid.h"
+
+/* ---- room records ---- */
+
+sr_room *sr_room_find(sealroom_ctx *ctx, const char *jid)
+{
+    for (sr_room *r = ctx->rooms; r; r = r->next)
+        if (strcmp(r->jid, jid) == 0)
+            return r;
+    return NULL;
+}
+
+sr_room *sr_room_get(sealroom_ctx *ctx, const char *jid)
+{
+    sr_room *r = sr_room_find(ctx, jid);
+    if (r)
+        return r;
+    r = calloc(1, sizeof *r);
+    if (!r || !(r->jid = sr_strdup(jid))) {
+        free(r);
+        return NULL;
+    }
+    sr_roster_state_init(&r->roster);
+    r->next = ctx->rooms;
+    ctx->rooms = r;
+    return r;
+}
+
+void sr_room_clear_occupants(sr_room *room)
+{
+    while (room->occupants) {
+        sr_occupant *o = room->occupants;
+        room->occupants = o->next;
+        free(o->nick);
+        free(o->jid);
+        free(o);
+    }
+}
+
+void sr_rooms_free(sealroom_ctx *ctx)
+{
+    while (ctx->rooms) {
+        sr_room *r = ctx->rooms;
+        ctx->rooms = r->next;
+        sr_room_clear_occupants(r);
+        sr_roster_state_free(&r->roster);
+        free(r->jid);
+        free(r->nick);
+        free(r);
+    }
+}
+
+/* ---- verified roster queries ---- */
+
+static const sr_room *known_room(const sealroom_ctx *ctx, const char *room_name)
+{
+    char room[SR_BARE_JID_MAX];
+    if (!ctx || sr_room_jid((sealroom_ctx *)ctx, room, sizeof room, room_name) < 0)
+        return NULL;
+    const sr_room *r = sr_room_find((sealroom_ctx *)ctx, room);
+    return r && r->roster_known ? r : NULL;
+}
+
+int sealroom_room_roster_version(const sealroom_ctx *ctx, uint64_t *version, const char *room)
+{
+    if (!ctx || !version)
+        return SEALROOM_E_INVALID;
+    const sr_room *r = known_room(ctx, room);
+    if (!r)
+        return SEALROOM_E_NOT_FOUND;
+    *version = r->roster.version;
+    return SEALROOM_OK;
+}
+
+size_t sealroom_room_member_count(const sealroom_ctx *ctx, const char *room)
+{
+    const sr_room *r = known_room(ctx, room);
+    return r ? r->roster.nmembers : 0;
+}
+
+int sealroom_room_member(const sealroom_ctx *ctx, const char **jid, sealroom_role *role,
+                         unsigned char *pk, const char *room, size_t index)
+{
+    const sr_room *r = known_room(ctx, room);
+    if (!r || index >= r->roster.nmembers)
+        return SEALROOM_E_NOT_FOUND;
+    const sr_member *m = &r->roster.members[index];
+    if (jid)
+        *jid = m->jid;
+    if (role)
+        *role = (sealroom_role)m->role;
+    if (pk)
+        memcpy(pk, m->key, SR_KEY_BYTES);
+    return SEALROOM_OK;
+}
+
+sealroom_role sealroom_room_member_role(const sealroom_ctx *ctx, const char *room,
+                                        const char *jid)
+{
+    char bare[SR_BARE_JID_MAX];
+    const sr_room *r = known_room(ctx, room);
+    if (!r || !sr_jid_normalise_bare(bare, sizeof bare, jid))
+        return SEALROOM_ROLE_NONE;
+    const sr_member *m = sr_roster_find(&r->roster, bare);
+    return m ? (sealroom_role)m->role : SEALROOM_ROLE_NONE;
+}
+
+/* ---- join, leave ---- */
+
+static xmpp_stanza_t *occupant_presence(sealroom_ctx *ctx, sr_room *room, bool join)
+{
+    char to[SR_BARE_JID_MAX + 1024 + 2];
+    snprintf(to, sizeof to, "%s/%s", room->jid, room->nick);
+    xmpp_stanza_t *p = xmpp_presence_new(ctx->xmpp);
+    if (!p)
+        return NULL;
+    bool ok = xmpp_stanza_set_to(p, to) == XMPP_EOK;
+    if (ok && join) {
+        xmpp_stanza_t *x = sr_el(ctx->xmpp, "x", SR_NS_MUC);
+        ok = x && xmpp_stanza_add_child_ex(p, x, 0) == XMPP_EOK;
+        if (!ok && x)
+            xmpp_stanza_release(x);
+    }
+    if (ok && !join)
+        ok = xmpp_stanza_set_type(p, "unavailable") == XMPP_EOK;
+    if (!ok) {
+        xmpp_stanza_release(p);
+        return NULL;
+    }
+    return p;
+}
+
+int sr_room_send_join(sealroom_ctx *ctx, sr_room *room)
+{
+    xmpp_stanza_t *p = occupant_presence(ctx, room, true);
+    if (!p)
+        return sr_fail(ctx, SEALROOM_E_NOMEM, "out of memory");
+    int rc = sr_send(ctx, p);
+    xmpp_stanza_release(p);
+    return rc;
+}
+
+static sr_request *find_request(sealroom_ctx *ctx, sealroom_request_kind kind, const char *room)
+{
+    for (sr_request *r = ctx->requests; r; r = r->next)
+        if (r->kind == kind && r->room && strcmp(r->room, room) == 0)
+            return r;
+    return NULL;
+}
+
+int sealroom_room_join(sealroom_ctx *ctx, uint32_t *request_id, const char *room_name,
+                       const char *nick)
+{
+    char room[SR_BARE_JID_MAX], full[SR_BARE_JID_MAX + 1100];
+    sr_jid check;
+    if (!ctx)
+        return SEALROOM_E_INVALID;
+    int rc = sr_room_jid(ctx, room, sizeof room, room_name);
+    if (rc < 0)
+        return rc;
+    if (!nick || !*nick || strlen(nick) > 1023)
+        return sr_fail(ctx, SEALROOM_E_INVALID, "invalid nickname");
+    snprintf(full, sizeof full, "%s/%s", room, nick);
+    if (!sr_jid_parse(&check, full) || strcmp(check.resource, nick) != 0)
+        return sr_fail(ctx, SEALROOM_E_INVALID, "invalid nickname");
+    if (find_request(ctx, SEALROOM_REQ_JOIN, room))
+        return sr_fail(ctx, SEALROOM_E_STATE, "a join of %s is already under way", room);
+    sr_room *rm = sr_room_get(ctx, room);
+    if (!rm)
+        return sr_fail(ctx, SEALROOM_E_NOMEM, "out of memory");
+    if (rm->joined && rm->nick && strcmp(rm->nick, nick) == 0)
+        return sr_fail(ctx, SEALROOM_E_STATE, "already joined %s", room);
+    char *n = sr_strdup(nick);
+    sr_request *r = sr_request_new(ctx, SEALROOM_REQ_JOIN);
+    if (!n || !r || !(r->room = sr_strdup(room))) {
+        free(n);
+        if (r) {
+            sr_request_unlink(ctx, r);
+            sr_request_free(r);
+        }
+        return sr_fail(ctx, SEALROOM_E_NOMEM, "out of memory");
+    }
+    free(rm->nick);
+    rm->nick = n;
+    rm->want_joined = true;
+    /* With the link down the join goes out on link_up. */
+    rc = ctx->link_up ? sr_room_send_join(ctx, rm) : SEALROOM_OK;
+    if (rc < 0)
+        rm->want_joined = rm->joined;
+    if (request_id && rc >= 0)
+        *request_id = r->id;
+    if (rc < 0) {
+        sr_request_unlink(ctx, r);
+        sr_request_free(r);
+    }
+    return rc;
+}
+
+int sealroom_room_leave(sealroom_ctx *ctx, uint32_t *request_id, const char *room_name)
+{
+    char room[SR_BARE_JID_MAX];
+    if (!ctx)
+        return SEALROOM_E_INVALID;
+    int rc = sr_room_jid(ctx, room, sizeof room, room_name);
+    if (rc < 0)
+        return rc;
+    sr_room *rm = sr_room_find(ctx, room);
+    if (!rm || !rm->want_joined || !rm->nick)
+        return sr_fail(ctx, SEALROOM_E_STATE, "not in %s", room);
+    if (!ctx->link_up)
+        return sr_fail(ctx, SEALROOM_E_STATE, "the link to the server is down");
+    sr_request *r = sr_request_new(ctx, SEALROOM_REQ_LEAVE);
+    if (!r || !(r->room = sr_strdup(room))) {
+        if (r) {
+            sr_request_unlink(ctx, r);
+            sr_request_free(r);
+        }
+        return sr_fail(ctx, SEALROOM_E_NOMEM, "out of memory");
+    }
+    xmpp_stanza_t *p = occupant_presence(ctx, rm, false);
+    rc = p ? sr_send(ctx, p) : sr_fail(ctx, SEALROOM_E_NOMEM, "out of memory");
+    if (p)
+        xmpp_stanza_release(p);
+    if (rc < 0) {
+        sr_request_unlink(ctx, r);
+        sr_request_free(r);
+        return rc;
+    }
+    rm->want_joined = false;
+    if (request_id)
+        *request_id = r->id;
+    return SEALROOM_OK;
+}
+
+/* ---- send and the outbox ---- */
+
+int sealroom_room_send(sealroom_ctx *ctx, uint32_t *request_id, char *origin_id_out,
+                       size_t origin_id_len, const char *room_name, const unsigned char *payload,
+                       size_t payload_len)
+{
+    char room[SR_BARE_JID_MAX];
+    if (!ctx)
+        return SEALROOM_E_INVALID;
+    int rc = sr_room_jid(ctx, room, sizeof room, room_name);
+    if (rc < 0)
+        return rc;
+    if (!payload && payload_len)
+        return sr_fail(ctx, SEALROOM_E_INVALID, "payload is NULL");
+    if (payload_len > SR_MAX_PAYLOAD)
+        return sr_fail(ctx, SEALROOM_E_TOO_LARGE, "payload of %zu bytes is over %u", payload_len,
+                       SR_MAX_PAYLOAD);
+    if (origin_id_out && origin_id_len < SR_ID_LEN)
+        return sr_fail(ctx, SEALROOM_E_INVALID, "origin_id_out needs %d bytes", SR_ID_LEN);
+    sr_room *rm = sr_room_find(ctx, room);
+    if (!rm || !rm->want_joined)
+        return sr_fail(ctx, SEALROOM_E_STATE, "not joined to %s", room);
+
+    sr_request *r = sr_request_new(ctx, SEALROOM_REQ_SEND);
+    if (!r)
+        return sr_fail(ctx, SEALROOM_E_NOMEM, "out of memory");
+    unsigned char rnd[16];
+    randombytes_buf(rnd, sizeof rnd);
+    sodium_bin2hex(r->origin_id, sizeof r->origin_id, rnd, sizeof rnd);
+
+    size_t b64len = sr_b64_encoded_len(payload_len);
+    char *b64 = malloc(b64len);
+    xmpp_stanza_t *m = xmpp_message_new(ctx->xmpp, "groupchat", room, r->origin_id);
+    xmpp_stanza_t *oid = sr_el(ctx->xmpp, "origin-id", SR_NS_SID);
+    bool ok = b64 && m && oid && (r->room = sr_strdup(room)) &&
+              sr_b64_encode(b64, b64len, payload, payload_len) &&
+              sr_add_text_child(ctx->xmpp, m, "body", NULL, SR_FALLBACK_BODY,
+                                strlen(SR_FALLBACK_BODY)) &&
+              sr_add_text_child(ctx->xmpp, m, "sealed", SR_NS, b64, strlen(b64)) &&
+              xmpp_stanza_set_attribute(oid, "id", r->origin_id) == XMPP_EOK;
+    if (ok && xmpp_stanza_add_child_ex(m, oid, 0) == XMPP_EOK)
+        oid = NULL; /* owned by m now */
+    else
+        ok = false;
+    free(b64);
+    if (oid)
+        xmpp_stanza_release(oid);
+    if (!ok) {
+        if (m)
+            xmpp_stanza_release(m);
+        sr_request_unlink(ctx, r);
+        sr_request_free(r);
+        return sr_fail(ctx, SEALROOM_E_NOMEM, "out of memory");
+    }
+    r->msg = m;
+    /* Until our presence is confirmed (or while the link is down) the
+     * message waits in the outbox and goes out after the (re)join. */
+    if (rm->joined && ctx->link_up) {
+        if (sr_send(ctx, m) < 0)
+            r->resend = true;
+    } else {
+        r->resend = true;
+    }
+    if (origin_id_out)
+        snprintf(origin_id_out, origin_id_len, "%s", r->origin_id);
+    if (request_id)
+        *request_id = r->id;
+    return SEALROOM_OK;
+}
+
+/* Sends every queued message of room once we are (back) in it. */
+static void flush_outbox(sealroom_ctx *ctx, const char *room)
+{
+    for (sr_request *r = ctx->requests; r; r = r->next) {
+        if (r->kind != SEALROOM_REQ_SEND || !r->resend || strcmp(r->room, room) != 0)
+            continue;
+        if (sr_send(ctx, r->msg) < 0)
+            return;
+        r->resend = false;
+        sr_log(ctx, SEALROOM_LOG_DEBUG, "sent queued message %s to %s", r->origin_id, room);
+    }
+}
+
+/* Fails everything queued for a room we can no longer be in. */
+static void fail_room_requests(sealroom_ctx *ctx, const char *room, int rc, const char *text)
+{
+    for (;;) {
+        sr_request *hit = NULL;
+        for (sr_request *r = ctx->requests; r && !hit; r = r->next)
+            if ((r->kind == SEALROOM_REQ_SEND || r->kind == SEALROOM_REQ_JOIN) && r->room &&
+                strcmp(r->room, room) == 0)
+                hit = r;
+        if (!hit)
+            return;
+        sr_request_done(ctx, hit, rc, text, NULL);
+    }
+}
+
+/* ---- incoming presence ---- */
+
+static bool has_status(xmpp_stanza_t *x, const char *code)
+{
+    if (!x)
+        return false;
+    for (xmpp_stanza_t *c = xmpp_stanza_get_children(x); c; c = xmpp_stanza_get_next(c)) {
+        const char *name = xmpp_stanza_is_tag(c) ? xmpp_stanza_get_name(c) : NULL;
+        const char *v = name && strcmp(name, "status") == 0 ? xmpp_stanza_get_attribute(c, "code") : NULL;
+        if (v && strcmp(v, code) == 0)
+            return true;
+    }
+    return false;
+}
+
+static sr_occupant *find_occupant(sr_room *room, const char *nick, sr_occupant ***link)
+{
+    for (sr_occupant **pp = &room->occupants; *pp; pp = &(*pp)->next)
+        if (strcmp((*pp)->nick, nick) == 0) {
+            if (link)
+                *link = pp;
+            return *pp;
+        }
+    return NULL;
+}
+
+int sr_handle_presence(sealroom_ctx *ctx, xmpp_stanza_t *st)
+{
+    sr_jid from;
+    char room_jid[SR_BARE_JID_MAX], real[SR_BARE_JID_MAX];
+    if (!sr_jid_parse(&from, xmpp_stanza_get_from(st)) || !from.local[0] ||
+        !sr_jid_bare(room_jid, sizeof room_jid, &from))
+        return 0;
+    sr_room *room = sr_room_find(ctx, room_jid);
+    if (!room)
+        return 0;
+    const char *type = xmpp_stanza_get_type(st);
+    const char *nick = from.resource;
+    xmpp_stanza_t *x = sr_child(st, "x", SR_NS_MUC_USER);
+    xmpp_stanza_t *item = x ? sr_child(x, "item", NULL) : NULL;
+    const char *item_jid = item ? xmpp_stanza_get_attribute(item, "jid") : NULL;
+    bool have_real = item_jid && sr_jid_normalise_bare(real, sizeof real, item_jid);
+    bool self = has_status(x, "110") ||
+                (room->nick && strcmp(nick, room->nick) == 0 && have_real &&
+                 strcmp(real, ctx->own_bare) == 0);
+
+    if (type && strcmp(type, "error") == 0) {
+        char text[sizeof ctx->last_error];
+        int rc = sr_error_from_stanza(st, text, sizeof text);
+        sr_request *join = find_request(ctx, SEALROOM_REQ_JOIN, room->jid);
+        if (join && (!nick[0] || (room->nick && strcmp(nick, room->nick) == 0))) {
+            room->want_joined = false;
+            room->joined = false;
+            sr_request_done(ctx, join, rc, text, NULL);
+            fail_room_requests(ctx, room->jid, rc, text);
+        } else {
+            sr_log(ctx, SEALROOM_LOG_WARN, "presence error from %s: %s", room->jid, text);
+        }
+        return 1;
+    }
+
+    sealroom_event ev = {0};
+    ev.room = room->jid;
+    ev.nick = nick;
+    ev.jid = have_real ? real : NULL;
+    ev.self = self;
+
+    if (type && strcmp(type, "unavailable") == 0) {
+        sr_occupant **link = NULL;
+        sr_occupant *o = nick[0] ? find_occupant(room, nick, &link) : NULL;
+        if (!self) {
+            if (o) {
+                *link = o->next;
+                ev.type = SEALROOM_EVENT_OCCUPANT_LEFT;
+                if (!ev.jid)
+                    ev.jid = o->jid;
+                sr_emit(ctx, &ev);
+                free(o->nick);
+                free(o->jid);
+                free(o);
+            }
+            return 1;
+        }
+        room->joined = false;
+        sr_room_clear_occupants(room);
+        sr_request *leave = find_request(ctx, SEALROOM_REQ_LEAVE, room->jid);
+        bool kicked = has_status(x, "321") || has_status(x, "307") || has_status(x, "301");
+        if (leave && !kicked) {
+            sr_request_done(ctx, leave, SEALROOM_OK, NULL, NULL);
+            return 1;
+        }
+        /* Out of the room without asking: removed from the roster (321),
+         * kicked, or the room went away. */
+        room->want_joined = false;
+        xmpp_stanza_t *reason = item ? sr_child(item, "reason", NULL) : NULL;
+        char *why = reason ? xmpp_stanza_get_text(reason) : NULL;
+        ev.type = SEALROOM_EVENT_REMOVED;
+        ev.error_text = why ? why : has_status(x, "321") ? "removed from the room's roster" : "removed from the room";
+        sr_emit(ctx, &ev);
+        if (leave)
+            sr_request_done(ctx, leave, SEALROOM_OK, NULL, NULL);
+        fail_room_requests(ctx, room->jid, SEALROOM_E_FORBIDDEN, ev.error_text);
+        if (why)
+            xmpp_free(ctx->xmpp, why);
+        return 1;
+    }
+    if (type) /* subscription types and the like are not room presence */
+        return 1;
+
+    if (self) {
+        bool was_joined = room->joined;
+        room->joined = true;
+        if (!was_joined) {
+            ev.type = SEALROOM_EVENT_OCCUPANT_JOINED;
+            sr_emit(ctx, &ev);
+        }
+        sr_request *join = find_request(ctx, SEALROOM_REQ_JOIN, room->jid);
+        if (join)
+            sr_request_done(ctx, join, SEALROOM_OK, NULL, NULL);
+        flush_outbox(ctx, room->jid);
+        return 1;
+    }
+    if (!nick[0])
+        return 1;
+    sr_occupant *o = find_occupant(room, nick, NULL);
+    if (o) {
+        /* A presence update of someone already here, or another session of
+         * the same user: no new event. */
+        return 1;
+    }
+    o = calloc(1, sizeof *o);
+    if (!o || !(o->nick = sr_strdup(nick)) || (have_real && !(o->jid = sr_strdup(real)))) {
+        if (o)
+            free(o->nick);
+        free(o);
+        sr_log(ctx, SEALROOM_LOG_ERROR, "out of memory tracking occupants of %s", room->jid);
+        return 1;
+    }
+    o->next = room->occupants;
+    room->occupants = o;
+    ev.type = SEALROOM_EVENT_OCCUPANT_JOINED;
+    sr_emit(ctx, &ev);
+    return 1;
+}
+
+/* ---- incoming messages ---- */
+
+bool sr_parse_stamp(const char *stamp, int64_t *ms)
+{
+    int y, mo, d, h, mi, s, n = 0;
+    if (!stamp || sscanf(stamp, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &s, &n) != 6 ||
+        n != 19)
+        return false;
+    const char *p = stamp + n;
+    int frac_ms = 0;
+    if (*p == '.') {
+        int digits = 0;
+        for (p++; *p >= '0' && *p <= '9'; p++, digits++)
+            if (digits < 3)
+                frac_ms = frac_ms * 10 + (*p - '0');
+        if (digits == 0)
+            return false;
+        for (; digits < 3; digits++)
+            frac_ms *= 10;
+    }
+    int offset = 0;
+    if (*p == 'Z') {
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        int oh, om;
+        if (sscanf(p + 1, "%2d:%2d", &oh, &om) != 2 || strlen(p) != 6)
+            return false;
+        offset = (oh * 60 + om) * 60 * (*p == '-' ? -1 : 1);
+        p += 6;
+    } else {
+        return false;
+    }
+    if (*p || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || s > 60)
+        return false;
+    struct tm tm = {0};
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    tm.tm_sec = s;
+    time_t t = timegm(&tm);
+    *ms = ((int64_t)t - offset) * 1000 + frac_ms;
+    return true;
+}
+
+void sr_deliver_message(sealroom_ctx *ctx, const char *room, xmpp_stanza_t *msg,
+                        const char *archive_id, int64_t ts, bool history)
+{
+    sr_jid from;
+    char real[SR_BARE_JID_MAX];
+    if (!sr_jid_parse(&from, xmpp_stanza_get_from(msg)) || !from.resource[0])
+        return;
+    xmpp_stanza_t *sealed = sr_child(msg, "sealed", SR_NS);
+    if (!sealed) {
+        sr_log(ctx, SEALROOM_LOG_DEBUG, "message in %s without <sealed/> ignored", room);
+        return;
+    }
+    char *b64 = xmpp_stanza_get_text(sealed);
+    size_t b64len = b64 ? strlen(b64) : 0;
+    size_t cap = sr_b64_decoded_max(b64len);
+    unsigned char *payload = malloc(cap ? cap : 1);
+    size_t plen = 0;
+    if (!payload || !sr_b64_decode(payload, cap, &plen, b64 ? b64 : "", b64len)) {
+        sr_log(ctx, SEALROOM_LOG_WARN, "message in %s with bad base64 ignored", room);
+        goto out;
+    }
+    xmpp_stanza_t *oid = sr_child(msg, "origin-id", SR_NS_SID);
+    const char *origin = oid ? xmpp_stanza_get_attribute(oid, "id") : NULL;
+    const char *stanza_id = archive_id;
+    if (!stanza_id) {
+        /* Only the room may stamp its archive id. */
+        for (xmpp_stanza_t *c = xmpp_stanza_get_children(msg); c; c = xmpp_stanza_get_next(c)) {
+            const char *name = xmpp_stanza_is_tag(c) ? xmpp_stanza_get_name(c) : NULL;
+            const char *ns = xmpp_stanza_get_ns(c), *by = xmpp_stanza_get_attribute(c, "by");
+            if (name && ns && by && strcmp(name, "stanza-id") == 0 &&
+                strcmp(ns, SR_NS_SID) == 0 && strcmp(by, room) == 0)
+                stanza_id = xmpp_stanza_get_attribute(c, "id");
+        }
+    }
+    sr_room *rm = sr_room_find(ctx, room);
+    sealroom_event ev = {0};
+    ev.type = SEALROOM_EVENT_MESSAGE;
+    ev.room = room;
+    ev.nick = from.resource;
+    ev.stanza_id = stanza_id;
+    ev.origin_id = origin;
+    ev.payload = payload;
+    ev.payload_len = plen;
+    ev.timestamp_ms = ts;
+    ev.history = history;
+    xmpp_stanza_t *x = sr_child(msg, "x", SR_NS_MUC_USER);
+    xmpp_stanza_t *item = x ? sr_child(x, "item", NULL) : NULL;
+    const char *item_jid = item ? xmpp_stanza_get_attribute(item, "jid") : NULL;
+    if (item_jid && sr_jid_normalise_bare(real, sizeof real, item_jid)) {
+        ev.jid = real;
+    } else if (rm && !history) {
+        sr_occupant *o = find_occupant(rm, from.resource, NULL);
+        if (o)
+            ev.jid = o->jid;
+    }
+    bool mine_nick = rm && rm->nick && strcmp(rm->nick, from.resource) == 0;
+    ev.self = mine_nick && (!ev.jid || strcmp(ev.jid, ctx->own_bare) == 0);
+    if (ev.self && !ev.jid)
+        ev.jid = ctx->own_bare;
+
+    /* Our own reflection confirms the matching outbox entry. */
+    sr_request *done = NULL;
+    if (!history && ev.self && origin) {
+        for (sr_request *r = ctx->requests; r; r = r->next)
+            if (r->kind == SEALROOM_REQ_SEND && strcmp(r->origin_id, origin) == 0 &&
+                strcmp(r->room, room) == 0)
+                done = r;
+    }
+    sr_emit(ctx, &ev);
+    if (done) {
+        sealroom_event dev = {0};
+        dev.stanza_id = stanza_id;
+        dev.origin_id = origin;
+        /* The request may have been finished from inside the callback. */
+        for (sr_request *r = ctx->requests; r; r = r->next)
+            if (r == done) {
+                sr_request_done(ctx, done, stanza_id ? SEALROOM_OK : SEALROOM_E_PROTOCOL,
+                                stanza_id ? NULL : "reflection without a stanza-id", &dev);
+                break;
+            }
+    }
+out:
+    free(payload);
+    if (b64)
+        xmpp_free(ctx->xmpp, b64);
+}
+
+int sr_handle_message(sealroom_ctx *ctx, xmpp_stanza_t *st)
+{
+    sr_jid from;
+    char room_jid[SR_BARE_JID_MAX];
+    if (!sr_jid_parse(&from, xmpp_stanza_get_from(st)) || !from.local[0] ||
+        !sr_jid_bare(room_jid, sizeof room_jid, &from))
+        return 0;
+    xmpp_stanza_t *result = sr_child(st, "result", SR_NS_MAM);
+    if (result)
+        return sr_handle_mam_result(ctx, st, result);
+    const char *type = xmpp_stanza_get_type(st);
+    if (type && strcmp(type, "error") == 0) {
+        const char *id = xmpp_stanza_get_id(st);
+        for (sr_request *r = ctx->requests; r && id; r = r->next) {
+            if (r->kind != SEALROOM_REQ_SEND || strcmp(r->origin_id, id) != 0 ||
+                strcmp(r->room, room_jid) != 0)
+                continue;
+            char text[sizeof ctx->last_error];
+            int rc = sr_error_from_stanza(st, text, sizeof text);
+            sr_request_done(ctx, r, rc, text, NULL);
+            return 1;
+        }
+        return sr_room_find(ctx, room_jid) ? 1 : 0;
+    }
+    sr_room *rm = sr_room_find(ctx, room_jid);
+    if (!rm || !type || strcmp(type, "groupchat") != 0)
+        return rm ? 1 : 0;
+    if (!from.resource[0]) /* subject and room notices */
+        return 1;
+    int64_t ts = ctx->have_time ? (int64_t)ctx->now_ms : 0;
+    xmpp_stanza_t *delay = sr_child(st, "delay", SR_NS_DELAY);
+    if (delay)
+        sr_parse_stamp(xmpp_stanza_get_attribute(delay, "stamp"), &ts);
+    sr_deliver_message(ctx, room_jid, st, NULL, ts, false);
+    return 1;
+}
