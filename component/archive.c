@@ -75,6 +75,56 @@ static xmpp_stanza_t *build_message(xmpp_ctx_t *ctx, const char *room_name, cons
     return m;
 }
 
+/* Deliver a stored message to every occupant. The sender's copy carries its
+ * own message id (it matches its reflection by id as well as origin-id).
+ * With a fan-out service configured, the others' copies go as one stanza per
+ * FANOUT_BATCH occupants with XEP-0033 addresses, so the XMPP server parses
+ * the message once instead of once per occupant. */
+#define FANOUT_BATCH 256
+#define NS_ADDRESS "http://jabber.org/protocol/address"
+
+static void reflect(rooms *r, room *rm, xmpp_stanza_t *m, const char *sender_full,
+                    const char *client_id, const char *seq)
+{
+    const char *fanout = r->cfg->fanout_jid;
+    bool use_fanout = fanout && *fanout;
+    for (occupant *o = rm->occupants; o; o = o->next) {
+        bool is_sender = strcmp(o->full_jid, sender_full) == 0;
+        if (use_fanout && !is_sender) continue;
+        xmpp_stanza_set_to(m, o->full_jid);
+        xmpp_stanza_set_id(m, is_sender && client_id ? client_id : seq);
+        link_send(r->link, m);
+    }
+    if (!use_fanout) return;
+    occupant *o = rm->occupants;
+    while (o) {
+        xmpp_stanza_t *batch = xmpp_stanza_copy(m);
+        xmpp_stanza_t *addresses = batch ? st_add(batch, "addresses", NS_ADDRESS) : NULL;
+        if (!addresses) {
+            if (batch) xmpp_stanza_release(batch);
+            log_error(rm->name, "out of memory reflecting %s", seq);
+            return;
+        }
+        xmpp_stanza_set_to(batch, fanout);
+        xmpp_stanza_set_id(batch, seq);
+        int n = 0;
+        for (; o && n < FANOUT_BATCH; o = o->next) {
+            if (strcmp(o->full_jid, sender_full) == 0) continue;
+            xmpp_stanza_t *a = st_add(addresses, "address", NULL);
+            if (!a) {
+                xmpp_stanza_release(batch);
+                log_error(rm->name, "out of memory reflecting %s", seq);
+                return;
+            }
+            xmpp_stanza_set_attribute(a, "type", "bcc");
+            xmpp_stanza_set_attribute(a, "jid", o->full_jid);
+            n++;
+        }
+        if (n > 0) link_send(r->link, batch);
+        xmpp_stanza_release(batch);
+    }
+}
+
 static void stored(void *arg, bool ok, PGresult *const *res, int nres, const char *err)
 {
     store_op *op = arg;
@@ -96,39 +146,37 @@ static void stored(void *arg, bool ok, PGresult *const *res, int nres, const cha
         store_op_free(op);
         return;
     }
-    bool fresh = PQntuples(res[0]) == 1;
-    const char *seq = NULL, *nick = op->nick;
+    /* One row: either the fresh insert (fresh = t) or the earlier message with
+     * the same origin-id (fresh = f). None: a concurrent duplicate won the race;
+     * the sender's retry will find it. */
+    if (PQntuples(res[0]) != 1) {
+        xmpp_stanza_t *fake = st_new(ctx, "message", "groupchat", op->sender_full, rm->name,
+                                     op->client_id);
+        if (fake) {
+            svc_error(r, fake, rm->name, "wait", "internal-server-error", NULL,
+                      "the message raced with its own resend; try again");
+            xmpp_stanza_release(fake);
+        }
+        store_op_free(op);
+        return;
+    }
+    bool fresh = strcmp(PQgetvalue(res[0], 0, 3), "t") == 0;
+    const char *seq = PQgetvalue(res[0], 0, 0), *nick = op->nick;
     char *payload = op->payload_b64;
     char *stored_payload = NULL;
-    if (fresh) {
-        seq = PQgetvalue(res[0], 0, 0);
-    } else if (nres >= 2 && PQntuples(res[1]) == 1) {
-        seq = PQgetvalue(res[1], 0, 0);
-        nick = PQgetvalue(res[1], 0, 1);
+    if (!fresh) {
+        nick = PQgetvalue(res[0], 0, 1);
         size_t len = 0;
-        unsigned char *raw = svc_bytea_dup(res[1], 0, 2, &len);
+        unsigned char *raw = svc_bytea_dup(res[0], 0, 2, &len);
         stored_payload = raw ? st_b64_encode(raw, len) : NULL;
         free(raw);
         if (stored_payload) payload = stored_payload;
-    }
-    if (!seq) {
-        log_error(rm->name, "message insert returned nothing");
-        store_op_free(op);
-        return;
     }
     xmpp_stanza_t *m = build_message(ctx, rm->name, nick, op->sender_bare, payload, op->origin_id,
                                      seq, true);
     if (m) {
         if (fresh) {
-            for (occupant *o = rm->occupants; o; o = o->next) {
-                xmpp_stanza_set_to(m, o->full_jid);
-                /* The sender matches its reflection by id as well as origin-id. */
-                if (op->client_id && strcmp(o->full_jid, op->sender_full) == 0)
-                    xmpp_stanza_set_id(m, op->client_id);
-                else
-                    xmpp_stanza_set_id(m, seq);
-                link_send(r->link, m);
-            }
+            reflect(r, rm, m, op->sender_full, op->client_id, seq);
         } else {
             log_debug(rm->name, "duplicate origin-id from %s answered with %s", op->sender_bare,
                       seq);
@@ -167,14 +215,19 @@ void archive_handle_groupchat(rooms *r, room *rm, xmpp_stanza_t *msg)
     const char *b64 = st_text(sealed);
     size_t limit = (size_t)r->cfg->max_payload_bytes;
     size_t b64len = strlen(b64);
-    if (b64len > (limit + 2) / 3 * 4) {
+    /* The length check alone cannot tell limit+1 or limit+2 decoded bytes
+     * from limit (same number of base64 quads): decode into room for a whole
+     * last quad and compare the decoded size too. */
+    size_t cap = (limit + 2) / 3 * 3;
+    unsigned char *raw = b64len > (limit + 2) / 3 * 4 ? NULL : malloc(cap + 1);
+    long rawlen = raw ? st_b64_decode(raw, cap, b64) : -1;
+    if (b64len > (limit + 2) / 3 * 4 || rawlen > (long)limit) {
         char text[96];
+        free(raw);
         snprintf(text, sizeof text, "sealed payload larger than %zu bytes", limit);
         svc_error(r, msg, to, "modify", "policy-violation", "too-large", text);
         return;
     }
-    unsigned char *raw = malloc(limit + 1);
-    long rawlen = raw ? st_b64_decode(raw, limit, b64) : -1;
     if (rawlen <= 0) {
         free(raw);
         if (raw)
@@ -206,22 +259,21 @@ void archive_handle_groupchat(rooms *r, room *rm, xmpp_stanza_t *msg)
     snprintf(id, sizeof id, "%lld", rm->id);
     const char *p[5] = {id, o->bare_jid, o->nick, origin, (const char *)raw};
     int l[5] = {-1, -1, -1, -1, (int)rawlen}, f[5] = {0, 0, 0, 0, 1};
+    /* One statement stores the message or, for a resend, returns the original:
+     * the sequence number is only taken when there is no earlier copy. */
     if (db_unit_add(u,
-                    "WITH r AS (UPDATE rooms SET last_seq = last_seq + 1 WHERE room_id = $1 "
-                    "RETURNING last_seq) INSERT INTO messages (room_id, seq, sender, nick, "
-                    "origin_id, payload) SELECT $1, r.last_seq, $2, $3, $4, $5 FROM r "
+                    "WITH dup AS (SELECT seq, nick, payload FROM messages WHERE room_id = $1 "
+                    "AND sender = $2 AND origin_id = $4), "
+                    "r AS (UPDATE rooms SET last_seq = last_seq + 1 WHERE room_id = $1 "
+                    "AND NOT EXISTS (SELECT 1 FROM dup) RETURNING last_seq), "
+                    "ins AS (INSERT INTO messages (room_id, seq, sender, nick, origin_id, payload) "
+                    "SELECT $1, r.last_seq, $2, $3, $4, $5 FROM r "
                     "ON CONFLICT (room_id, sender, origin_id) WHERE origin_id IS NOT NULL "
-                    "DO NOTHING RETURNING seq",
+                    "DO NOTHING RETURNING seq) "
+                    "SELECT seq, NULL::text, NULL::bytea, true FROM ins "
+                    "UNION ALL SELECT seq, nick, payload, false FROM dup",
                     5, p, l, f) != 0)
         goto oom;
-    if (origin) {
-        const char *q[3] = {id, o->bare_jid, origin};
-        if (db_unit_add(u,
-                        "SELECT seq, nick, payload FROM messages WHERE room_id = $1 AND "
-                        "sender = $2 AND origin_id = $3",
-                        3, q, NULL, NULL) != 0)
-            goto oom;
-    }
     free(raw);
     op->r = r;
     op->rm = rm;

@@ -464,6 +464,7 @@ typedef struct fetch_op {
     room *rm;
     xmpp_stanza_t *iq;
     uint64_t head;
+    uint64_t from;
 } fetch_op;
 
 static void fetched(void *arg, bool ok, PGresult *const *res, int nres, const char *err)
@@ -502,7 +503,9 @@ static void fetched(void *arg, bool ok, PGresult *const *res, int nres, const ch
     char num[24];
     snprintf(num, sizeof num, "%" PRIu64, f->head);
     xmpp_stanza_set_attribute(chain, "head", num);
-    xmpp_stanza_set_attribute(chain, "complete", (n > 0 && last == f->head) ? "true" : "false");
+    /* A page starting past the head is empty and complete: the asker is up to date. */
+    bool complete = n > 0 ? last == f->head : f->from > f->head;
+    xmpp_stanza_set_attribute(chain, "complete", complete ? "true" : "false");
     svc_send(r, reply);
     reply = NULL;
     goto out;
@@ -542,6 +545,7 @@ void chain_handle_fetch(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *el
     f->r = r;
     f->rm = rm;
     f->head = rm->roster.version;
+    f->from = from;
     rm->refs++;
     char id[24], fs[24], ms[24];
     snprintf(id, sizeof id, "%lld", rm->id);

@@ -23,6 +23,7 @@ static const char *check_level(const char *v);
 static const char *check_domain(const char *v);
 static const char *check_nonempty(const char *v);
 static const char *check_admins(const char *v);
+static const char *check_optional_domain(const char *v);
 
 /* The one list of keys; expanded into the public info table and the
  * private metadata table so the two can never drift apart.
@@ -42,6 +43,10 @@ static const char *check_admins(const char *v);
       "First reconnect delay after the link drops (ms); doubles up to reconnect_max_ms.")          \
     X(reconnect_max_ms, "xmpp.reconnect_max_ms", CFG_INT, "30000", 1, 3600000, false, false, NULL, \
       "Longest reconnect delay (ms).")                                                             \
+    X(fanout_jid, "xmpp.fanout_jid", CFG_STRING, "", 0, 0, true, false, check_optional_domain,    \
+      "Server-side fan-out service (XEP-0033 addressing) that copies one reflected message to "    \
+      "every occupant, e.g. the Prosody host with contrib/prosody/mod_sealroom_fanout.lua. "       \
+      "Empty: sealroomd sends one copy per occupant itself.")                                     \
     X(db_conninfo, "db.conninfo", CFG_STRING, "dbname=sealroom", 0, 0, false, true, NULL,          \
       "libpq connection string; may hold a password, so it is never logged.")                     \
     X(write_batch_max, "db.write_batch_max", CFG_INT, "512", 1, 65536, true, false, NULL,          \
@@ -159,6 +164,11 @@ static const char *check_level(const char *v)
 static const char *check_nonempty(const char *v)
 {
     return v[0] ? NULL : "must not be empty";
+}
+
+static const char *check_optional_domain(const char *v)
+{
+    return v[0] ? check_domain(v) : NULL;
 }
 
 static const char *check_domain(const char *v)

@@ -16,6 +16,7 @@ typedef struct config {
     int xmpp_port;             /* xmpp.port            5347 */
     int reconnect_min_ms;      /* xmpp.reconnect_min_ms 250 */
     int reconnect_max_ms;      /* xmpp.reconnect_max_ms 30000 */
+    char *fanout_jid;          /* xmpp.fanout_jid      "" (reloadable): XEP-0033 fan-out service */
     char *db_conninfo;         /* db.conninfo          (secret: may hold a password) */
     char *log_file;            /* log.file             "-" = stderr (reloadable) */
     char *log_level;           /* log.level            info (reloadable) */

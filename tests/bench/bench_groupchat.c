@@ -453,7 +453,8 @@ static void name_clients(bench *b, unsigned n) {
         c->b = b;
         c->idx = i;
         snprintf(c->bare, sizeof c->bare, "%s%03u@%s", b->o.user_prefix, i + 1, b->o.domain);
-        snprintf(c->full, sizeof c->full, "%s/bench-%ld-%u", c->bare, (long)getpid(), i);
+        snprintf(c->full, sizeof c->full, "%s%03u@%s/bench-%ld-%u", b->o.user_prefix, i + 1,
+                 b->o.domain, (long)getpid(), i);
         snprintf(c->nick, sizeof c->nick, "u%03u", i + 1);
     }
 }

@@ -44,7 +44,7 @@ static void test_table_is_complete(void **state)
 {
     size_t n;
     const config_key_info *k = config_keys(&n);
-    assert_int_equal(n, 15); /* one per field of struct config */
+    assert_int_equal(n, 16); /* one per field of struct config */
     for (size_t i = 0; i < n; i++) {
         assert_non_null(k[i].name);
         assert_non_null(k[i].help);
@@ -68,6 +68,7 @@ static void test_defaults(void **state)
     assert_string_equal(c.log_file, "-");
     assert_string_equal(c.log_level, "info");
     assert_string_equal(c.admins, "");
+    assert_string_equal(c.fanout_jid, "");
     assert_int_equal(c.max_payload_bytes, 65536);
     assert_int_equal(c.mam_default_page, 50);
     assert_int_equal(c.mam_max_page, 250);
@@ -147,6 +148,7 @@ static const struct {
     int line; /* 0: the error names the file but no line */
     const char *msg;
 } bad_files[] = {
+    {"component.secret = s\nxmpp.fanout_jid = room@localhost\n", 2, "bare domain"},
     {"component.secret = s\nbogus = 1\n", 2, "unknown key \"bogus\""},
     {"component.secret = s\n[xmpp]\nhots = x\n", 3, "unknown key \"xmpp.hots\""},
     {"component.secret = s\nxmpp.port = 53x\n", 2, "not an integer"},

@@ -1,0 +1,63 @@
+-- mod_sealroom_fanout: server-side fan-out of room messages for sealroomd.
+--
+-- sealroomd reflects every stored room message to every occupant. Sent as one
+-- stanza per occupant over the component link, Prosody parses each copy in
+-- full; with this module sealroomd sends one stanza carrying an XEP-0033
+-- <addresses/> list (to the host this module is loaded on) and Prosody copies
+-- it to each address, parsing it once — the way its own MUC fans out.
+--
+-- Only components named in sealroom_fanout_components may use it: anyone
+-- else gets <forbidden/>, so users cannot turn it into a spam amplifier.
+--
+-- Load it on the VirtualHost that sealroomd's xmpp.fanout_jid names:
+--   VirtualHost "example.com"
+--     modules_enabled = { "sealroom_fanout" }
+--     sealroom_fanout_components = { "rooms.example.com" }
+-- and put the directory holding this file in plugin_paths.
+
+local st = require "util.stanza";
+local jid_host = require "util.jid".host;
+
+local xmlns_address = "http://jabber.org/protocol/address";
+local trusted = module:get_option_set("sealroom_fanout_components", {});
+local max_addresses = module:get_option_number("sealroom_fanout_max_addresses", 1024);
+
+local function is_trusted(origin, stanza)
+	return origin.type == "component" and trusted:contains(origin.host)
+		and jid_host(stanza.attr.from) == origin.host;
+end
+
+module:hook("message/host", function (event)
+	local origin, stanza = event.origin, event.stanza;
+	local addresses = stanza:get_child("addresses", xmlns_address);
+	if not addresses then return; end -- not ours: let other handlers see it
+	if not is_trusted(origin, stanza) then
+		origin.send(st.error_reply(stanza, "auth", "forbidden",
+			"Fan-out is only for trusted Sealroom components"));
+		return true;
+	end
+	local targets, n = {}, 0;
+	for address in addresses:childtags("address", xmlns_address) do
+		local jid = address.attr.jid;
+		if jid and (address.attr.type == "bcc" or address.attr.type == "to") then
+			n = n + 1;
+			if n > max_addresses then
+				origin.send(st.error_reply(stanza, "modify", "policy-violation",
+					"Too many addresses in one fan-out stanza"));
+				return true;
+			end
+			targets[n] = jid;
+		end
+	end
+	-- Recipients must not see the address list (bcc semantics).
+	stanza:remove_children("addresses", xmlns_address);
+	-- Delivery serialises the stanza at once, so one object can be re-addressed
+	-- for every recipient, as mod_muc does.
+	for i = 1, n do
+		stanza.attr.to = targets[i];
+		module:send(stanza);
+	end
+	return true;
+end, 10);
+
+module:log("info", "Sealroom fan-out enabled for: %s", tostring(trusted));
