@@ -1,6 +1,6 @@
 /* The signed roster chain on the component side: room creation (version 0),
  * roster updates and chain fetches. The component refuses any version that
- * does not follow the rules of xep/WIRE.md (checked by proto/roster.c, the
+ * does not follow the rules of xep/sealroom.xml (checked by proto/roster.c, the
  * same code clients verify with), whose added keys are not the JIDs'
  * registered identities, or that arrives from anyone but its signer. A room
  * is marked busy while a version commits, so its stanzas wait and every

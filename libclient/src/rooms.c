@@ -1,4 +1,4 @@
-/* Rooms as the client sees them (MUC-shaped, WIRE.md "Rooms"): join and
+/* Rooms as the client sees them (MUC-shaped, xep/sealroom.xml "Rooms"): join and
  * leave by presence, occupant tracking, the message outbox with its
  * origin-ids, and incoming groupchat and archive messages. */
 #include "internal.h"

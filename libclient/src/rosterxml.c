@@ -1,4 +1,4 @@
-/* The <roster/> element (xep/WIRE.md "Roster chain") to and from
+/* The <roster/> element (xep/sealroom.xml, "The Roster Chain") to and from
  * sr_roster_version. Parsing is strict: the canonical bytes are rebuilt from
  * what is parsed, so anything ambiguous is refused rather than guessed. */
 #include "internal.h"

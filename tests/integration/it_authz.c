@@ -4,7 +4,7 @@
  * fetch, join, groupchat send, MAM query and room disco#info — over raw
  * stanzas, and each answer is checked for the exact XMPP error (defined
  * condition, error type and Sealroom application condition from
- * xep/WIRE.md) or for success. Every refusal must leave the room's rows in
+ * xep/sealroom.xml) or for success. Every refusal must leave the room's rows in
  * PostgreSQL untouched. */
 #include <stdio.h>
 #include <stdlib.h>

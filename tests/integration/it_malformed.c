@@ -2,7 +2,7 @@
  * base64, oversized payloads, wrong namespaces, unsigned, badly signed,
  * mis-chained, stale and foreign roster versions, keys that are not the
  * registered identity, an iq without id and unknown payloads. Each must be
- * answered with the XMPP error xep/WIRE.md defines (error type, defined
+ * answered with the XMPP error xep/sealroom.xml defines (error type, defined
  * condition and Sealroom application condition) and must store nothing:
  * the room's messages, roster_versions and members rows are counted in
  * PostgreSQL around every case, and a final valid message proves the

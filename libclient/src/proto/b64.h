@@ -1,4 +1,4 @@
-/* Strict base64 for the wire format (WIRE.md: RFC 4648 §4, padded, no
+/* Strict base64 for the wire format (xep/sealroom.xml: RFC 4648 §4, padded, no
  * whitespace), shared by sealroomd and libsealroom so both accept exactly
  * the same encodings. */
 #ifndef SEALROOM_PROTO_B64_H

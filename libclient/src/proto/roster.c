@@ -1,4 +1,4 @@
-/* The signed roster chain (xep/WIRE.md "Roster chain"): canonical bytes,
+/* The signed roster chain (xep/sealroom.xml, "The Roster Chain"): canonical bytes,
  * hashing, signing and the membership rules. sealroomd uses it to refuse bad
  * versions and libsealroom to verify what the server hands it, so both sides
  * must agree byte for byte; keep this file free of I/O. */

@@ -1,4 +1,4 @@
-/* The signed roster chain (xep/WIRE.md "Roster chain"): canonical encoding,
+/* The signed roster chain (xep/sealroom.xml, "The Roster Chain"): canonical encoding,
  * hashing, signing, and the rules that decide whether a version may follow
  * the current state. Shared by sealroomd (which refuses bad versions) and
  * libsealroom (which verifies the chain it is handed). Pure code, no I/O. */
@@ -66,7 +66,7 @@ const char *sr_roster_err_text(sr_roster_err err);
 const char *sr_role_name(sr_role role);      /* "member", "admin", "owner", or "none" */
 sr_role sr_role_parse(const char *name);     /* SR_ROLE_NONE when unknown */
 
-/* Canonical bytes (WIRE.md). Returns the length written, or 0 if outlen is
+/* Canonical bytes (xep/sealroom.xml). Returns the length written, or 0 if outlen is
  * too small. sr_roster_canonical_len gives the exact size needed. */
 size_t sr_roster_canonical_len(const sr_roster_version *v);
 size_t sr_roster_canonical(unsigned char *out, size_t outlen, const sr_roster_version *v);
