@@ -6,7 +6,8 @@
  *
  * Environment: SEALROOM_DEMO_HOST (127.0.0.1), SEALROOM_DEMO_PORT (5222),
  * SEALROOM_DEMO_DOMAIN (localhost), SEALROOM_DEMO_SERVICE (rooms.localhost),
- * SEALROOM_DEMO_PASSWORD (secret), SEALROOM_DEMO_KEYDIR (.). */
+ * SEALROOM_DEMO_PASSWORD (secret), SEALROOM_DEMO_KEYDIR (.),
+ * SEALROOM_DEMO_USERS ("alice bob": the two accounts to use). */
 #include <errno.h>
 #include <fcntl.h>
 #include <sealroom/sealroom.h>
@@ -20,7 +21,7 @@
 #define TIMEOUT_MS 15000
 
 typedef struct user {
-    const char *name;
+    char name[64];
     char jid[256];
     sealroom_client *client;
     sealroom_identity *id;
@@ -127,7 +128,11 @@ int main(void)
     if (sodium_init() < 0) return 1;
     setvbuf(stdout, NULL, _IOLBF, 0);
     const char *keydir = env_or("SEALROOM_DEMO_KEYDIR", ".");
-    user alice = {.name = "alice"}, bob = {.name = "bob"};
+    user alice = {0}, bob = {0};
+    if (sscanf(env_or("SEALROOM_DEMO_USERS", "alice bob"), "%63s %63s", alice.name, bob.name) != 2) {
+        fprintf(stderr, "demo: SEALROOM_DEMO_USERS must name two users\n");
+        return 2;
+    }
     int status = 1;
     uint32_t req;
     int rc;
@@ -140,46 +145,49 @@ int main(void)
     if (connect_user(&alice, keydir) || connect_user(&bob, keydir)) goto out;
     sealroom_ctx *a = sealroom_client_ctx(alice.client), *b = sealroom_client_ctx(bob.client);
 
-    printf("alice: creating %s and adding bob (signed roster versions 0 and 1)\n", room);
+    char bob_bare[320];
+    snprintf(bob_bare, sizeof bob_bare, "%s@%s", bob.name, env_or("SEALROOM_DEMO_DOMAIN", "localhost"));
+    printf("%s: creating %s and adding %s (signed roster versions 0 and 1)\n", alice.name, room,
+           bob.name);
     if ((rc = sealroom_room_create(a, &req, room)) != SEALROOM_OK ||
         (rc = sealroom_client_wait(alice.client, req, TIMEOUT_MS)) != SEALROOM_OK) {
         fail("creating the room", alice.client, rc);
         goto out;
     }
-    if ((rc = sealroom_room_add_member(a, &req, room, "bob@localhost", SEALROOM_ROLE_MEMBER, NULL)) !=
+    if ((rc = sealroom_room_add_member(a, &req, room, bob_bare, SEALROOM_ROLE_MEMBER, NULL)) !=
             SEALROOM_OK ||
         (rc = sealroom_client_wait(alice.client, req, TIMEOUT_MS)) != SEALROOM_OK) {
-        fail("adding bob", alice.client, rc);
+        fail("adding the second user", alice.client, rc);
         goto out;
     }
     if ((rc = sealroom_room_sync(b, &req, room)) != SEALROOM_OK ||
         (rc = sealroom_client_wait(bob.client, req, TIMEOUT_MS)) != SEALROOM_OK) {
-        fail("bob verifying the roster chain", bob.client, rc);
+        fail("verifying the roster chain", bob.client, rc);
         goto out;
     }
     uint64_t version = 0;
     if (sealroom_room_roster_version(b, &version, room) == SEALROOM_OK)
-        printf("bob: verified the roster chain up to version %llu, %zu members\n",
+        printf("%s: verified the roster chain up to version %llu, %zu members\n", bob.name,
                (unsigned long long)version, sealroom_room_member_count(b, room));
-    if ((rc = sealroom_room_join(a, &req, room, "Alice")) != SEALROOM_OK ||
+    if ((rc = sealroom_room_join(a, &req, room, alice.name)) != SEALROOM_OK ||
         (rc = sealroom_client_wait(alice.client, req, TIMEOUT_MS)) != SEALROOM_OK ||
-        (rc = sealroom_room_join(b, &req, room, "Bob")) != SEALROOM_OK ||
+        (rc = sealroom_room_join(b, &req, room, bob.name)) != SEALROOM_OK ||
         (rc = sealroom_client_wait(bob.client, req, TIMEOUT_MS)) != SEALROOM_OK) {
         fail("joining", NULL, rc);
         goto out;
     }
     printf("both joined; talking:\n");
-    const char *lines[][2] = {{"a", "Hello Bob, the quarterly numbers are in."},
-                              {"b", "Thanks Alice. Anything surprising?"},
-                              {"a", "Only that the server never saw this sentence."},
-                              {"b", "(Not yet encrypted in this build: payloads are opaque to it.)"}};
+    const char *lines[][2] = {{"a", "Hello, the quarterly numbers are in."},
+                              {"b", "Thanks. Where do I find them later?"},
+                              {"a", "In the room archive: page back through the history."},
+                              {"b", "(Opaque to the server, but not yet encrypted in this build.)"}};
     for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
         user *u = lines[i][0][0] == 'a' ? &alice : &bob;
         if (say(u, room, lines[i][1])) goto out;
         sealroom_client_run(alice.client, 100);
         sealroom_client_run(bob.client, 100);
     }
-    printf("bob: fetching history, two messages a page, newest first:\n");
+    printf("%s: fetching history, two messages a page, newest first:\n", bob.name);
     char before[64] = "";
     for (int page = 1;; page++) {
         printf(" page %d\n", page);

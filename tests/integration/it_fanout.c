@@ -1,0 +1,93 @@
+/* Server-side fan-out (contrib/prosody/mod_sealroom_fanout.lua): only the
+ * Sealroom component may use it — a user who sends XEP-0033 addresses to the
+ * server is refused with <forbidden/> and nothing reaches the addressees —
+ * and the copies occupants receive carry no address list (bcc), exactly one
+ * each. Prosody only: the module is Prosody's; other servers are skipped. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+
+#define NS_ADDRESS "http://jabber.org/protocol/address"
+
+static bool match_body(xmpp_stanza_t *st, const void *arg)
+{
+    xmpp_stanza_t *body = xmpp_stanza_get_child_by_name(st, "body");
+    char *t = body ? xmpp_stanza_get_text(body) : NULL;
+    bool hit = t && strstr(t, (const char *)arg) != NULL;
+    if (t) xmpp_free(xmpp_stanza_get_context(st), t);
+    return hit;
+}
+
+int main(void)
+{
+    const it_env *env = it_init("it_fanout");
+    if (it_is_ejabberd()) {
+        printf("it_fanout: skipped, the fan-out module is Prosody's\n");
+        return 77;
+    }
+    it_raw *mallory = it_raw_connect("mallory");
+    it_raw *bob = it_raw_connect("bob");
+
+    /* A user may not use the component's fan-out as a spam amplifier. */
+    char spam[64];
+    it_random_hex(spam, 8);
+    it_raw_send(mallory,
+                "<message to='%s' type='groupchat' id='fan1'><body>spam %s</body>"
+                "<addresses xmlns='" NS_ADDRESS "'><address type='bcc' jid='%s'/>"
+                "<address type='to' jid='%s'/></addresses></message>",
+                env->domain, spam, it_raw_full(bob), it_raw_bare(bob));
+    xmpp_stanza_t *err = it_raw_expect(mallory, it_match_id, "fan1", IT_TIMEOUT_MS,
+                                       "answer to a user's fan-out attempt");
+    it_check_error(err, "auth", "forbidden", NULL, "fan-out from a user");
+    xmpp_stanza_release(err);
+    IT_CHECK(!it_raw_seen(bob, match_body, spam, 1500), "bob received the user's fan-out");
+
+    /* Three occupants: each other occupant gets one copy without addresses. */
+    it_raw *alice = it_raw_connect("alice");
+    it_raw *carol = it_raw_connect("carol");
+    it_raw_register(bob);
+    it_raw_register(carol);
+    it_room room;
+    it_room_create(alice, &room, "fanout");
+    it_room_change(alice, &room, SR_OP_ADD, "bob", SR_ROLE_MEMBER);
+    it_room_change(alice, &room, SR_OP_ADD, "carol", SR_ROLE_MEMBER);
+    it_raw_join_ok(alice, room.jid, "alice");
+    it_raw_join_ok(bob, room.jid, "bob");
+    it_raw_join_ok(carol, room.jid, "carol");
+    it_raw_clear(alice);
+    it_raw_clear(bob);
+    it_raw_clear(carol);
+
+    char origin[40];
+    it_random_hex(origin, 16);
+    unsigned char payload[48];
+    it_random(payload, sizeof payload);
+    char *sid = it_raw_say(alice, room.jid, payload, sizeof payload, origin);
+    it_raw *others[2] = {bob, carol};
+    for (int i = 0; i < 2; i++) {
+        xmpp_stanza_t *m = it_raw_expect(others[i], it_match_reflection, origin, IT_TIMEOUT_MS,
+                                         "the reflection");
+        char *x = it_stanza_xml(m);
+        IT_CHECK(xmpp_stanza_get_child_by_name_and_ns(m, "addresses", NS_ADDRESS) == NULL,
+                 "the address list reached an occupant: %s", x);
+        IT_CHECK(strcmp(xmpp_stanza_get_to(m), it_raw_full(others[i])) == 0,
+                 "copy addressed to %s, not the occupant", xmpp_stanza_get_to(m));
+        xmpp_stanza_t *s = xmpp_stanza_get_child_by_name_and_ns(m, "stanza-id", IT_NS_SID);
+        IT_CHECK(s && strcmp(xmpp_stanza_get_attribute(s, "id"), sid) == 0,
+                 "stanza-id differs from the sender's: %s", x);
+        free(x);
+        xmpp_stanza_release(m);
+        IT_CHECK(!it_raw_seen(others[i], it_match_reflection, origin, 1000),
+                 "an occupant received the message twice");
+    }
+    free(sid);
+    it_room_free(&room);
+    it_raw_free(alice);
+    it_raw_free(bob);
+    it_raw_free(carol);
+    it_raw_free(mallory);
+    printf("it_fanout: ok\n");
+    return 0;
+}
