@@ -176,8 +176,10 @@ static void stored(void *arg, bool ok, PGresult *const *res, int nres, const cha
                                      seq, true);
     if (m) {
         if (fresh) {
+            r->stats.messages_stored++;
             reflect(r, rm, m, op->sender_full, op->client_id, seq);
         } else {
+            r->stats.messages_deduplicated++;
             log_debug(rm->name, "duplicate origin-id from %s answered with %s", op->sender_bare,
                       seq);
             xmpp_stanza_set_to(m, op->sender_full);

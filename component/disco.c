@@ -10,7 +10,7 @@
 #include "stanza.h"
 
 static const char *const service_features[] = {
-    NS_DISCO_INFO, NS_DISCO_ITEMS, NS_MUC, NS_MAM, NS_SID, NS_SEALROOM, NS_PING, NULL};
+    NS_DISCO_INFO, NS_DISCO_ITEMS, NS_MUC, NS_MAM, NS_SID, NS_SEALROOM, NS_PING, NS_COMMANDS, NULL};
 static const char *const room_features[] = {
     NS_DISCO_INFO, NS_MUC,           "muc_membersonly", "muc_persistent", "muc_hidden",
     "muc_nonanonymous", "muc_unmoderated", NS_MAM, NS_SID, NS_SEALROOM, NULL};
@@ -96,6 +96,11 @@ void disco_handle(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *query)
     }
     if (info) {
         send_info(r, iq, svc_jid(r), "Sealroom", service_features);
+        return;
+    }
+    const char *node = xmpp_stanza_get_attribute(query, "node");
+    if (node && strcmp(node, NS_COMMANDS) == 0) {
+        admin_list_commands(r, iq);
         return;
     }
     items_op *op = calloc(1, sizeof *op);

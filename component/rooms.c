@@ -38,6 +38,7 @@ void svc_error(rooms *r, xmpp_stanza_t *req, const char *from, const char *etype
     const char *type = xmpp_stanza_get_type(req);
     /* Never answer an error with an error: that is how loops start. */
     if (type && strcmp(type, "error") == 0) return;
+    r->stats.requests_refused++;
     log_debug(xmpp_stanza_get_from(req), "refused: %s%s%s (%s)", cond, app ? "/" : "",
               app ? app : "", text ? text : "");
     svc_send(r, st_error(req, from, etype, cond, app, text));
@@ -108,6 +109,7 @@ rooms *rooms_new(const config *cfg, db *d, xmpp_link *l)
     r->db = d;
     r->link = l;
     r->nbuckets = 1024;
+    r->started = time(NULL);
     r->buckets = calloc(r->nbuckets, sizeof *r->buckets);
     if (!r->buckets) {
         free(r);
@@ -371,6 +373,8 @@ static void handle_service_iq(rooms *r, xmpp_stanza_t *iq)
         disco_handle(r, NULL, iq, payload);
     } else if (strcmp(ns, NS_PING) == 0 && strcmp(type, "get") == 0) {
         svc_send(r, st_iq_result(iq, svc_jid(r)));
+    } else if (strcmp(ns, NS_COMMANDS) == 0 && strcmp(name, "command") == 0) {
+        admin_handle_command(r, iq, payload);
     } else {
         svc_error(r, iq, svc_jid(r), "cancel", "service-unavailable", NULL,
                   "this service does not handle that request");

@@ -6,6 +6,7 @@
 
 #include <stdbool.h>
 #include <strophe.h>
+#include <time.h>
 
 #include "config.h"
 #include "db.h"
@@ -53,6 +54,11 @@ struct rooms {
     unsigned writes_in_flight;
     long now_ms;
     long last_evict_ms;
+    time_t started;
+    struct {
+        unsigned long long messages_stored, messages_deduplicated, requests_refused,
+            admin_sessions;
+    } stats;
     char instance[256];
 };
 
@@ -108,6 +114,10 @@ typedef struct mam_query {
     int max;
 } mam_query;
 const char *archive_parse_mam(xmpp_stanza_t *query, int default_max, int cap, mam_query *out);
+
+/* admin.c (XEP-0050, for admin.jids) */
+void admin_list_commands(rooms *r, xmpp_stanza_t *iq);
+void admin_handle_command(rooms *r, xmpp_stanza_t *iq, xmpp_stanza_t *cmd);
 
 /* disco.c */
 void disco_handle(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *query);

@@ -21,6 +21,7 @@
 #define NS_DISCO_INFO "http://jabber.org/protocol/disco#info"
 #define NS_DISCO_ITEMS "http://jabber.org/protocol/disco#items"
 #define NS_PING "urn:xmpp:ping"
+#define NS_COMMANDS "http://jabber.org/protocol/commands"
 #define NS_STANZAS "urn:ietf:params:xml:ns:xmpp-stanzas"
 
 /* The text non-Sealroom clients display instead of the sealed payload. */
