@@ -388,6 +388,25 @@ static void connect_step(db *d) {
         connected(d);
 }
 
+/* Fail every unit that was sent and is still awaiting its results. */
+static void fail_sent(db *d, const char *err)
+{
+    entry *e = d->fifo_head;
+    d->fifo_head = d->fifo_tail = NULL;
+    while (e) {
+        entry *next = e->next;
+        db_unit *u = e->units;
+        e->units = NULL;
+        entry_free(e);
+        while (u) {
+            db_unit *un = u->next;
+            call_done(d, u, false, NULL, 0, err);
+            u = un;
+        }
+        e = next;
+    }
+}
+
 static void conn_lost(db *d, const char *why) {
     char err[DB_ERRLEN];
     char detail[DB_ERRLEN];
@@ -402,21 +421,8 @@ static void conn_lost(db *d, const char *why) {
     d->rollback_inflight = false;
     schedule_retry(d);
 
-    entry *e = d->fifo_head;
-    d->fifo_head = d->fifo_tail = NULL;
     d->writes_inflight = d->reads_inflight = d->units_inflight = 0;
-    while (e) {
-        entry *next = e->next;
-        db_unit *u = e->units;
-        e->units = NULL;
-        entry_free(e);
-        while (u) {
-            db_unit *un = u->next;
-            call_done(d, u, false, NULL, 0, err);
-            u = un;
-        }
-        e = next;
-    }
+    fail_sent(d, err);
     /* The group these belonged to was sent and rolled back, but whether it
      * failed because of them is unknown: the caller decides, as for units in
      * flight. Unsent and poisoned (never executed) units stay queued. */
@@ -799,20 +805,7 @@ db *db_new(const char *conninfo) {
 
 void db_free(db *d) {
     if (!d) return;
-    entry *e = d->fifo_head;
-    d->fifo_head = d->fifo_tail = NULL;
-    while (e) {
-        entry *next = e->next;
-        db_unit *u = e->units;
-        e->units = NULL;
-        entry_free(e);
-        while (u) {
-            db_unit *un = u->next;
-            call_done(d, u, false, NULL, 0, ERR_SHUTDOWN);
-            u = un;
-        }
-        e = next;
-    }
+    fail_sent(d, ERR_SHUTDOWN);
     run_failq(d);
     fail_list(d, &d->retryq, ERR_SHUTDOWN);
     fail_list(d, &d->wq, ERR_SHUTDOWN);
