@@ -16,6 +16,7 @@
  * Exit status: 0 when every run completed and every message arrived intact
  * and in order at every occupant (whether or not the targets were met), 1 on
  * any failure, 2 on bad usage. */
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -32,7 +33,6 @@
 #include <sys/resource.h>
 #include <sys/types.h>
 #include <sys/wait.h>
-#include <dirent.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -74,6 +74,7 @@ typedef struct options {
     const char *user_prefix, *xmpp_version;
     const char *fanout;        /* "on", "off" or "unknown": sealroomd's mode, for the report */
     const char *fanout_switch; /* command run with "on" or "off" to switch it, or NULL */
+    int only;                  /* -1, or the one variant to run (for profiling) */
     unsigned port, reps;
     int pid_sealroomd, pid_xmpp, pid_pg;
     plan_entry plan[MAX_PLAN];
@@ -129,19 +130,22 @@ typedef struct bench {
     const char *fanout_now; /* the mode last switched to, with --fanout-switch */
 } bench;
 
-static const char *side_name(const bench *b, enum side s) {
+static const char *side_name(const bench *b, enum side s)
+{
     static char buf[64];
     if (s == SIDE_SEALROOM) return "sealroom";
     snprintf(buf, sizeof buf, "%s-muc", b->o.server);
     return buf;
 }
 
-static const char *variant_name(const bench *b, enum variant v) {
+static const char *variant_name(const bench *b, enum variant v)
+{
     return v == VAR_NOFANOUT ? "sealroom-nofanout" : side_name(b, (enum side)v);
 }
 
 static void note_error(bench *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void note_error(bench *b, const char *fmt, ...) {
+static void note_error(bench *b, const char *fmt, ...)
+{
     va_list ap;
     if (b->errors++ == 0) {
         va_start(ap, fmt);
@@ -150,7 +154,8 @@ static void note_error(bench *b, const char *fmt, ...) {
     }
 }
 
-static double now_s(void) {
+static double now_s(void)
+{
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
@@ -164,7 +169,8 @@ typedef struct proc_row {
     unsigned long long ticks;
 } proc_row;
 
-static size_t read_procs(proc_row **out) {
+static size_t read_procs(proc_row **out)
+{
     DIR *d = opendir("/proc");
     size_t n = 0, cap = 0;
     proc_row *rows = NULL;
@@ -206,24 +212,29 @@ static size_t read_procs(proc_row **out) {
 
 /* CPU ticks of pid and all its descendants (PostgreSQL's backends are
  * children of the postmaster; a wrapper's daemon is its child). */
-static unsigned long long tree_ticks(const proc_row *rows, size_t n, int pid) {
+static unsigned long long tree_ticks(const proc_row *rows, size_t n, int pid)
+{
     unsigned long long sum = 0;
     if (pid <= 0) return 0;
     for (size_t i = 0; i < n; i++) {
-        if (rows[i].pid == pid) sum += rows[i].ticks;
-        else if (rows[i].ppid == pid) sum += tree_ticks(rows, n, rows[i].pid);
+        if (rows[i].pid == pid)
+            sum += rows[i].ticks;
+        else if (rows[i].ppid == pid)
+            sum += tree_ticks(rows, n, rows[i].pid);
     }
     return sum;
 }
 
-static double self_cpu_s(void) {
+static double self_cpu_s(void)
+{
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
-static void take_cpu(bench *b, double cpu[4]) {
+static void take_cpu(bench *b, double cpu[4])
+{
     proc_row *rows = NULL;
     size_t n = read_procs(&rows);
     cpu[0] = (double)tree_ticks(rows, n, b->o.pid_sealroomd) / (double)b->clk_tck;
@@ -239,7 +250,8 @@ static void take_cpu(bench *b, double cpu[4]) {
  * something (our own probe takes one); WAL position gives bytes written.
  * Both are exact at once, unlike pg_stat_database, which backends flush
  * only every few seconds when idle. */
-static bool pg_counters(bench *b, long long *xid, long long *wal) {
+static bool pg_counters(bench *b, long long *xid, long long *wal)
+{
     if (!b->pg) return false;
     PGresult *r = PQexec(b->pg, "SELECT pg_current_xact_id()::text::bigint, "
                                 "(pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint");
@@ -252,7 +264,8 @@ static bool pg_counters(bench *b, long long *xid, long long *wal) {
     return ok;
 }
 
-static void pg_show(bench *b, const char *what, char *out, size_t outlen) {
+static void pg_show(bench *b, const char *what, char *out, size_t outlen)
+{
     snprintf(out, outlen, "unknown");
     if (!b->pg) return;
     char sql[128];
@@ -269,7 +282,8 @@ typedef bool (*pred_fn)(bench *b);
 
 /* Drive every connection until pred holds; false on timeout or when a
  * connection drops. */
-static bool run_until(bench *b, pred_fn pred, double timeout_s) {
+static bool run_until(bench *b, pred_fn pred, double timeout_s)
+{
     double deadline = now_s() + timeout_s;
     while (!pred(b)) {
         for (unsigned i = 0; i < b->ncl; i++)
@@ -280,16 +294,20 @@ static bool run_until(bench *b, pred_fn pred, double timeout_s) {
     return true;
 }
 
-static void run_for(bench *b, double secs) {
+static void run_for(bench *b, double secs)
+{
     double end = now_s() + secs;
-    while (now_s() < end) xmpp_run_once(b->ctx, 1);
+    while (now_s() < end)
+        xmpp_run_once(b->ctx, 1);
 }
 
-static bool in_room(const bench *b, const char *from) {
+static bool in_room(const bench *b, const char *from)
+{
     return from && strncmp(from, b->room, b->room_len) == 0 && from[b->room_len] == '/';
 }
 
-static bool has_status(xmpp_stanza_t *x, const char *code) {
+static bool has_status(xmpp_stanza_t *x, const char *code)
+{
     for (xmpp_stanza_t *c = x ? xmpp_stanza_get_children(x) : NULL; c;
          c = xmpp_stanza_get_next(c)) {
         const char *n = xmpp_stanza_get_name(c);
@@ -299,7 +317,8 @@ static bool has_status(xmpp_stanza_t *x, const char *code) {
     return false;
 }
 
-static const char *error_condition(xmpp_stanza_t *st) {
+static const char *error_condition(xmpp_stanza_t *st)
+{
     xmpp_stanza_t *e = xmpp_stanza_get_child_by_name(st, "error");
     xmpp_stanza_t *c = e ? xmpp_stanza_get_children(e) : NULL;
     for (; c; c = xmpp_stanza_get_next(c))
@@ -309,14 +328,17 @@ static const char *error_condition(xmpp_stanza_t *st) {
 
 static void send_message(client *c);
 
-static void pump(client *c) {
+static void pump(client *c)
+{
     bench *b = c->b;
-    while (c->sent < b->per_sender && c->sent - c->acked < b->pe->window) send_message(c);
+    while (c->sent < b->per_sender && c->sent - c->acked < b->pe->window)
+        send_message(c);
 }
 
 /* Payload text of the message: 200 random bytes in base64 inside <sealed/>
  * for Sealroom, plain text of the same stanza length in <body/> for MUC. */
-static void send_message(client *c) {
+static void send_message(client *c)
+{
     bench *b = c->b;
     unsigned seq = c->sent++;
     char *text = c->inflight[seq % b->pe->window];
@@ -329,16 +351,16 @@ static void send_message(client *c) {
         sodium_bin2base64(text, PAYLOAD_B64_MAX, raw, sizeof raw, sodium_base64_VARIANT_ORIGINAL);
         len = snprintf(xml, sizeof xml,
                        "<message type='groupchat' to='%s' id='%s'><body>" FALLBACK_BODY
-                       "</body>" SEALED_OPEN "%s" SEALED_CLOSE
-                       "<origin-id xmlns='" NS_SID "' id='%s'/></message>",
+                       "</body>" SEALED_OPEN "%s" SEALED_CLOSE "<origin-id xmlns='" NS_SID
+                       "' id='%s'/></message>",
                        b->room, oid, text, oid);
     } else {
         /* Same bytes on the wire: the body carries as many characters as
          * the fallback, the <sealed/> element and its payload together. */
-        size_t plain = sizeof FALLBACK_BODY - 1 + sizeof "</body>" - 1 + sizeof SEALED_OPEN - 1 +
-                       (sodium_base64_ENCODED_LEN(PAYLOAD_BYTES, sodium_base64_VARIANT_ORIGINAL) -
-                        1) +
-                       sizeof SEALED_CLOSE - 1 - (sizeof "</body>" - 1);
+        size_t plain =
+            sizeof FALLBACK_BODY - 1 + sizeof "</body>" - 1 + sizeof SEALED_OPEN - 1 +
+            (sodium_base64_ENCODED_LEN(PAYLOAD_BYTES, sodium_base64_VARIANT_ORIGINAL) - 1) +
+            sizeof SEALED_CLOSE - 1 - (sizeof "</body>" - 1);
         unsigned char raw[(PAYLOAD_B64_MAX / 4) * 3 - 3];
         size_t nraw = (plain / 4 + 1) * 3;
         if (nraw > sizeof raw) nraw = sizeof raw;
@@ -359,19 +381,21 @@ static void send_message(client *c) {
 
 /* A sender's own reflected message is its acknowledgement; its payload
  * must come back unchanged. */
-static void check_own(client *c, xmpp_stanza_t *st, unsigned seq) {
+static void check_own(client *c, xmpp_stanza_t *st, unsigned seq)
+{
     bench *b = c->b;
     xmpp_stanza_t *el = b->side == SIDE_SEALROOM
                             ? xmpp_stanza_get_child_by_name_and_ns(st, "sealed", NS_SEALROOM)
                             : xmpp_stanza_get_child_by_name(st, "body");
     char *t = el ? xmpp_stanza_get_text(el) : NULL;
     if (!t || strcmp(t, c->inflight[seq % b->pe->window]) != 0)
-        note_error(b, "%s: reflected payload of message %u differs from what was sent",
-                   c->bare, seq);
+        note_error(b, "%s: reflected payload of message %u differs from what was sent", c->bare,
+                   seq);
     if (t) xmpp_free(b->ctx, t);
 }
 
-static int on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *ud) {
+static int on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *ud)
+{
     client *c = ud;
     bench *b = c->b;
     const char *type = xmpp_stanza_get_type(st);
@@ -393,8 +417,10 @@ static int on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *ud) {
         return 1;
     }
     if (seq != c->next_seq[snd]) {
-        note_error(b, "%s: from sender %u got message %u, expected %u (lost, duplicated or "
-                      "reordered)", c->bare, snd, seq, c->next_seq[snd]);
+        note_error(b,
+                   "%s: from sender %u got message %u, expected %u (lost, duplicated or "
+                   "reordered)",
+                   c->bare, snd, seq, c->next_seq[snd]);
         if (seq < c->next_seq[snd]) return 1;
     }
     c->next_seq[snd] = seq + 1;
@@ -408,7 +434,8 @@ static int on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *ud) {
     return 1;
 }
 
-static int on_presence(xmpp_conn_t *conn, xmpp_stanza_t *st, void *ud) {
+static int on_presence(xmpp_conn_t *conn, xmpp_stanza_t *st, void *ud)
+{
     client *c = ud;
     bench *b = c->b;
     const char *from = xmpp_stanza_get_from(st);
@@ -432,7 +459,8 @@ static int on_presence(xmpp_conn_t *conn, xmpp_stanza_t *st, void *ud) {
 }
 
 /* Counts the owner's configuration requests still unanswered. */
-static int on_iq_result(xmpp_conn_t *conn, xmpp_stanza_t *st, void *ud) {
+static int on_iq_result(xmpp_conn_t *conn, xmpp_stanza_t *st, void *ud)
+{
     client *c = ud;
     const char *type = xmpp_stanza_get_type(st);
     (void)conn;
@@ -443,7 +471,8 @@ static int on_iq_result(xmpp_conn_t *conn, xmpp_stanza_t *st, void *ud) {
 }
 
 static void on_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int err, xmpp_stream_error_t *se,
-                    void *ud) {
+                    void *ud)
+{
     client *c = ud;
     (void)se;
     if (ev == XMPP_CONN_CONNECT) {
@@ -458,13 +487,15 @@ static void on_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int err, xmpp_strea
     }
 }
 
-static bool all_connected(bench *b) {
+static bool all_connected(bench *b)
+{
     for (unsigned i = 0; i < b->ncl; i++)
         if (b->cl[i].conn_state != 1) return false;
     return true;
 }
 
-static void name_clients(bench *b, unsigned n) {
+static void name_clients(bench *b, unsigned n)
+{
     for (unsigned i = 0; i < n; i++) {
         client *c = &b->cl[i];
         c->b = b;
@@ -476,7 +507,8 @@ static void name_clients(bench *b, unsigned n) {
     }
 }
 
-static bool connect_all(bench *b, unsigned n) {
+static bool connect_all(bench *b, unsigned n)
+{
     for (unsigned i = 0; i < n; i++) {
         client *c = &b->cl[i];
         c->conn = xmpp_conn_new(b->ctx);
@@ -501,21 +533,33 @@ static bool connect_all(bench *b, unsigned n) {
 /* ---- rooms ---- */
 
 static unsigned want_n;
-static bool all_joined(bench *b) {
+static bool all_joined(bench *b)
+{
     for (unsigned i = 0; i < want_n; i++)
         if (!b->cl[i].joined || b->cl[i].presences < want_n) return false;
     return true;
 }
-static bool all_left(bench *b) {
+static bool all_left(bench *b)
+{
     for (unsigned i = 0; i < want_n; i++)
         if (!b->cl[i].left) return false;
     return true;
 }
-static bool first_joined(bench *b) { return b->cl[0].joined || b->cl[0].left; }
-static bool first_iq_done(bench *b) { return b->cl[0].iq_pending == 0; }
-static bool run_done(bench *b) { return b->deliveries >= b->want || b->errors > 0; }
+static bool first_joined(bench *b)
+{
+    return b->cl[0].joined || b->cl[0].left;
+}
+static bool first_iq_done(bench *b)
+{
+    return b->cl[0].iq_pending == 0;
+}
+static bool run_done(bench *b)
+{
+    return b->deliveries >= b->want || b->errors > 0;
+}
 
-static void set_room(bench *b, enum side side, const char *room) {
+static void set_room(bench *b, enum side side, const char *room)
+{
     b->side = side;
     snprintf(b->room, sizeof b->room, "%s", room);
     b->room_len = strlen(b->room);
@@ -527,14 +571,16 @@ static void set_room(bench *b, enum side side, const char *room) {
     }
 }
 
-static void send_join(client *c) {
+static void send_join(client *c)
+{
     xmpp_send_raw_string(c->conn,
                          "<presence to='%s/%s'><x xmlns='" NS_MUC
                          "'><history maxstanzas='0'/></x></presence>",
                          c->b->room, c->nick);
 }
 
-static void muc_iq_send(bench *b, const char *id, const char *xml) {
+static void muc_iq_send(bench *b, const char *id, const char *xml)
+{
     client *o = &b->cl[0];
     o->iq_pending++;
     xmpp_id_handler_add(o->conn, on_iq_result, id, o);
@@ -544,7 +590,8 @@ static void muc_iq_send(bench *b, const char *id, const char *xml) {
 /* The baseline room as an admin would set up the equivalent of a Sealroom
  * room: persistent, members-only, real JIDs visible, archived (the server
  * config archives every MUC room). The first joiner creates and owns it. */
-static bool muc_setup(bench *b, unsigned n) {
+static bool muc_setup(bench *b, unsigned n)
+{
     client *o = &b->cl[0];
     char *xml = malloc(256 + (size_t)n * 160);
     bool ok;
@@ -596,7 +643,8 @@ typedef struct sr_setup {
 /* Benchmark identities are throwaway and derived from the JID, so a rerun
  * against the same database presents the same key (a second, different key
  * for a JID is refused by the service). */
-static int bench_identity(sealroom_identity **out, const char *bare) {
+static int bench_identity(sealroom_identity **out, const char *bare)
+{
     unsigned char seed[SEALROOM_SECRETKEYBYTES];
     static const char label[] = "sealroom-bench-identity-v0:";
     crypto_generichash_state h;
@@ -610,16 +658,18 @@ static int bench_identity(sealroom_identity **out, const char *bare) {
     return rc;
 }
 
-static int sr_connect(bench *b, sealroom_client **out, unsigned i) {
+static int sr_connect(bench *b, sealroom_client **out, unsigned i)
+{
     char jid[200];
     snprintf(jid, sizeof jid, "%s/bench-setup-%ld", b->cl[i].bare, (long)getpid());
-    return sealroom_client_connect(out, jid, b->o.password, b->o.host,
-                                   (unsigned short)b->o.port, b->o.service, 30000);
+    return sealroom_client_connect(out, jid, b->o.password, b->o.host, (unsigned short)b->o.port,
+                                   b->o.service, 30000);
 }
 
 /* rid is read only after the request call (an argument) has filled it in. */
 static bool sr_wait(bench *b, sealroom_client *c, int rc, const uint32_t *rid, const char *what,
-                    const char *who) {
+                    const char *who)
+{
     if (rc == SEALROOM_OK) rc = sealroom_client_wait(c, *rid, 30000);
     if (rc != SEALROOM_OK) {
         note_error(b, "%s (%s): %s: %s", what, who, sealroom_strerror(rc),
@@ -629,7 +679,8 @@ static bool sr_wait(bench *b, sealroom_client *c, int rc, const uint32_t *rid, c
     return true;
 }
 
-static bool sr_register_all(bench *b, sr_setup *s, unsigned n) {
+static bool sr_register_all(bench *b, sr_setup *s, unsigned n)
+{
     bool have_owner = false;
     for (unsigned i = 0; i < n; i++) {
         sealroom_client *c = NULL;
@@ -668,12 +719,12 @@ static bool sr_register_all(bench *b, sr_setup *s, unsigned n) {
     return have_owner;
 }
 
-static bool sr_setup_room(bench *b, sr_setup *s, unsigned n) {
+static bool sr_setup_room(bench *b, sr_setup *s, unsigned n)
+{
     sealroom_ctx *ctx = sealroom_client_ctx(s->owner);
     const char *owner = b->cl[s->owner_idx].bare;
     uint32_t rid = 0;
-    if (!sr_wait(b, s->owner, sealroom_room_create(ctx, &rid, b->room), &rid, "room create",
-                 owner))
+    if (!sr_wait(b, s->owner, sealroom_room_create(ctx, &rid, b->room), &rid, "room create", owner))
         return false;
     for (unsigned i = 0; i < n; i++) {
         if (i == s->owner_idx) continue;
@@ -692,7 +743,8 @@ static bool sr_setup_room(bench *b, sr_setup *s, unsigned n) {
 /* Runs "CMD on|off" (contrib/sealroom-dev set-fanout RUN_DIR, which returns
  * once sealroomd has reloaded). Room set-up after it takes several round
  * trips through sealroomd, so the timed messages all see the new mode. */
-static bool switch_fanout(bench *b, const char *mode) {
+static bool switch_fanout(bench *b, const char *mode)
+{
     char cmd[2048];
     if (b->fanout_now && strcmp(b->fanout_now, mode) == 0) return true;
     if ((size_t)snprintf(cmd, sizeof cmd, "%s %s", b->o.fanout_switch, mode) >= sizeof cmd) {
@@ -711,7 +763,8 @@ static bool switch_fanout(bench *b, const char *mode) {
 
 /* The mode sealroomd was started in, from its configuration file: on when
  * xmpp.fanout_jid names a service (the last assignment counts). */
-static const char *fanout_from_conf(const char *path) {
+static const char *fanout_from_conf(const char *path)
+{
     char line[1024];
     const char *mode = "unknown";
     FILE *f = path ? fopen(path, "r") : NULL;
@@ -719,14 +772,17 @@ static const char *fanout_from_conf(const char *path) {
     mode = "off";
     while (fgets(line, sizeof line, f)) {
         char *p = line, *v;
-        while (*p == ' ' || *p == '\t') p++;
+        while (*p == ' ' || *p == '\t')
+            p++;
         if (strncmp(p, "xmpp.fanout_jid", 15) != 0) continue;
         p += 15;
-        while (*p == ' ' || *p == '\t') p++;
+        while (*p == ' ' || *p == '\t')
+            p++;
         if (*p != '=') continue;
         v = p + 1;
         v[strcspn(v, "\r\n")] = '\0';
-        while (*v == ' ' || *v == '\t') v++;
+        while (*v == ' ' || *v == '\t')
+            v++;
         mode = *v && strcmp(v, "\"\"") != 0 ? "on" : "off";
     }
     fclose(f);
@@ -735,8 +791,9 @@ static const char *fanout_from_conf(const char *path) {
 
 /* ---- one timed run ---- */
 
-static bool timed_run(bench *b, enum variant var, const plan_entry *pe, unsigned rep,
-                      sr_setup *srs, sample *out) {
+static bool timed_run(bench *b, enum variant var, const plan_entry *pe, unsigned rep, sr_setup *srs,
+                      sample *out)
+{
     enum side side = var == VAR_MUC ? SIDE_MUC : SIDE_SEALROOM;
     char room[256];
     const char *svc = side == SIDE_SEALROOM ? b->o.service : b->o.muc_service;
@@ -764,7 +821,8 @@ static bool timed_run(bench *b, enum variant var, const plan_entry *pe, unsigned
     } else if (!muc_setup(b, n)) {
         return false;
     }
-    for (unsigned i = side == SIDE_MUC ? 1 : 0; i < n; i++) send_join(&b->cl[i]);
+    for (unsigned i = side == SIDE_MUC ? 1 : 0; i < n; i++)
+        send_join(&b->cl[i]);
     if (!run_until(b, all_joined, 60) || b->errors) {
         note_error(b, "%s: not every occupant could join", room);
         return false;
@@ -775,7 +833,8 @@ static bool timed_run(bench *b, enum variant var, const plan_entry *pe, unsigned
     take_cpu(b, cpu0);
     out->pg_ok = pg_counters(b, &x0, &w0);
     t0 = now_s();
-    for (unsigned i = 0; i < pe->s; i++) pump(&b->cl[i]);
+    for (unsigned i = 0; i < pe->s; i++)
+        pump(&b->cl[i]);
     bool done = run_until(b, run_done, b->o.run_timeout_s);
     t1 = now_s();
     take_cpu(b, cpu1);
@@ -788,7 +847,8 @@ static bool timed_run(bench *b, enum variant var, const plan_entry *pe, unsigned
         return false;
     }
     out->wall_s = t1 - t0;
-    for (int k = 0; k < 4; k++) out->cpu_s[k] = cpu1[k] - cpu0[k];
+    for (int k = 0; k < 4; k++)
+        out->cpu_s[k] = cpu1[k] - cpu0[k];
     out->xids = x1 - x0 - 1; /* minus our own probe */
     out->wal_bytes = w1 - w0;
 
@@ -804,17 +864,20 @@ static bool timed_run(bench *b, enum variant var, const plan_entry *pe, unsigned
 
 /* ---- reporting ---- */
 
-static int cmp_double(const void *a, const void *b) {
+static int cmp_double(const void *a, const void *b)
+{
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
 }
 
-static double median(double *v, unsigned n) {
+static double median(double *v, unsigned n)
+{
     qsort(v, n, sizeof *v, cmp_double);
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-static void print_machine(bench *b) {
+static void print_machine(bench *b)
+{
     char model[256] = "unknown", line[512], pgv[64], sync[32], fsync[32];
     FILE *f = fopen("/proc/cpuinfo", "r");
     while (f && fgets(line, sizeof line, f)) {
@@ -864,14 +927,16 @@ static void print_machine(bench *b) {
 
 /* ---- options ---- */
 
-static bool parse_plan(options *o, const char *spec) {
+static bool parse_plan(options *o, const char *spec)
+{
     char *dup = strdup(spec), *save = NULL;
     o->nplan = 0;
     for (char *t = strtok_r(dup, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
         plan_entry p;
-        if (o->nplan == MAX_PLAN || sscanf(t, "%u:%u:%u:%u", &p.n, &p.s, &p.total, &p.window) != 4 ||
-            p.n < 1 || p.n > MAX_CLIENTS || p.s < 1 || p.s > p.n || p.total < p.s ||
-            p.window < 1 || p.window > MAX_WINDOW) {
+        if (o->nplan == MAX_PLAN ||
+            sscanf(t, "%u:%u:%u:%u", &p.n, &p.s, &p.total, &p.window) != 4 || p.n < 1 ||
+            p.n > MAX_CLIENTS || p.s < 1 || p.s > p.n || p.total < p.s || p.window < 1 ||
+            p.window > MAX_WINDOW) {
             free(dup);
             return false;
         }
@@ -881,12 +946,14 @@ static bool parse_plan(options *o, const char *spec) {
     return o->nplan > 0;
 }
 
-static const char *env_or(const char *name, const char *def) {
+static const char *env_or(const char *name, const char *def)
+{
     const char *v = getenv(name);
     return v && *v ? v : def;
 }
 
-static int read_pidfile(const char *dir, const char *name) {
+static int read_pidfile(const char *dir, const char *name)
+{
     char path[1024];
     int pid = 0;
     if (!dir) return 0;
@@ -899,7 +966,8 @@ static int read_pidfile(const char *dir, const char *name) {
     return pid;
 }
 
-static void usage(FILE *out) {
+static void usage(FILE *out)
+{
     fprintf(out,
             "usage: bench_groupchat [options]\n"
             "  --plan N:S:T:W[,...]  occupants:senders:messages per run:window per sender\n"
@@ -917,10 +985,13 @@ static void usage(FILE *out) {
             "  --fanout-switch CMD   run \"CMD on\" / \"CMD off\" to switch sealroomd's fan-out:\n"
             "                        Sealroom runs with fan-out on (the figures with targets)\n"
             "                        and, interleaved, with it off (supplementary figures)\n"
+            "  --only SIDE           run one side only, sealroom, muc or nofanout (for\n"
+            "                        profiling: no RESULT lines)\n"
             "Defaults come from the SEALROOM_TEST_* environment of contrib/sealroom-dev env.\n");
 }
 
-static int parse_options(options *o, int argc, char **argv) {
+static int parse_options(options *o, int argc, char **argv)
+{
     const char *rd = getenv("SEALROOM_TEST_RUN_DIR");
     o->host = env_or("SEALROOM_TEST_XMPP_HOST", "127.0.0.1");
     o->port = (unsigned)atoi(env_or("SEALROOM_TEST_C2S_PORT", "5222"));
@@ -936,26 +1007,57 @@ static int parse_options(options *o, int argc, char **argv) {
     o->run_timeout_s = 300;
     o->fanout = fanout_from_conf(getenv("SEALROOM_TEST_SEALROOMD_CONF"));
     o->fanout_switch = NULL;
+    o->only = -1;
     o->pid_sealroomd = read_pidfile(rd, "sealroomd");
     o->pid_xmpp = read_pidfile(rd, o->server);
     o->pid_pg = read_pidfile(rd, "postgres");
     parse_plan(o, "2:1:4000:32,10:10:4000:4,100:100:2000:1");
 
-    enum { O_PLAN = 1, O_REPS, O_SMOKE, O_USERS, O_HOST, O_PORT, O_DOMAIN, O_SERVICE, O_MUC,
-           O_PW, O_SERVER, O_SERVER_V, O_PG, O_PSR, O_PX, O_PPG, O_TIMEOUT, O_FANOUT, O_FSWITCH,
-           O_HELP };
-    static const struct option lo[] = {
-        {"plan", 1, 0, O_PLAN},          {"reps", 1, 0, O_REPS},
-        {"smoke", 0, 0, O_SMOKE},        {"users", 1, 0, O_USERS},
-        {"host", 1, 0, O_HOST},          {"port", 1, 0, O_PORT},
-        {"domain", 1, 0, O_DOMAIN},      {"service", 1, 0, O_SERVICE},
-        {"muc-service", 1, 0, O_MUC},    {"password", 1, 0, O_PW},
-        {"server", 1, 0, O_SERVER},      {"server-version", 1, 0, O_SERVER_V},
-        {"pg", 1, 0, O_PG},              {"pid-sealroomd", 1, 0, O_PSR},
-        {"pid-xmpp", 1, 0, O_PX},        {"pid-pg", 1, 0, O_PPG},
-        {"timeout", 1, 0, O_TIMEOUT},    {"fanout", 1, 0, O_FANOUT},
-        {"fanout-switch", 1, 0, O_FSWITCH}, {"help", 0, 0, O_HELP},
-        {0, 0, 0, 0}};
+    enum {
+        O_PLAN = 1,
+        O_REPS,
+        O_SMOKE,
+        O_USERS,
+        O_HOST,
+        O_PORT,
+        O_DOMAIN,
+        O_SERVICE,
+        O_MUC,
+        O_PW,
+        O_SERVER,
+        O_SERVER_V,
+        O_PG,
+        O_PSR,
+        O_PX,
+        O_PPG,
+        O_TIMEOUT,
+        O_FANOUT,
+        O_FSWITCH,
+        O_ONLY,
+        O_HELP
+    };
+    static const struct option lo[] = {{"plan", 1, 0, O_PLAN},
+                                       {"reps", 1, 0, O_REPS},
+                                       {"smoke", 0, 0, O_SMOKE},
+                                       {"users", 1, 0, O_USERS},
+                                       {"host", 1, 0, O_HOST},
+                                       {"port", 1, 0, O_PORT},
+                                       {"domain", 1, 0, O_DOMAIN},
+                                       {"service", 1, 0, O_SERVICE},
+                                       {"muc-service", 1, 0, O_MUC},
+                                       {"password", 1, 0, O_PW},
+                                       {"server", 1, 0, O_SERVER},
+                                       {"server-version", 1, 0, O_SERVER_V},
+                                       {"pg", 1, 0, O_PG},
+                                       {"pid-sealroomd", 1, 0, O_PSR},
+                                       {"pid-xmpp", 1, 0, O_PX},
+                                       {"pid-pg", 1, 0, O_PPG},
+                                       {"timeout", 1, 0, O_TIMEOUT},
+                                       {"fanout", 1, 0, O_FANOUT},
+                                       {"fanout-switch", 1, 0, O_FSWITCH},
+                                       {"only", 1, 0, O_ONLY},
+                                       {"help", 0, 0, O_HELP},
+                                       {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (ch) {
@@ -965,25 +1067,55 @@ static int parse_options(options *o, int argc, char **argv) {
                 return 2;
             }
             break;
-        case O_REPS: o->reps = (unsigned)atoi(optarg); break;
+        case O_REPS:
+            o->reps = (unsigned)atoi(optarg);
+            break;
         case O_SMOKE:
             parse_plan(o, "2:1:200:8,10:10:200:2");
             o->reps = 1;
             break;
-        case O_USERS: o->user_prefix = optarg; break;
-        case O_HOST: o->host = optarg; break;
-        case O_PORT: o->port = (unsigned)atoi(optarg); break;
-        case O_DOMAIN: o->domain = optarg; break;
-        case O_SERVICE: o->service = optarg; break;
-        case O_MUC: o->muc_service = optarg; break;
-        case O_PW: o->password = optarg; break;
-        case O_SERVER: o->server = optarg; break;
-        case O_SERVER_V: o->xmpp_version = optarg; break;
-        case O_PG: o->pg = optarg; break;
-        case O_PSR: o->pid_sealroomd = atoi(optarg); break;
-        case O_PX: o->pid_xmpp = atoi(optarg); break;
-        case O_PPG: o->pid_pg = atoi(optarg); break;
-        case O_TIMEOUT: o->run_timeout_s = (unsigned)atoi(optarg); break;
+        case O_USERS:
+            o->user_prefix = optarg;
+            break;
+        case O_HOST:
+            o->host = optarg;
+            break;
+        case O_PORT:
+            o->port = (unsigned)atoi(optarg);
+            break;
+        case O_DOMAIN:
+            o->domain = optarg;
+            break;
+        case O_SERVICE:
+            o->service = optarg;
+            break;
+        case O_MUC:
+            o->muc_service = optarg;
+            break;
+        case O_PW:
+            o->password = optarg;
+            break;
+        case O_SERVER:
+            o->server = optarg;
+            break;
+        case O_SERVER_V:
+            o->xmpp_version = optarg;
+            break;
+        case O_PG:
+            o->pg = optarg;
+            break;
+        case O_PSR:
+            o->pid_sealroomd = atoi(optarg);
+            break;
+        case O_PX:
+            o->pid_xmpp = atoi(optarg);
+            break;
+        case O_PPG:
+            o->pid_pg = atoi(optarg);
+            break;
+        case O_TIMEOUT:
+            o->run_timeout_s = (unsigned)atoi(optarg);
+            break;
         case O_FANOUT:
             if (strcmp(optarg, "on") != 0 && strcmp(optarg, "off") != 0) {
                 fprintf(stderr, "bad --fanout '%s' (on or off)\n", optarg);
@@ -991,13 +1123,33 @@ static int parse_options(options *o, int argc, char **argv) {
             }
             o->fanout = optarg;
             break;
-        case O_FSWITCH: o->fanout_switch = optarg; break;
-        case O_HELP: usage(stdout); exit(0);
-        default: usage(stderr); return 2;
+        case O_FSWITCH:
+            o->fanout_switch = optarg;
+            break;
+        case O_ONLY:
+            o->only = strcmp(optarg, "sealroom") == 0   ? VAR_SEALROOM
+                      : strcmp(optarg, "muc") == 0      ? VAR_MUC
+                      : strcmp(optarg, "nofanout") == 0 ? VAR_NOFANOUT
+                                                        : -2;
+            if (o->only == -2) {
+                fprintf(stderr, "bad --only '%s' (sealroom, muc or nofanout)\n", optarg);
+                return 2;
+            }
+            break;
+        case O_HELP:
+            usage(stdout);
+            exit(0);
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (optind != argc || o->reps < 1 || o->port < 1 || o->port > 65535) {
         usage(stderr);
+        return 2;
+    }
+    if (o->only == VAR_NOFANOUT && !o->fanout_switch) {
+        fprintf(stderr, "--only nofanout needs --fanout-switch\n");
         return 2;
     }
     /* The switch starts every Sealroom run with fan-out on. */
@@ -1005,7 +1157,8 @@ static int parse_options(options *o, int argc, char **argv) {
     return 0;
 }
 
-static const char *guess_xmpp_version(const char *server) {
+static const char *guess_xmpp_version(const char *server)
+{
     static char v[64];
     FILE *f;
     snprintf(v, sizeof v, "unknown");
@@ -1018,7 +1171,8 @@ static const char *guess_xmpp_version(const char *server) {
 
 /* ---- main ---- */
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     static bench B;
     bench *b = &B;
     sr_setup *srs = calloc(1, sizeof *srs);
@@ -1036,8 +1190,8 @@ int main(int argc, char **argv) {
     if (b->o.pg) {
         b->pg = PQconnectdb(b->o.pg);
         if (PQstatus(b->pg) != CONNECTION_OK) {
-            fprintf(stderr, "bench: PostgreSQL (%s): %s; transaction counts unavailable\n",
-                    b->o.pg, PQerrorMessage(b->pg));
+            fprintf(stderr, "bench: PostgreSQL (%s): %s; transaction counts unavailable\n", b->o.pg,
+                    PQerrorMessage(b->pg));
             PQfinish(b->pg);
             b->pg = NULL;
         }
@@ -1074,6 +1228,7 @@ int main(int argc, char **argv) {
             for (unsigned vi = 0; ok && vi < nvar; vi++) {
                 enum variant var = (enum variant)vi;
                 sample *s = &res[vi][pi * b->o.reps + rep];
+                if (b->o.only >= 0 && b->o.only != (int)vi) continue;
                 if (b->o.fanout_switch && var != VAR_MUC &&
                     !switch_fanout(b, var == VAR_NOFANOUT ? "off" : "on")) {
                     fprintf(stderr, "bench: %s\n", b->first_error);
@@ -1100,7 +1255,10 @@ int main(int argc, char **argv) {
         !switch_fanout(b, "on"))
         fprintf(stderr, "bench: %s\n", b->first_error);
 
-    if (ok) {
+    if (ok && b->o.only >= 0)
+        printf("\n--only %s: one side, no RESULT lines\n",
+               variant_name(b, (enum variant)b->o.only));
+    if (ok && b->o.only < 0) {
         static const char *const who[4] = {"sealroomd", NULL, "postgres", "client"};
         /* RESULT name parts per variant: throughput prefix, CPU prefix. */
         static const char *const tput[NVARIANT] = {"", NULL, "nofanout."};
@@ -1110,8 +1268,8 @@ int main(int argc, char **argv) {
         double(*cpu)[NVARIANT][5] = calloc(nres, sizeof *cpu); /* medians, us/msg; [4] total */
         printf("\n");
         if (v && cpu) {
-            printf("cpu per message, us (medians): %-4s %-17s %9s %9s %9s %9s %9s\n", "n",
-                   "side", "sealroomd", b->o.server, "postgres", "client", "total");
+            printf("cpu per message, us (medians): %-4s %-17s %9s %9s %9s %9s %9s\n", "n", "side",
+                   "sealroomd", b->o.server, "postgres", "client", "total");
             for (unsigned pi = 0; pi < nres; pi++) {
                 const plan_entry *pe = &b->o.plan[pi];
                 double msgs = (double)(pe->total / pe->s * pe->s);
@@ -1125,8 +1283,8 @@ int main(int argc, char **argv) {
                     }
                     printf("cpu per message, us (medians): %-4u %-17s %9.1f %9.1f %9.1f %9.1f "
                            "%9.1f\n",
-                           pe->n, variant_name(b, (enum variant)vi), cpu[pi][vi][0],
-                           cpu[pi][vi][1], cpu[pi][vi][2], cpu[pi][vi][3], cpu[pi][vi][4]);
+                           pe->n, variant_name(b, (enum variant)vi), cpu[pi][vi][0], cpu[pi][vi][1],
+                           cpu[pi][vi][2], cpu[pi][vi][3], cpu[pi][vi][4]);
                 }
             }
             printf("\n");
@@ -1138,7 +1296,8 @@ int main(int argc, char **argv) {
                 double msgs = (double)(pe->total / pe->s * pe->s), rate[2];
                 for (int k = 0; k < 2; k++) {
                     unsigned src = k == 0 ? vi : VAR_MUC;
-                    for (unsigned r = 0; r < R; r++) v[r] = msgs / res[src][pi * R + r].wall_s;
+                    for (unsigned r = 0; r < R; r++)
+                        v[r] = msgs / res[src][pi * R + r].wall_s;
                     rate[k] = median(v, R);
                 }
                 double ratio = rate[0] / rate[1];
@@ -1171,7 +1330,8 @@ int main(int argc, char **argv) {
                        pe->n, cpun[vi], median(v, R));
                 if (vi == VAR_MUC) continue;
                 bool pg_ok = true;
-                for (unsigned r = 0; r < R; r++) pg_ok = pg_ok && res[vi][pi * R + r].pg_ok;
+                for (unsigned r = 0; r < R; r++)
+                    pg_ok = pg_ok && res[vi][pi * R + r].pg_ok;
                 if (!pg_ok) continue;
                 for (unsigned r = 0; r < R; r++) {
                     const sample *s = &res[vi][pi * R + r];
@@ -1212,7 +1372,8 @@ int main(int argc, char **argv) {
     }
     sealroom_client_free(srs->owner);
     free(srs);
-    for (unsigned vi = 0; vi < NVARIANT; vi++) free(res[vi]);
+    for (unsigned vi = 0; vi < NVARIANT; vi++)
+        free(res[vi]);
     if (b->ctx) xmpp_ctx_free(b->ctx);
     xmpp_shutdown();
     if (b->pg) PQfinish(b->pg);

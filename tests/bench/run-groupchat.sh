@@ -25,6 +25,14 @@
 #   SEALROOM_BENCH_PG_SETTINGS PostgreSQL settings applied with ALTER SYSTEM
 #                              before the run, e.g. "synchronous_commit=off"
 #                              (the default is PostgreSQL's own, durable one)
+#   SEALROOM_BENCH_PROSODY_SETTINGS  global Prosody settings added to the
+#                              stack's config for a tuning experiment, e.g.
+#                              "network_default_read_size = 65536" (Prosody
+#                              is restarted; both sides run with them)
+#   SEALROOM_BENCH_LUAPROF=1   load mod_bench_profile.lua into Prosody: CPU
+#                              time per Lua function, written to
+#                              prosody/bench_profile.txt in the kept run
+#                              directory (slows Prosody several times over)
 # It never touches another stack: it does not use run/ or run-test/.
 set -euo pipefail
 
@@ -104,6 +112,32 @@ if [[ $FANOUT != off ]]; then
     grep -Eq '^[^-]*"sealroom_fanout"' "$CFG" || die "the Prosody config does not load mod_sealroom_fanout"
 fi
 
+# Prosody tuning and profiling: edit the generated config, then restart
+# Prosody through the stack script (sealroomd reattaches by itself).
+prosody_global() { # prosody_global LINE: a global setting, before the first section
+    local tmp=$CFG.new
+    awk -v line="$1" '!done && /^(VirtualHost|Component) / { print line; done = 1 } { print }' \
+        "$CFG" >"$tmp" && chown prosody: "$tmp" && chmod 600 "$tmp" && mv "$tmp" "$CFG"
+}
+restart_prosody=no
+if [[ -n ${SEALROOM_BENCH_PROSODY_SETTINGS:-} ]]; then
+    say "Prosody settings: $SEALROOM_BENCH_PROSODY_SETTINGS"
+    prosody_global "-- from SEALROOM_BENCH_PROSODY_SETTINGS (run-groupchat.sh)"
+    prosody_global "$SEALROOM_BENCH_PROSODY_SETTINGS"
+    restart_prosody=yes
+fi
+if [[ ${SEALROOM_BENCH_LUAPROF:-0} == 1 ]]; then
+    install -o prosody -g prosody -m 600 "$REPO/tests/bench/mod_bench_profile.lua" "$RD/prosody/plugins/"
+    sed -i '0,/^modules_enabled = {/s//modules_enabled = { "bench_profile",/' "$CFG"
+    grep -q '^modules_enabled = { "bench_profile",' "$CFG" || die "could not enable mod_bench_profile in $CFG"
+    prosody_global "bench_profile_file = \"$RD/prosody/bench_profile.txt\""
+    prosody_global "bench_profile_interval = 5000"
+    restart_prosody=yes
+fi
+if [[ $restart_prosody == yes ]]; then
+    "$DEV" restart-xmpp "$RD" >&2
+fi
+
 if [[ -n ${SEALROOM_BENCH_PG_SETTINGS:-} ]]; then
     say "PostgreSQL settings: $SEALROOM_BENCH_PG_SETTINGS"
     for kv in $SEALROOM_BENCH_PG_SETTINGS; do
@@ -132,6 +166,9 @@ if [[ $FANOUT == both ]]; then
 fi
 
 say "bench_groupchat (fan-out: $FANOUT)"
+if [[ -n ${SEALROOM_BENCH_PROSODY_SETTINGS:-} ]]; then
+    echo "prosody: extra settings: $SEALROOM_BENCH_PROSODY_SETTINGS"
+fi
 set +e
 "$BUILD_DIR/tests/bench/bench_groupchat" --users bench --server prosody \
     --server-version "$(cat /usr/lib/prosody/prosody.version 2>/dev/null || echo unknown)" \
@@ -145,6 +182,11 @@ if [[ -n $PERF_PID ]]; then
     perf report -i "$RD/perf.data" --no-children --sort comm,dso,symbol --stdio -g none \
         2>/dev/null | grep -v '^$' | head -n 80 >"$RD/perf-top.txt" || true
     say "perf profile of sealroomd and Prosody: $RD/perf-top.txt (kept)"
+    SEALROOM_BENCH_KEEP=1
+fi
+if [[ ${SEALROOM_BENCH_LUAPROF:-0} == 1 ]]; then
+    # Prosody writes the profile as it stops, in cleanup.
+    say "Lua profile of Prosody: $RD/prosody/bench_profile.txt (kept)"
     SEALROOM_BENCH_KEEP=1
 fi
 exit "$rc"
