@@ -76,18 +76,14 @@ static xmpp_stanza_t *build_message(xmpp_ctx_t *ctx, const char *room_name, cons
 }
 
 /* Deliver a stored message to every occupant. The sender's copy carries its
- * own message id (it matches its reflection by id as well as origin-id).
- * With a fan-out service configured, the others' copies go as one stanza per
- * FANOUT_BATCH occupants with XEP-0033 addresses, so the XMPP server parses
- * the message once instead of once per occupant. */
-#define FANOUT_BATCH 256
-#define NS_ADDRESS "http://jabber.org/protocol/address"
-
+ * own message id (it matches its reflection by id as well as origin-id) and
+ * goes at once. With a fan-out service configured the others' copies are
+ * queued for fanout.c, which hands the XMPP server each room's messages of
+ * one loop turn as a single stanza; otherwise each copy goes now. */
 static void reflect(rooms *r, room *rm, xmpp_stanza_t *m, const char *sender_full,
-                    const char *client_id, const char *seq)
+                    const char *client_id, const char *seq, size_t payload_len)
 {
-    const char *fanout = r->cfg->fanout_jid;
-    bool use_fanout = fanout && *fanout;
+    bool use_fanout = r->cfg->fanout_jid && *r->cfg->fanout_jid;
     for (occupant *o = rm->occupants; o; o = o->next) {
         bool is_sender = strcmp(o->full_jid, sender_full) == 0;
         if (use_fanout && !is_sender) continue;
@@ -95,33 +91,10 @@ static void reflect(rooms *r, room *rm, xmpp_stanza_t *m, const char *sender_ful
         xmpp_stanza_set_id(m, is_sender && client_id ? client_id : seq);
         link_send(r->link, m);
     }
-    if (!use_fanout) return;
-    occupant *o = rm->occupants;
-    while (o) {
-        xmpp_stanza_t *batch = xmpp_stanza_copy(m);
-        xmpp_stanza_t *addresses = batch ? st_add(batch, "addresses", NS_ADDRESS) : NULL;
-        if (!addresses) {
-            if (batch) xmpp_stanza_release(batch);
-            log_error(rm->name, "out of memory reflecting %s", seq);
-            return;
-        }
-        xmpp_stanza_set_to(batch, fanout);
-        xmpp_stanza_set_id(batch, seq);
-        int n = 0;
-        for (; o && n < FANOUT_BATCH; o = o->next) {
-            if (strcmp(o->full_jid, sender_full) == 0) continue;
-            xmpp_stanza_t *a = st_add(addresses, "address", NULL);
-            if (!a) {
-                xmpp_stanza_release(batch);
-                log_error(rm->name, "out of memory reflecting %s", seq);
-                return;
-            }
-            xmpp_stanza_set_attribute(a, "type", "bcc");
-            xmpp_stanza_set_attribute(a, "jid", o->full_jid);
-            n++;
-        }
-        if (n > 0) link_send(r->link, batch);
-        xmpp_stanza_release(batch);
+    if (use_fanout) {
+        xmpp_stanza_del_attribute(m, "to");
+        xmpp_stanza_set_id(m, seq);
+        fanout_queue(r, rm, m, sender_full, payload_len);
     }
 }
 
@@ -177,7 +150,7 @@ static void stored(void *arg, bool ok, PGresult *const *res, int nres, const cha
     if (m) {
         if (fresh) {
             r->stats.messages_stored++;
-            reflect(r, rm, m, op->sender_full, op->client_id, seq);
+            reflect(r, rm, m, op->sender_full, op->client_id, seq, strlen(payload));
         } else {
             r->stats.messages_deduplicated++;
             log_debug(rm->name, "duplicate origin-id from %s answered with %s", op->sender_bare,

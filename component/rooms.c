@@ -138,6 +138,7 @@ static void queue_free(room *rm)
 
 static void room_free(room *rm)
 {
+    fanout_discard(rm);
     queue_free(rm);
     occupants_free(rm);
     sr_roster_state_free(&rm->roster);
@@ -454,6 +455,13 @@ static void dispatch_room(rooms *r, room *rm, xmpp_stanza_t *stanza, const char 
         if (!room_exists_or_refuse(r, rm, stanza)) return;
         presence_handle(r, rm, stanza, nick);
     } else if (strcmp(name, "message") == 0) {
+        if (type && strcmp(type, "error") == 0 && r->cfg->fanout_jid &&
+            strcmp(xmpp_stanza_get_from(stanza), r->cfg->fanout_jid) == 0) {
+            log_error(rm->name, "the fan-out service %s refused a batch: is "
+                      "mod_sealroom_fanout loaded there and this component trusted?",
+                      r->cfg->fanout_jid);
+            return;
+        }
         if (type && strcmp(type, "error") == 0) {
             /* A bounce from an occupant's session means it is gone (XEP-0045 §7.2.x practice). */
             occupant *o = rm->state == ROOM_READY ? occupant_by_full(rm, xmpp_stanza_get_from(stanza)) : NULL;
@@ -514,6 +522,7 @@ void rooms_link_state(rooms *r, bool up)
 void rooms_tick(rooms *r, long now_ms)
 {
     r->now_ms = now_ms;
+    fanout_flush(r);
     if (now_ms - r->last_evict_ms < 10000) return;
     r->last_evict_ms = now_ms;
     for (size_t i = 0; i < r->nbuckets; i++) {

@@ -43,6 +43,12 @@ typedef struct room {
     unsigned refs;       /* callbacks in flight that point at this room */
     long last_used_ms;
     struct room *hnext;
+    /* Reflections waiting for the fan-out service (fanout.c). */
+    xmpp_stanza_t *fanout_batch;
+    unsigned fanout_count;
+    size_t fanout_bytes;
+    bool fanout_listed; /* on rooms.fanout_pending (holds a ref) */
+    struct room *fanout_next;
 } room;
 
 struct rooms {
@@ -55,6 +61,8 @@ struct rooms {
     long now_ms;
     long last_evict_ms;
     time_t started;
+    room *fanout_pending; /* rooms with a fan-out batch to send */
+    unsigned long long fanout_stanzas;
     struct {
         unsigned long long messages_stored, messages_deduplicated, requests_refused,
             admin_sessions;
@@ -118,6 +126,16 @@ const char *archive_parse_mam(xmpp_stanza_t *query, int default_max, int cap, ma
 /* admin.c (XEP-0050, for admin.jids) */
 void admin_list_commands(rooms *r, xmpp_stanza_t *iq);
 void admin_handle_command(rooms *r, xmpp_stanza_t *iq, xmpp_stanza_t *cmd);
+
+/* fanout.c */
+/* Queue message m (borrowed: copied; no 'to') for every occupant but
+ * sender_full, through the fan-out service. */
+void fanout_queue(rooms *r, room *rm, xmpp_stanza_t *m, const char *sender_full,
+                  size_t payload_len);
+/* Send every queued batch; called once per loop turn. */
+void fanout_flush(rooms *r);
+/* Drop a room's queued batch (the room is being freed). */
+void fanout_discard(room *rm);
 
 /* disco.c */
 void disco_handle(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *query);

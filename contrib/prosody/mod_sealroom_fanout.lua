@@ -2,9 +2,16 @@
 --
 -- sealroomd reflects every stored room message to every occupant. Sent as one
 -- stanza per occupant over the component link, Prosody parses each copy in
--- full; with this module sealroomd sends one stanza carrying an XEP-0033
--- <addresses/> list (to the host this module is loaded on) and Prosody copies
--- it to each address, parsing it once — the way its own MUC fans out.
+-- full. With this module sealroomd sends, per room and loop turn, one stanza
+-- to the host this module is loaded on, carrying XEP-0033 bcc <addresses/>
+-- and either
+--   * the message itself (plain XEP-0033), or
+--   * a <batch xmlns='urn:xmpp:sealroom:fanout:0'> of <item except='JID'>
+--     elements, each holding one message and naming the occupant that must
+--     not receive it (its sender, who has its own copy already);
+-- and Prosody delivers every message to every address, parsing the list once
+-- and writing each occupant's messages together — the way its own MUC fans
+-- out.
 --
 -- Only components named in sealroom_fanout_components may use it: anyone
 -- else gets <forbidden/>, so users cannot turn it into a spam amplifier.
@@ -19,6 +26,7 @@ local st = require "util.stanza";
 local jid_host = require "util.jid".host;
 
 local xmlns_address = "http://jabber.org/protocol/address";
+local xmlns_fanout = "urn:xmpp:sealroom:fanout:0";
 local trusted = module:get_option_set("sealroom_fanout_components", {});
 local max_addresses = module:get_option_number("sealroom_fanout_max_addresses", 1024);
 
@@ -49,13 +57,39 @@ module:hook("message/host", function (event)
 			targets[n] = jid;
 		end
 	end
-	-- Recipients must not see the address list (bcc semantics).
-	stanza:remove_children("addresses", xmlns_address);
-	-- Delivery serialises the stanza at once, so one object can be re-addressed
+
+	-- Delivery serialises a stanza at once, so one object can be re-addressed
 	-- for every recipient, as mod_muc does.
+	local batch = stanza:get_child("batch", xmlns_fanout);
+	if not batch then
+		-- Recipients must not see the address list (bcc semantics).
+		stanza:remove_children("addresses", xmlns_address);
+		for i = 1, n do
+			stanza.attr.to = targets[i];
+			module:send(stanza);
+		end
+		return true;
+	end
+
+	local messages, excepts, m = {}, {}, 0;
+	for item in batch:childtags("item", xmlns_fanout) do
+		local message = item.tags[1];
+		-- A batch carries only the component's own room messages.
+		if message and message.name == "message" and jid_host(message.attr.from) == origin.host then
+			message.attr.xmlns = nil;
+			m = m + 1;
+			messages[m], excepts[m] = message, item.attr.except;
+		end
+	end
 	for i = 1, n do
-		stanza.attr.to = targets[i];
-		module:send(stanza);
+		local to = targets[i];
+		for j = 1, m do
+			if excepts[j] ~= to then
+				local message = messages[j];
+				message.attr.to = to;
+				module:send(message);
+			end
+		end
 	end
 	return true;
 end, 10);

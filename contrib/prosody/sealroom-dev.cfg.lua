@@ -38,6 +38,11 @@ c2s_require_encryption = false
 allow_unencrypted_plain_auth = true
 certificates = "@PROSODY_DIR@/certs"
 
+-- Read up to 64 KiB per socket and loop turn (default 4 KiB): a fan-out
+-- batch from sealroomd for a large room is bigger than 4 KiB, and reading
+-- it in one turn lets Prosody write each occupant's copies together.
+network_default_read_size = 65536
+
 -- Tests open many sessions per user and send large protocol payloads.
 c2s_stanza_size_limit = 256 * 1024
 component_stanza_size_limit = 512 * 1024

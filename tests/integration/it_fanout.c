@@ -2,7 +2,9 @@
  * Sealroom component may use it — a user who sends XEP-0033 addresses to the
  * server is refused with <forbidden/> and nothing reaches the addressees —
  * and the copies occupants receive carry no address list (bcc), exactly one
- * each. Prosody only: the module is Prosody's; other servers are skipped. */
+ * each — also when a burst from several senders is fanned out in batches,
+ * where each message must skip exactly its own sender. Prosody only: the
+ * module is Prosody's; other servers are skipped. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,6 +85,39 @@ int main(void)
                  "an occupant received the message twice");
     }
     free(sid);
+
+    /* A burst from two senders without waiting: stored in shared group
+     * commits and fanned out in batches. Everybody gets every message once;
+     * a sender gets its own once, with its own id. */
+    enum { BURST = 15 };
+    char origins[2][BURST][40];
+    it_raw *senders[2] = {bob, carol};
+    for (int k = 0; k < BURST; k++)
+        for (int s_ = 0; s_ < 2; s_++) {
+            it_random_hex(origins[s_][k], 16);
+            unsigned char p[24];
+            it_random(p, sizeof p);
+            char *b64 = it_b64(p, sizeof p);
+            it_raw_send_sealed(senders[s_], room.jid, origins[s_][k], origins[s_][k], b64);
+            free(b64);
+        }
+    it_raw *all[3] = {alice, bob, carol};
+    for (int who = 0; who < 3; who++)
+        for (int s_ = 0; s_ < 2; s_++)
+            for (int k = 0; k < BURST; k++) {
+                xmpp_stanza_t *m = it_raw_expect(all[who], it_match_reflection, origins[s_][k],
+                                                 IT_TIMEOUT_MS, "a burst message");
+                bool own = all[who] == senders[s_];
+                const char *id = xmpp_stanza_get_id(m);
+                IT_CHECK(!own || (id && strcmp(id, origins[s_][k]) == 0),
+                         "a sender's own copy lacks its message id (%s)", id ? id : "none");
+                xmpp_stanza_release(m);
+            }
+    for (int who = 0; who < 3; who++)
+        for (int s_ = 0; s_ < 2; s_++)
+            for (int k = 0; k < BURST; k++)
+                IT_CHECK(!it_raw_seen(all[who], it_match_reflection, origins[s_][k], k ? 0 : 500),
+                         "occupant %d received burst message %d of sender %d twice", who, k, s_);
     it_room_free(&room);
     it_raw_free(alice);
     it_raw_free(bob);
