@@ -76,7 +76,13 @@ module:hook("message/host", function (event)
 		local message = item.tags[1];
 		-- A batch carries only the component's own room messages.
 		if message and message.name == "message" and jid_host(message.attr.from) == origin.host then
+			-- Parsed inside <batch/>, the message and its client-namespace
+			-- children carry an explicit xmlns; drop it, or every copy would
+			-- be serialised with it.
 			message.attr.xmlns = nil;
+			for _, child in ipairs(message.tags) do
+				if child.attr.xmlns == "jabber:client" then child.attr.xmlns = nil; end
+			end
 			m = m + 1;
 			messages[m], excepts[m] = message, item.attr.except;
 		end
