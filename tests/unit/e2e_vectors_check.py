@@ -1,0 +1,230 @@
+#!/usr/bin/python3
+"""Independent check of the e2e test vectors in tests/unit/test_e2e.c.
+
+Uses hashlib.blake2b (KDF, fingerprints, digests), the 'cryptography'
+package (Ed25519, X25519, ChaCha20-Poly1305), pure-Python HChaCha20,
+integer arithmetic mod l, and a pure-Python ristretto255 (RFC 9496) that is
+first checked against the RFC's own test vectors. Argon2id is taken from
+libsodium through ctypes (no independent Argon2 here); everything composed
+around it is recomputed in Python."""
+import ctypes, hashlib, re, struct, sys
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives import serialization
+
+import os
+SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "test_e2e.c")
+src = open(SRC).read()
+
+def vec(name):
+    m = re.search(r'expect_hex\("%s",[^"]*"([0-9a-f]+)"\)' % re.escape(name), src, re.S)
+    if not m:
+        # multi-line string literals
+        m = re.search(r'expect_hex\("%s",[^;]*?\);' % re.escape(name), src, re.S)
+        return "".join(re.findall(r'"([0-9a-f]{2,})"', m.group(0)))
+    return m.group(1)
+
+fails = 0
+def check(name, got_hex):
+    global fails
+    want = vec(name)
+    ok = want == got_hex
+    print(("ok   " if ok else "FAIL ") + name + ("" if ok else "\n  py   %s\n  test %s" % (got_hex, want)))
+    fails += not ok
+
+def fill(n, start): return bytes((start + i) & 0xff for i in range(n))
+def lp8(s): return bytes([len(s)]) + s
+def lp16(s): return struct.pack(">H", len(s)) + s
+def kdf(key, label, data, n): return hashlib.blake2b(lp8(label) + data, digest_size=n, key=key).digest()
+def raw(pub): return pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+ROOM, ALICE, BOB, CAROL, MSGID = b"team@rooms.example.com", b"alice@example.com", b"bob@example.com", b"carol@example.com", b"msg-0001"
+L = 2**252 + 27742317777372353535851937790883648493
+
+# ---- KDF -----------------------------------------------------------------
+check("kdf", kdf(fill(32, 0), b"sealroom.e2e.v1.epoch.keyring", b"abc", 32).hex())
+
+# ---- identity ------------------------------------------------------------
+def identity(root):
+    ed = Ed25519PrivateKey.from_private_bytes(root)
+    xsk = kdf(root, b"sealroom.e2e.v1.identity.x25519", b"", 32)
+    return dict(ed=ed, ed_pk=raw(ed.public_key()), x_sk=xsk,
+                x_pk=raw(X25519PrivateKey.from_private_bytes(xsk).public_key()),
+                a=kdf(root, b"sealroom.e2e.v1.identity.dmkd-a", b"", 32),
+                b=kdf(root, b"sealroom.e2e.v1.identity.dmkd-b", b"", 32))
+def fingerprint(i):
+    return hashlib.blake2b(lp8(b"sealroom.e2e.v1.identity.fingerprint") + i["ed_pk"] + i["x_pk"], digest_size=32).digest()
+A, B, C = identity(fill(32, 0)), identity(fill(32, 0xa0)), identity(fill(32, 0x70))
+check("identity.ed25519_pk", A["ed_pk"].hex())
+check("identity.x25519_sk", A["x_sk"].hex())
+check("identity.x25519_pk", A["x_pk"].hex())
+check("identity.dmkd_a", A["a"].hex())
+check("identity.dmkd_b", A["b"].hex())
+check("identity.fingerprint", fingerprint(A).hex())
+check("identity.bundle_sig", A["ed"].sign(lp8(b"sealroom.e2e.v1.identity.bundle") + lp16(ALICE) + A["ed_pk"] + A["x_pk"]).hex())
+
+# ---- epochs and scalars --------------------------------------------------
+RH = fill(32, 0x80)
+def epoch(e):
+    s = fill(32, 0x20 * e)
+    ctx = lp16(ROOM) + struct.pack(">Q", e) + RH
+    k = int.from_bytes(kdf(s, b"sealroom.e2e.v1.epoch.archive-scalar", ctx, 64), "little") % L
+    return k, kdf(s, b"sealroom.e2e.v1.epoch.key-confirmation", ctx, 32), kdf(s, b"sealroom.e2e.v1.epoch.keyring", ctx, 32)
+le = lambda k: k.to_bytes(32, "little")
+k1, kc1, kr1 = epoch(1); k2 = epoch(2)[0]; k3 = epoch(3)[0]
+check("epoch1.k", le(k1).hex()); check("epoch1.kc", kc1.hex()); check("epoch1.keyring", kr1.hex())
+check("epoch2.k", le(k2).hex()); check("epoch3.k", le(k3).hex())
+d12 = k2 * pow(k1, -1, L) % L; d23 = k3 * pow(k2, -1, L) % L; d13 = d23 * d12 % L
+assert d13 == k3 * pow(k1, -1, L) % L
+check("archive.delta12", le(d12).hex()); check("archive.delta23", le(d23).hex()); check("archive.delta13", le(d13).hex())
+
+# ---- ristretto255 (RFC 9496) ---------------------------------------------
+P = 2**255 - 19
+D = -121665 * pow(121666, -1, P) % P
+SQRT_M1 = pow(2, (P - 1) // 4, P)
+SQRT_AD_MINUS_ONE = 25063068953384623474111414158702152701244531502492656460079210482610430750235
+INVSQRT_A_MINUS_D = 54469307008909316920995813868745141605393597292927456921205312896311721017578
+ONE_MINUS_D_SQ = (1 - D * D) % P
+D_MINUS_ONE_SQ = (D - 1) ** 2 % P
+assert SQRT_AD_MINUS_ONE ** 2 % P == (-D - 1) % P
+assert INVSQRT_A_MINUS_D ** 2 * (-1 - D) % P == 1
+neg = lambda x: (x % P) & 1
+fabs = lambda x: (-x) % P if neg(x) else x % P
+def sqrt_ratio_m1(u, v):
+    u %= P; v %= P
+    r = (u * pow(v, 3, P)) * pow(u * pow(v, 7, P), (P - 5) // 8, P) % P
+    chk = v * r * r % P
+    correct = chk == u
+    flipped = chk == (-u) % P
+    flipped_i = chk == (-u * SQRT_M1) % P
+    if flipped or flipped_i:
+        r = r * SQRT_M1 % P
+    return correct or flipped, fabs(r)
+def decode(b):
+    s = int.from_bytes(b, "little")
+    if s >= P or neg(s): return None
+    ss = s * s % P; u1 = (1 - ss) % P; u2 = (1 + ss) % P; u2s = u2 * u2 % P
+    v = (-(D * u1 * u1) - u2s) % P
+    ok, inv = sqrt_ratio_m1(1, v * u2s)
+    dx = inv * u2 % P; dy = inv * dx * v % P
+    x = fabs(2 * s * dx); y = u1 * dy % P; t = x * y % P
+    if not ok or neg(t) or y == 0: return None
+    return (x, y, 1, t)
+def encode(pt):
+    X, Y, Z, T = pt
+    u1 = (Z + Y) * (Z - Y) % P; u2 = X * Y % P
+    _, inv = sqrt_ratio_m1(1, u1 * u2 * u2)
+    den1 = inv * u1 % P; den2 = inv * u2 % P; zinv = den1 * den2 * T % P
+    if neg(T * zinv):
+        X, Y, den_inv = Y * SQRT_M1 % P, X * SQRT_M1 % P, den1 * INVSQRT_A_MINUS_D % P
+    else:
+        den_inv = den2
+    if neg(X * zinv): Y = (-Y) % P
+    return fabs(den_inv * (Z - Y)).to_bytes(32, "little")
+def add(p1, p2):
+    X1, Y1, Z1, T1 = p1; X2, Y2, Z2, T2 = p2
+    a = (Y1 - X1) * (Y2 - X2); b = (Y1 + X1) * (Y2 + X2); c = T1 * 2 * D * T2; d = Z1 * 2 * Z2
+    e, f, g, h = b - a, d - c, d + c, b + a
+    return (e * f % P, g * h % P, f * g % P, e * h % P)
+def mul(k, pt):
+    acc = (0, 1, 1, 0)
+    while k:
+        if k & 1: acc = add(acc, pt)
+        pt = add(pt, pt); k >>= 1
+    return acc
+def elligator(t):
+    r = SQRT_M1 * t * t % P
+    u = (r + 1) * ONE_MINUS_D_SQ % P
+    v = (-1 - r * D) * (r + D) % P
+    sq, s = sqrt_ratio_m1(u, v)
+    c = P - 1
+    if not sq:
+        s = (-fabs(s * t)) % P; c = r
+    n = (c * (r - 1) * D_MINUS_ONE_SQ - v) % P
+    w0 = 2 * s * v; w1 = n * SQRT_AD_MINUS_ONE; w2 = 1 - s * s; w3 = 1 + s * s
+    return (w0 * w3 % P, w2 * w1 % P, w1 * w3 % P, w0 * w2 % P)
+def from_hash(h):
+    t = [int.from_bytes(h[i:i + 32], "little") % 2**255 % P for i in (0, 32)]
+    return add(elligator(t[0]), elligator(t[1]))
+# RFC 9496 vectors: the generator, 2·B, and one hash-to-group input.
+G = decode(bytes.fromhex("e2f2ae0a6abc4e71a884a961c500515f58e30b6aa582dd8db6a65945e08d2d76"))
+assert encode(G).hex() == "e2f2ae0a6abc4e71a884a961c500515f58e30b6aa582dd8db6a65945e08d2d76"
+assert encode(mul(2, G)).hex() == "6a493210f7499cd17fecb510ae0cea23a110e8d5b901f8acadd3095c73a3b919"
+assert encode(from_hash(hashlib.sha512(b"Ristretto is traditionally a short shot of espresso coffee").digest())).hex() \
+    == "3066f82a1a747d45120d1740f14358531a8f04bbffe6a819f86dfe50f44a0a46"
+print("ok   ristretto255 implementation matches RFC 9496 vectors")
+
+Pt = from_hash(fill(64, 0xc0)); Pb = encode(Pt)
+check("archive.P", Pb.hex())
+H1 = encode(mul(k1, decode(Pb))); check("archive.H1", H1.hex())
+H2 = encode(mul(d12, decode(H1))); check("archive.H2", H2.hex())
+assert H2 == encode(mul(k2, decode(Pb)))
+H3 = encode(mul(d13, decode(H1))); check("archive.H3", H3.hex())
+assert H3 == encode(mul(k3, decode(Pb)))
+assert encode(mul(pow(k3, -1, L), decode(H3))) == Pb
+PC = encode(from_hash(hashlib.blake2b(lp8(b"sealroom.e2e.v1.archive.check-point") + lp16(ROOM), digest_size=64).digest()))
+check("archive.check_point", PC.hex())
+check("archive.check_header1", encode(mul(k1, decode(PC))).hex())
+# The sign-bit variant of P decodes to nothing here (libsodium 1.0.18 accepts it; the code refuses it).
+assert decode(bytes(Pb[:31]) + bytes([Pb[31] | 0x80])) is None
+
+# ---- XChaCha20-Poly1305 --------------------------------------------------
+def rotl(v, n): return ((v << n) | (v >> (32 - n))) & 0xffffffff
+def hchacha20(key, n16):
+    st = list(struct.unpack("<4I", b"expand 32-byte k")) + list(struct.unpack("<8I", key)) + list(struct.unpack("<4I", n16))
+    def qr(a, b, c, d):
+        st[a] = (st[a] + st[b]) & 0xffffffff; st[d] = rotl(st[d] ^ st[a], 16)
+        st[c] = (st[c] + st[d]) & 0xffffffff; st[b] = rotl(st[b] ^ st[c], 12)
+        st[a] = (st[a] + st[b]) & 0xffffffff; st[d] = rotl(st[d] ^ st[a], 8)
+        st[c] = (st[c] + st[d]) & 0xffffffff; st[b] = rotl(st[b] ^ st[c], 7)
+    for _ in range(10):
+        qr(0, 4, 8, 12); qr(1, 5, 9, 13); qr(2, 6, 10, 14); qr(3, 7, 11, 15)
+        qr(0, 5, 10, 15); qr(1, 6, 11, 12); qr(2, 7, 8, 13); qr(3, 4, 9, 14)
+    return struct.pack("<8I", *(st[0:4] + st[12:16]))
+# draft-irtf-cfrg-xchacha §2.2.1 HChaCha20 vector
+assert hchacha20(bytes(range(32)), bytes.fromhex("000000090000004a0000000031415927")).hex() == \
+    "82413b4227b27bfed30e42508a877d73a0f9e4d58a74a853c12ec41326d3ecdc"
+def xchacha_encrypt(key, nonce, pt, ad):
+    return ChaCha20Poly1305(hchacha20(key, nonce[:16])).encrypt(b"\0" * 4 + nonce[16:], pt, ad)
+def xchacha_decrypt(key, nonce, ct, ad):
+    return ChaCha20Poly1305(hchacha20(key, nonce[:16])).decrypt(b"\0" * 4 + nonce[16:], ct, ad)
+
+# ---- message -------------------------------------------------------------
+KID = fill(16, 0xf0); NONCE = fill(24, 0x40); PLAIN = b"Hello, sealed world!"
+mk = kdf(Pb, b"sealroom.e2e.v1.message.key", KID + lp16(MSGID), 32); check("message.key", mk.hex())
+AD = lp8(b"sealroom.e2e.v1.message.ad") + b"\x01" + lp16(ROOM) + lp16(ALICE) + lp16(MSGID) + KID + struct.pack(">Q", 7)
+check("message.ad", AD.hex())
+ct = xchacha_encrypt(mk, NONCE, PLAIN, AD)
+T = hashlib.blake2b(lp8(b"sealroom.e2e.v1.message.sig") + struct.pack(">I", len(AD)) + AD + NONCE + ct, digest_size=64).digest()
+sealed = b"\x01" + KID + struct.pack(">Q", 7) + NONCE + ct + A["ed"].sign(T)
+check("message.sealed", sealed.hex())
+
+# ---- envelope ------------------------------------------------------------
+BOX = bytes.fromhex("".join(re.findall(r'"([0-9a-f]+)"', re.search(r"vector_box_hex\[\] =(.*?);", src, re.S).group(1))))
+E = lp8(b"sealroom.e2e.v1.envelope") + b"\x01" + lp16(ROOM) + struct.pack(">Q", 1) + RH + lp16(ALICE) + lp16(BOB) + B["x_pk"] + BOX
+check("envelope.signed_message", E.hex())
+check("envelope.bytes", (b"\x01" + BOX + A["ed"].sign(E)).hex())
+
+# ---- vault ---------------------------------------------------------------
+blob = bytes.fromhex(vec("vault.blob"))
+hdr = blob[:74]
+assert hdr[:6] == b"SRVL\x01\x01"
+ops, mem = struct.unpack(">IQ", hdr[6:18])
+assert (ops, mem) == (1, 65536) and hdr[18:34] == fill(16, 0x10) and hdr[34:58] == fill(24, 0x50)
+sodium = ctypes.CDLL("libsodium.so.23")
+assert sodium.sodium_init() >= 0
+master = ctypes.create_string_buffer(32)
+PASS = b"correct horse battery staple"
+assert sodium.crypto_pwhash(master, ctypes.c_ulonglong(32), PASS, ctypes.c_ulonglong(len(PASS)), hdr[18:34],
+                            ctypes.c_ulonglong(ops), ctypes.c_size_t(mem), ctypes.c_int(2)) == 0
+master = master.raw
+assert hdr[58:74] == kdf(master, b"sealroom.e2e.v1.vault.check", b"", 16), "vault check value"
+plain = xchacha_decrypt(kdf(master, b"sealroom.e2e.v1.vault.key", b"", 32), hdr[34:58], blob[74:], hdr + lp16(ALICE))
+want = b"\x01" + fill(32, 0) + struct.pack(">I", 2) + lp16(BOB) + fingerprint(B) + lp16(CAROL) + fingerprint(C)
+ok = plain == want
+print(("ok   " if ok else "FAIL ") + "vault.blob (header, check, AD, plaintext layout; Argon2id from libsodium)")
+fails += not ok
+
+print("%d failure(s)" % fails)
+sys.exit(1 if fails else 0)
