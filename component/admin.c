@@ -39,6 +39,7 @@ void admin_list_commands(rooms *r, xmpp_stanza_t *iq)
     xmpp_stanza_t *q = reply ? st_add(reply, "query", NS_DISCO_ITEMS) : NULL;
     if (!q) {
         if (reply) xmpp_stanza_release(reply);
+        svc_error(r, iq, svc_jid(r), "wait", "resource-constraint", NULL, "out of memory");
         return;
     }
     xmpp_stanza_set_attribute(q, "node", NS_COMMANDS);

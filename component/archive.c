@@ -108,7 +108,7 @@ static void stored(void *arg, bool ok, PGresult *const *res, int nres, const cha
     xmpp_ctx_t *ctx = link_ctx(r->link);
     if (!ok || nres < 1) {
         log_error(rm->name, "message from %s not stored: %s", op->sender_bare, err ? err : "?");
-        /* Tell the sender, so its library keeps the message in the outbox and retries. */
+        /* Tell the sender that nobody received it, so it can send it again. */
         xmpp_stanza_t *fake = st_new(ctx, "message", "groupchat", op->sender_full, rm->name,
                                      op->client_id);
         if (fake) {
@@ -385,6 +385,7 @@ static void mam_done(void *arg, bool ok, PGresult *const *res, int nres, const c
     xmpp_stanza_t *set = fin ? st_add(fin, "set", NS_RSM) : NULL;
     if (!set) {
         if (reply) xmpp_stanza_release(reply);
+        svc_error(r, op->iq, rm->name, "wait", "resource-constraint", NULL, "out of memory");
         goto out;
     }
     xmpp_stanza_set_attribute(fin, "complete", complete ? "true" : "false");
@@ -409,6 +410,7 @@ static void mam_form(rooms *r, room *rm, xmpp_stanza_t *iq)
     xmpp_stanza_t *x = query ? st_add(query, "x", NS_DATA) : NULL;
     if (!x) {
         if (reply) xmpp_stanza_release(reply);
+        svc_error(r, iq, rm->name, "wait", "resource-constraint", NULL, "out of memory");
         return;
     }
     xmpp_stanza_set_attribute(x, "type", "form");

@@ -26,6 +26,8 @@ typedef struct chain_op {
     unsigned char hash[SR_ROSTER_HASH_BYTES];
 } chain_op;
 
+/* Every number parsed here ends up in a PostgreSQL bigint: one that does not
+ * fit is a bad request, not a database error. */
 static bool parse_u64(const char *s, uint64_t *out)
 {
     if (!s || !*s || strlen(s) > 19) return false;
@@ -34,7 +36,7 @@ static bool parse_u64(const char *s, uint64_t *out)
         if (*p < '0' || *p > '9') return false;
         v = v * 10 + (uint64_t)(*p - '0');
     }
-    if (s[0] == '0' && s[1]) return false;
+    if ((s[0] == '0' && s[1]) || v > INT64_MAX) return false;
     *out = v;
     return true;
 }

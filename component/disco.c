@@ -56,10 +56,12 @@ static void items_read(void *arg, bool ok, PGresult *const *res, int nres, const
             xmpp_stanza_t *item = st_add(q, "item", NULL);
             if (item) xmpp_stanza_set_attribute(item, "jid", PQgetvalue(res[0], i, 0));
         }
-        if (q)
+        if (q) {
             svc_send(r, reply);
-        else if (reply)
-            xmpp_stanza_release(reply);
+        } else {
+            if (reply) xmpp_stanza_release(reply);
+            svc_error(r, op->iq, svc_jid(r), "wait", "resource-constraint", NULL, "out of memory");
+        }
     }
     xmpp_stanza_release(op->iq);
     free(op);
@@ -87,10 +89,12 @@ void disco_handle(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *query)
             send_info(r, iq, rm->name, rm->name, room_features);
         } else {
             xmpp_stanza_t *reply = st_iq_result(iq, rm->name);
-            if (reply && st_add(reply, "query", NS_DISCO_ITEMS))
+            if (reply && st_add(reply, "query", NS_DISCO_ITEMS)) {
                 svc_send(r, reply);
-            else if (reply)
-                xmpp_stanza_release(reply);
+            } else {
+                if (reply) xmpp_stanza_release(reply);
+                svc_error(r, iq, rm->name, "wait", "resource-constraint", NULL, "out of memory");
+            }
         }
         return;
     }

@@ -65,7 +65,7 @@ static void fetched(void *arg, bool ok, PGresult *const *res, int nres, const ch
             xmpp_stanza_set_attribute(id, "sig", sig);
             svc_send(r, reply);
         } else {
-            xmpp_stanza_release(reply);
+            if (reply) xmpp_stanza_release(reply);
             svc_error(r, q->iq, svc_jid(r), "wait", "resource-constraint", NULL, "out of memory");
         }
         free(pk);

@@ -134,6 +134,7 @@ static void queue_free(room *rm)
         free(q);
     }
     rm->queue_tail = NULL;
+    rm->queued = 0;
 }
 
 static void room_free(room *rm)
@@ -169,20 +170,23 @@ room *room_lookup(rooms *r, const char *name)
     return NULL;
 }
 
-void room_enqueue(room *rm, xmpp_stanza_t *stanza)
+bool room_enqueue(room *rm, xmpp_stanza_t *stanza)
 {
+    if (rm->queued >= ROOM_QUEUE_MAX) return false;
     queued_stanza *q = calloc(1, sizeof *q);
-    if (!q) return;
+    if (!q) return false;
     q->stanza = xmpp_stanza_copy(stanza);
     if (!q->stanza) {
         free(q);
-        return;
+        return false;
     }
     if (rm->queue_tail)
         rm->queue_tail->next = q;
     else
         rm->queue = q;
     rm->queue_tail = q;
+    rm->queued++;
+    return true;
 }
 
 void room_release(rooms *r, room *rm)
@@ -279,6 +283,7 @@ static void room_loaded(void *arg, bool ok, PGresult *const *res, int nres, cons
             free(q);
         }
         rm->queue_tail = NULL;
+        rm->queued = 0;
         rm->state = ROOM_LOADING; /* forces a reload on next use */
         rm->id = -1;
         return;
@@ -341,10 +346,17 @@ static room *room_get_or_load(rooms *r, const char *name)
 
 void room_drain(rooms *r, room *rm)
 {
+    /* A write that failed leaves the room's state unknown: read it again now
+     * for the stanzas that waited, which no later stanza may come to do. */
+    if (rm->queue && !rm->busy && rm->state == ROOM_LOADING) {
+        room_load(r, rm);
+        return;
+    }
     while (rm->queue && !rm->busy && rm->state != ROOM_LOADING) {
         queued_stanza *q = rm->queue;
         rm->queue = q->next;
         if (!rm->queue) rm->queue_tail = NULL;
+        rm->queued--;
         sr_jid to;
         const char *t = xmpp_stanza_get_to(q->stanza);
         if (t && sr_jid_parse(&to, t)) dispatch_room(r, rm, q->stanza, to.resource);
@@ -432,7 +444,9 @@ static bool room_exists_or_refuse(rooms *r, room *rm, xmpp_stanza_t *stanza)
 static void dispatch_room(rooms *r, room *rm, xmpp_stanza_t *stanza, const char *nick)
 {
     if (rm->busy || rm->state == ROOM_LOADING) {
-        room_enqueue(rm, stanza);
+        if (!room_enqueue(rm, stanza))
+            svc_error(r, stanza, xmpp_stanza_get_to(stanza), "wait", "resource-constraint", NULL,
+                      "too many requests wait for this room; try again");
         return;
     }
     const char *name = xmpp_stanza_get_name(stanza);
@@ -529,8 +543,10 @@ void rooms_tick(rooms *r, long now_ms)
         room **pp = &r->buckets[i];
         while (*pp) {
             room *rm = *pp;
+            /* A read in flight keeps the room busy; one that is LOADING but
+             * not busy only waits to be read again and may go too. */
             if (!rm->refs && !rm->busy && !rm->queue && !rm->occupants &&
-                rm->state != ROOM_LOADING && now_ms - rm->last_used_ms > ROOM_IDLE_EVICT_MS) {
+                now_ms - rm->last_used_ms > ROOM_IDLE_EVICT_MS) {
                 *pp = rm->hnext;
                 room_free(rm);
                 r->nrooms--;

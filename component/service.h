@@ -40,6 +40,7 @@ typedef struct room {
     sr_roster_state roster;
     occupant *occupants;
     queued_stanza *queue, *queue_tail;
+    unsigned queued;     /* stanzas on queue (at most ROOM_QUEUE_MAX) */
     unsigned refs;       /* callbacks in flight that point at this room */
     long last_used_ms;
     struct room *hnext;
@@ -72,7 +73,12 @@ struct rooms {
 
 /* rooms.c */
 room *room_lookup(rooms *r, const char *name);
-void room_enqueue(room *rm, xmpp_stanza_t *stanza);
+/* Stanzas a room holds while it loads or a roster change commits: far more
+ * than the few milliseconds of a healthy commit see; past it the database is
+ * stuck, and holding more would only grow memory. */
+#define ROOM_QUEUE_MAX 1000
+/* Copy stanza onto the room's queue; false when it is full or out of memory. */
+bool room_enqueue(room *rm, xmpp_stanza_t *stanza);
 /* Handle whatever queued while the room was loading or busy. */
 void room_drain(rooms *r, room *rm);
 void room_release(rooms *r, room *rm);

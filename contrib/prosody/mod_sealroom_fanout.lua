@@ -40,8 +40,12 @@ module:hook("message/host", function (event)
 	local addresses = stanza:get_child("addresses", xmlns_address);
 	if not addresses then return; end -- not ours: let other handlers see it
 	if not is_trusted(origin, stanza) then
-		origin.send(st.error_reply(stanza, "auth", "forbidden",
-			"Fan-out is only for trusted Sealroom components"));
+		-- An error is never answered with an error (RFC 6120 8.3.1); Prosody's
+		-- error_reply would throw on one.
+		if stanza.attr.type ~= "error" then
+			origin.send(st.error_reply(stanza, "auth", "forbidden",
+				"Fan-out is only for trusted Sealroom components"));
+		end
 		return true;
 	end
 	local targets, n = {}, 0;

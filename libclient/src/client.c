@@ -336,8 +336,13 @@ void sealroom_client_free(sealroom_client *client)
     }
     sealroom_strophe_detach(client->ctx);
     client->ctx = NULL;
-    if (client->conn)
+    if (client->conn) {
+        /* libstrophe frees its copy of the password without wiping it. */
+        const char *pass = xmpp_conn_get_pass(client->conn);
+        if (pass)
+            sodium_memzero((char *)pass, strlen(pass));
         xmpp_conn_release(client->conn);
+    }
     if (client->xmpp)
         xmpp_ctx_free(client->xmpp);
     free(client->host);

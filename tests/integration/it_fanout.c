@@ -22,6 +22,22 @@ static bool match_body(xmpp_stanza_t *st, const void *arg)
     return hit;
 }
 
+/* Lua errors Prosody has logged so far (its log in the sealroom-dev run
+ * directory): a handler that throws leaves a traceback there. */
+static long prosody_tracebacks(const it_env *env)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/prosody/prosody.log", env->run_dir ? env->run_dir : ".");
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    char line[4096];
+    long n = 0;
+    while (fgets(line, sizeof line, f))
+        if (strstr(line, "Traceback")) n++;
+    fclose(f);
+    return n;
+}
+
 int main(void)
 {
     const it_env *env = it_init("it_fanout");
@@ -45,6 +61,21 @@ int main(void)
     it_check_error(err, "auth", "forbidden", NULL, "fan-out from a user");
     xmpp_stanza_release(err);
     IT_CHECK(!it_raw_seen(bob, match_body, spam, 1500), "bob received the user's fan-out");
+    /* An error is never answered with an error (RFC 6120 8.3.1): two
+     * entities doing so would bounce stanzas between them forever. Prosody's
+     * error_reply throws on one, so the handler must not even try. */
+    long tracebacks = prosody_tracebacks(env);
+    it_raw_send(mallory,
+                "<message to='%s' type='error' id='fan2'><body>spam %s</body>"
+                "<addresses xmlns='" NS_ADDRESS "'><address type='bcc' jid='%s'/></addresses>"
+                "<error type='cancel'><undefined-condition xmlns='" IT_NS_STANZAS "'/></error>"
+                "</message>",
+                env->domain, spam, it_raw_full(bob));
+    IT_CHECK(!it_raw_seen(mallory, it_match_id, "fan2", 1500),
+             "a user's error stanza with addresses was answered");
+    IT_CHECK(!it_raw_seen(bob, match_body, spam, 500), "bob received the user's error stanza");
+    IT_CHECK(tracebacks < 0 || prosody_tracebacks(env) == tracebacks,
+             "a user's error stanza with addresses made the fan-out module throw");
 
     /* Three occupants: each other occupant gets one copy without addresses. */
     it_raw *alice = it_raw_connect("alice");
