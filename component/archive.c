@@ -277,7 +277,9 @@ static bool parse_i64(const char *s, long long *out)
 
 const char *archive_parse_mam(xmpp_stanza_t *query, int default_max, int cap, mam_query *q)
 {
-    q->start_ms = q->end_ms = q->after = q->before = -1;
+    q->start_ms = q->end_ms = 0;
+    q->has_start = q->has_end = false;
+    q->after = q->before = -1;
     q->before_empty = false;
     q->max = default_max;
     xmpp_stanza_t *form = st_child(query, "x", NS_DATA);
@@ -292,8 +294,10 @@ const char *archive_parse_mam(xmpp_stanza_t *query, int default_max, int cap, ma
                 if (strcmp(text, NS_MAM) != 0) return "FORM_TYPE must be urn:xmpp:mam:2";
             } else if (strcmp(var, "start") == 0) {
                 if (!st_parse_stamp(text, &q->start_ms)) return "start is not an XEP-0082 date-time";
+                q->has_start = true;
             } else if (strcmp(var, "end") == 0) {
                 if (!st_parse_stamp(text, &q->end_ms)) return "end is not an XEP-0082 date-time";
+                q->has_end = true;
             } else {
                 return "unsupported filter field (supported: start, end)";
             }
@@ -471,8 +475,8 @@ void archive_handle_mam(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *qu
     const char *p[6] = {id,
                         op->q.after >= 0 ? after : NULL,
                         op->q.before >= 0 ? before : NULL,
-                        op->q.start_ms >= 0 ? start : NULL,
-                        op->q.end_ms >= 0 ? end : NULL,
+                        op->q.has_start ? start : NULL,
+                        op->q.has_end ? end : NULL,
                         limit};
     const char *sql =
         op->descending

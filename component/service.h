@@ -122,7 +122,8 @@ void archive_handle_groupchat(rooms *r, room *rm, xmpp_stanza_t *msg);
 void archive_handle_mam(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *query);
 /* Parse the MAM query (form + RSM). Exposed for tests and fuzzing. */
 typedef struct mam_query {
-    long long start_ms, end_ms; /* -1 when absent */
+    long long start_ms, end_ms; /* valid when has_start / has_end (may be before 1970) */
+    bool has_start, has_end;
     long long after, before;    /* -1 when absent */
     bool before_empty;          /* <before/>: the newest page */
     int max;

@@ -211,6 +211,9 @@ int main(void)
         it_format_stamp(future, it_wall_ms() + 3600 * 1000);
         check_window(raw, room, form(q, sizeof q, future, NULL, NULL), 1, 0, true,
                      "start in the future: nothing");
+        /* A bound before 1970 is a bound, not "no bound". */
+        check_window(raw, room, form(q, sizeof q, NULL, "1969-12-31T23:59:59Z", NULL), 1, 0, true,
+                     "end before 1970: nothing");
     }
     /* Forward through B+C three at a time with <after/>. */
     {

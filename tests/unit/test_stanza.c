@@ -179,8 +179,16 @@ static void test_mam_parse(void **state)
     assert_null(archive_parse_mam(el, 50, 250, &q));
     assert_int_equal(q.max, 250);
     assert_true(q.before_empty);
-    assert_true(q.start_ms > 0);
-    assert_int_equal(q.end_ms, -1);
+    assert_true(q.has_start && q.start_ms > 0);
+    assert_false(q.has_end);
+    xmpp_stanza_release(el);
+
+    /* A date before 1970 is a real bound, not "absent". */
+    el = parse("<query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data' type='submit'>"
+               "<field var='end'><value>1969-12-31T23:59:59Z</value></field></x></query>");
+    assert_null(archive_parse_mam(el, 50, 250, &q));
+    assert_true(q.has_end);
+    assert_int_equal(q.end_ms, -1000);
     xmpp_stanza_release(el);
 
     el = parse("<query xmlns='urn:xmpp:mam:2'><set xmlns='http://jabber.org/protocol/rsm'>"
