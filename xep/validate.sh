@@ -4,11 +4,11 @@
 # well-formed schema that accepts the protocol elements it describes.
 #
 #   xep/validate.sh [XSF_DIR]    XSF_DIR holds xep.dtd and xep.ent
-#                                (default: /work/shared/xsf)
+#                                (default: shared/xsf beside the checkout)
 set -eu
 
 HERE=$(cd "$(dirname "$0")" && pwd -P)
-XSF=${1:-/work/shared/xsf}
+XSF=${1:-$HERE/../../shared/xsf}
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 
