@@ -334,6 +334,7 @@ void sealroom_ctx_tick(sealroom_ctx *ctx, uint64_t now_ms)
     ctx->have_time = true;
     if (!ctx->link_up || ctx->timeout_ms == 0)
         return;
+    sr_retry_sends(ctx, now_ms);
     /* Completing a request runs user code that may add or finish others:
      * restart the scan after each completion. */
     for (;;) {

@@ -26,6 +26,7 @@
 #define SR_MAX_PAYLOAD (1024u * 1024u)
 #define SR_MAX_XML_IN (4u * 1024u * 1024u)
 #define SR_ID_LEN SEALROOM_ORIGIN_ID_BYTES /* our generated ids and origin-ids */
+#define SR_SEND_RETRY_MS 1000 /* after a temporary ("wait") refusal of a message */
 #define SR_CHAIN_PAGE 100
 #define SR_DEFAULT_TIMEOUT_MS 30000u
 
@@ -84,6 +85,7 @@ typedef struct sr_request {
     char origin_id[SR_ID_LEN];
     xmpp_stanza_t *msg;      /* kept for resending */
     bool resend;             /* waiting for the rejoin before resending */
+    uint64_t retry_at;       /* a temporary refusal: resend at this time (0: none) */
     /* history */
     char queryid[SR_ID_LEN];
     char *first, *last;
@@ -141,6 +143,8 @@ int sr_fail(sealroom_ctx *ctx, int result, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void sr_emit(sealroom_ctx *ctx, sealroom_event *ev);
 int sr_send(sealroom_ctx *ctx, xmpp_stanza_t *st);
+/* Resend messages whose temporary refusal has waited long enough (tick). */
+void sr_retry_sends(sealroom_ctx *ctx, uint64_t now_ms);
 void sr_new_id(sealroom_ctx *ctx, char out[SR_ID_LEN]);
 int sr_receive_stanza(sealroom_ctx *ctx, xmpp_stanza_t *st);
 int sr_ctx_create(sealroom_ctx **out, const char *own_jid, const char *service_jid,

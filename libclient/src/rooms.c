@@ -327,6 +327,17 @@ static void flush_outbox(sealroom_ctx *ctx, const char *room)
     }
 }
 
+void sr_retry_sends(sealroom_ctx *ctx, uint64_t now_ms)
+{
+    for (sr_request *r = ctx->requests; r; r = r->next) {
+        if (r->kind != SEALROOM_REQ_SEND || r->retry_at == 0 || r->retry_at > now_ms) continue;
+        sr_room *rm = sr_room_find(ctx, r->room);
+        r->retry_at = 0;
+        /* Not in the room now: the rejoin flushes it like any queued message. */
+        if (!rm || !rm->joined || !ctx->link_up || sr_send(ctx, r->msg) < 0) r->resend = true;
+    }
+}
+
 /* Fails everything queued for a room we can no longer be in. */
 static void fail_room_requests(sealroom_ctx *ctx, const char *room, int rc, const char *text)
 {
@@ -637,6 +648,17 @@ int sr_handle_message(sealroom_ctx *ctx, xmpp_stanza_t *st)
             if (r->kind != SEALROOM_REQ_SEND || strcmp(r->origin_id, id) != 0 ||
                 strcmp(r->room, room_jid) != 0)
                 continue;
+            /* A temporary refusal (type "wait": the room could not store it)
+             * stored nothing: keep the message and send it again, with the
+             * same origin-id, until the request's own timeout. */
+            xmpp_stanza_t *err = sr_child(st, "error", NULL);
+            const char *etype = err ? xmpp_stanza_get_attribute(err, "type") : NULL;
+            if (etype && strcmp(etype, "wait") == 0 && ctx->timeout_ms != 0) {
+                r->retry_at = (ctx->have_time ? ctx->now_ms : 0) + SR_SEND_RETRY_MS;
+                sr_log(ctx, SEALROOM_LOG_INFO, "%s refused %s for now; resending", room_jid,
+                       r->origin_id);
+                return 1;
+            }
             char text[sizeof ctx->last_error];
             int rc = sr_error_from_stanza(st, text, sizeof text);
             sr_request_done(ctx, r, rc, text, NULL);

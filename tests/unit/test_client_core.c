@@ -1125,6 +1125,51 @@ static void test_timeout(void **state)
     xmpp_stanza_release(iq);
 }
 
+/* A temporary refusal ("wait") keeps the message and resends it with the
+ * same origin-id; a permanent one ends the request. */
+static void test_send_wait_retry(void **state)
+{
+    fixture *f = *state;
+    join_room(f, "alice");
+    f->nev = 0;
+    sealroom_ctx_tick(f->ctx, 1000);
+    uint32_t req;
+    char origin[64];
+    assert_int_equal(sealroom_room_send(f->ctx, &req, origin, sizeof origin, "team",
+                                        (const unsigned char *)"hi", 2),
+                     SEALROOM_OK);
+    size_t sent = f->nout;
+    feed(f, "<message type='error' from='" ROOM "' id='%s'><error type='wait'>"
+            "<internal-server-error xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>",
+         origin);
+    assert_null(find_event(f, SEALROOM_EVENT_REQUEST_DONE));
+    assert_int_equal(sealroom_ctx_outbox_size(f->ctx), 1);
+    sealroom_ctx_tick(f->ctx, 1500);
+    assert_int_equal(f->nout, sent); /* not yet */
+    sealroom_ctx_tick(f->ctx, 2100);
+    assert_int_equal(f->nout, sent + 1);
+    xmpp_stanza_t *m = last_out(f);
+    char *oid = sent_origin(f, m);
+    assert_string_equal(oid, origin);
+    free(oid);
+    xmpp_stanza_release(m);
+    feed(f, "<message type='groupchat' from='" ROOM "/alice' id='%s'><sealed xmlns='" SR_NS
+            "'>aGk=</sealed><origin-id xmlns='" SR_NS_SID "' id='%s'/>"
+            "<stanza-id xmlns='" SR_NS_SID "' by='" ROOM "' id='9'/></message>",
+         origin, origin);
+    assert_int_equal(done_event(f, req)->result, SEALROOM_OK);
+    assert_int_equal(sealroom_ctx_outbox_size(f->ctx), 0);
+
+    assert_int_equal(sealroom_room_send(f->ctx, &req, origin, sizeof origin, "team",
+                                        (const unsigned char *)"x", 1),
+                     SEALROOM_OK);
+    feed(f, "<message type='error' from='" ROOM "' id='%s'><error type='modify'>"
+            "<policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
+            "<too-large xmlns='" SR_NS "'/></error></message>",
+         origin);
+    assert_int_equal(done_event(f, req)->result, SEALROOM_E_TOO_LARGE);
+}
+
 static void test_send_failure(void **state)
 {
     fixture *f = *state;
@@ -1268,6 +1313,7 @@ int main(void)
         T(test_link_down_resend),
         T(test_history),
         T(test_timeout),
+        T(test_send_wait_retry),
         T(test_send_failure),
         T(test_reentrant),
         T(test_garbage),

@@ -367,7 +367,9 @@ SEALROOM_API SEALROOM_WARN_UNUSED int sealroom_room_leave(sealroom_ctx *ctx, uin
 /* Send payload (borrowed, copied into the outbox) to a joined room. The
  * message stays in the outbox until the room reflects it; completion
  * carries the archive stanza-id. A message unconfirmed when the link drops
- * is resent by sealroom_ctx_link_up with the same origin-id. origin_id_out
+ * is resent by sealroom_ctx_link_up with the same origin-id, and one the
+ * room refuses for now (error type "wait": not stored) is resent after a
+ * second, until the request timeout. origin_id_out
  * (may be NULL, else at least SEALROOM_ORIGIN_ID_BYTES) receives the
  * origin-id.
  * Errors: STATE (not joined), TOO_LARGE (over 1 MiB locally). */
