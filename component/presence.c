@@ -129,7 +129,8 @@ void presence_remove_occupant(rooms *r, room *rm, occupant *o, const char *statu
         *pp = o->next;
         break;
     }
-    broadcast_presence(r, rm, o, true, status_code);
+    /* With several sessions under one nick, the nick leaves with the last. */
+    if (!occupant_by_nick(rm, o->nick)) broadcast_presence(r, rm, o, true, status_code);
     if (status_code)
         svc_send(r, occupant_presence(r, rm, o, o->full_jid, true, "110", status_code));
     log_debug(rm->name, "%s left (%s)", o->full_jid, status_code ? status_code : "gone");
