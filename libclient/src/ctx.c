@@ -175,6 +175,8 @@ int sr_ctx_create(sealroom_ctx **out, const char *own_jid, const char *service_j
         ctx->own_xmpp = true;
     }
     ctx->timeout_ms = SR_DEFAULT_TIMEOUT_MS;
+    ctx->vault_ops = crypto_pwhash_OPSLIMIT_MODERATE;
+    ctx->vault_mem = crypto_pwhash_MEMLIMIT_MODERATE;
     ctx->link_up = true;
     ctx->next_request = 0;
     unsigned char rnd[8];
@@ -217,6 +219,7 @@ void sealroom_ctx_free(sealroom_ctx *ctx)
         free(k);
     }
     sealroom_identity_free(ctx->identity);
+    sr_account_free(ctx);
     if (ctx->own_xmpp && ctx->xmpp)
         xmpp_ctx_free(ctx->xmpp);
     free(ctx->own_bare);
@@ -234,6 +237,18 @@ int sealroom_ctx_set_identity(sealroom_ctx *ctx, const sealroom_identity *id)
         return sr_fail(ctx, SEALROOM_E_NOMEM, "cannot allocate secure memory");
     memcpy(copy, id, sizeof *copy);
     sodium_mprotect_readonly(copy);
+    /* Pins belong to an identity: a different root starts without them. */
+    if (!ctx->vault || sodium_memcmp(ctx->vault->root, id->e2e.root, SR_E2E_ROOT_BYTES) != 0) {
+        sr_e2e_vault_data *v = NULL;
+        if (sr_e2e_vault_data_new(&v, id->e2e.root) != SR_E2E_OK) {
+            sodium_free(copy);
+            return sr_fail(ctx, SEALROOM_E_NOMEM, "cannot allocate secure memory");
+        }
+        sr_e2e_vault_data_free(ctx->vault);
+        ctx->vault = v;
+        sr_e2e_vault_key_free(ctx->vault_key);
+        ctx->vault_key = NULL;
+    }
     sealroom_identity_free(ctx->identity);
     ctx->identity = copy;
     return SEALROOM_OK;
@@ -332,7 +347,10 @@ void sealroom_ctx_tick(sealroom_ctx *ctx, uint64_t now_ms)
         return;
     ctx->now_ms = now_ms;
     ctx->have_time = true;
-    if (!ctx->link_up || ctx->timeout_ms == 0)
+    if (!ctx->link_up)
+        return;
+    sr_vault_tick(ctx);
+    if (ctx->timeout_ms == 0)
         return;
     sr_retry_sends(ctx, now_ms);
     /* Completing a request runs user code that may add or finish others:

@@ -98,3 +98,18 @@ uint64_t sealroom_event_roster_version(const sealroom_event *ev)
 {
     return ev ? ev->roster_version : 0;
 }
+
+uint64_t sealroom_event_epoch(const sealroom_event *ev)
+{
+    return ev ? ev->epoch : 0;
+}
+
+const char *sealroom_event_fingerprint(const sealroom_event *ev)
+{
+    return ev ? ev->fingerprint : NULL;
+}
+
+const char *sealroom_event_previous_fingerprint(const sealroom_event *ev)
+{
+    return ev ? ev->previous_fingerprint : NULL;
+}

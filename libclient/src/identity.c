@@ -1,5 +1,7 @@
-/* Identity key pairs: Ed25519 in sodium_malloc'd memory (guard pages,
- * mlock, read-only once built), export/import of the seed, fingerprints. */
+/* Identities: the 32-byte root seed and everything derived from it
+ * (Ed25519 signing key, X25519 sealing key, key-distribution seeds; see
+ * e2e/identity.h) in sodium_malloc'd memory (guard pages, mlock, read-only
+ * once built), export/import of the root, fingerprints. */
 #include "internal.h"
 
 #include <sodium.h>
@@ -28,7 +30,12 @@ static int identity_from_seed(sealroom_identity **out, const unsigned char seed[
     sealroom_identity *id = sodium_malloc(sizeof *id);
     if (!id)
         return SEALROOM_E_NOMEM;
-    crypto_sign_seed_keypair(id->pk, id->sk, seed);
+    if (sr_e2e_identity_derive(&id->e2e, seed) != SR_E2E_OK) {
+        sodium_free(id);
+        return SEALROOM_E_INVALID;
+    }
+    memcpy(id->pk, id->e2e.sign_pk, sizeof id->pk);
+    memcpy(id->sk, id->e2e.sign_sk, sizeof id->sk);
     sodium_mprotect_readonly(id);
     *out = id;
     return SEALROOM_OK;
@@ -64,7 +71,7 @@ int sealroom_identity_export(unsigned char *out, size_t out_len, const sealroom_
 {
     if (!out || !id || out_len < SEALROOM_SECRETKEYBYTES)
         return SEALROOM_E_INVALID;
-    crypto_sign_ed25519_sk_to_seed(out, id->sk);
+    memcpy(out, id->e2e.root, SEALROOM_SECRETKEYBYTES);
     return SEALROOM_OK;
 }
 

@@ -10,6 +10,11 @@
 #include <stdint.h>
 #include <strophe.h>
 
+#include "e2e/archive.h"
+#include "e2e/epoch.h"
+#include "e2e/identity.h"
+#include "e2e/replay.h"
+#include "e2e/vault.h"
 #include "proto/roster.h"
 
 #define SR_NS "urn:xmpp:sealroom:0"
@@ -29,10 +34,17 @@
 #define SR_SEND_RETRY_MS 1000 /* after a temporary ("wait") refusal of a message */
 #define SR_CHAIN_PAGE 100
 #define SR_DEFAULT_TIMEOUT_MS 30000u
+#define SR_DATAKEY_MAX_USES 1000u  /* messages per data key before a new one */
+#define SR_REPLAY_WINDOW 65536u    /* (sender, origin-id) pairs remembered per room */
+#define SR_DATAKEY_FETCH_MAX 100u  /* ids per <datakeys/> query */
+#define SR_ROTATE_ATTEMPTS 4       /* new-epoch tries before giving up */
+#define SR_SEND_RESEAL_MAX 3       /* re-seals of one message after <stale-epoch/> */
 
+/* pk/sk duplicate e2e.sign_pk/sign_sk for the roster code's benefit. */
 struct sealroom_identity {
     unsigned char pk[SR_KEY_BYTES];
     unsigned char sk[64];
+    sr_e2e_identity e2e;
 };
 
 struct sealroom_event {
@@ -50,7 +62,16 @@ struct sealroom_event {
     int complete;
     const unsigned char *pk;
     uint64_t roster_version;
+    uint64_t epoch;
+    const char *fingerprint, *previous_fingerprint;
 };
+
+/* Internal requests (no REQUEST_DONE event): the callback gets the answer
+ * stanza (result or error; NULL on timeout, link loss or a local failure)
+ * and the result code with its text. */
+#define SR_REQ_INTERNAL ((sealroom_request_kind)100)
+typedef void (*sr_iq_cb)(sealroom_ctx *ctx, void *arg, xmpp_stanza_t *answer, int rc,
+                         const char *text);
 
 /* Steps of a multi-stage request (roster updates chain several IQs). */
 typedef enum {
@@ -89,6 +110,21 @@ typedef struct sr_request {
     /* history */
     char queryid[SR_ID_LEN];
     char *first, *last;
+    /* internal requests */
+    sr_iq_cb cb;
+    void *cb_arg;
+    /* send: the plaintext until sealed (msg == NULL meanwhile) */
+    unsigned char *plain;
+    size_t plain_len;
+    int reseals;
+    /* create, roster updates: a new epoch follows the roster change */
+    bool rotate_after;
+    uint64_t epoch;
+    /* account requests */
+    sr_e2e_vault_key *vkey;
+    sr_e2e_vault_data *vdata;
+    /* roster history gathered while verifying, committed with the state */
+    struct sr_hist *hist;
 } sr_request;
 
 typedef struct sr_occupant {
@@ -96,6 +132,62 @@ typedef struct sr_occupant {
     char *nick;
     char *jid; /* real bare JID or NULL */
 } sr_occupant;
+
+/* One roster op as verified, kept so membership at any version can be
+ * answered (a message names the roster version its sender signed under). */
+typedef struct sr_hist_op {
+    uint64_t version;
+    sr_op_kind kind;
+    char *jid;
+    unsigned char pk[SR_KEY_BYTES];
+} sr_hist_op;
+
+typedef struct sr_hist {
+    sr_hist_op *ops;
+    size_t nops, cap;
+    unsigned char (*heads)[SR_ROSTER_HASH_BYTES]; /* head hash after version i */
+    uint64_t first_version;                        /* version of heads[0] */
+    size_t nheads, capheads;
+} sr_hist;
+
+/* An epoch we hold (sodium_malloc'd: it holds S_e). */
+typedef struct sr_epoch {
+    struct sr_epoch *next;
+    uint64_t number, roster_version;
+    unsigned char roster_hash[SR_E2E_ROSTER_HASH_BYTES];
+    unsigned char secret[SR_E2E_EPOCH_SECRET_BYTES];
+    sr_e2e_epoch_keys keys;
+} sr_epoch;
+
+typedef enum {
+    SR_DK_READY = 0,  /* p is the data key */
+    SR_DK_FETCHING,   /* header asked for */
+    SR_DK_NEED_EPOCH, /* header known (h, epoch), epoch key being fetched */
+    SR_DK_FAILED      /* cannot be had: fail_rc */
+} sr_dk_state;
+
+/* A data key (sodium_malloc'd: it holds P). */
+typedef struct sr_datakey {
+    struct sr_datakey *next;
+    unsigned char id[SR_E2E_DATAKEY_ID_BYTES];
+    unsigned char p[SR_E2E_POINT_BYTES];
+    unsigned char h[SR_E2E_POINT_BYTES];
+    uint64_t epoch;
+    char *sender; /* bare JID (malloc'd) */
+    sr_dk_state state;
+    int fail_rc;
+} sr_datakey;
+
+/* A received room message waiting for keys, or a history query's end. */
+typedef struct sr_inbox_item {
+    struct sr_inbox_item *next;
+    xmpp_stanza_t *msg;  /* the groupchat message (copy) */
+    char *archive_id;
+    int64_t ts;
+    bool history;
+    uint32_t fin_request; /* nonzero: a marker completing this history request */
+    xmpp_stanza_t *fin;   /* its answer IQ */
+} sr_inbox_item;
 
 typedef struct sr_room {
     struct sr_room *next;
@@ -106,6 +198,37 @@ typedef struct sr_room {
     sr_occupant *occupants;
     bool roster_known;
     sr_roster_state roster;
+    sr_hist hist;
+    uint64_t membership_version; /* latest verified version that added or removed */
+    /* epochs */
+    sr_epoch *epochs;
+    uint64_t epoch_current;      /* the newest epoch we hold, 0 if none */
+    bool epoch_checked;          /* the service's current epoch is known to be ours */
+    bool epoch_fetching;         /* a fetch of the current epoch is in flight */
+    bool epoch_refresh;          /* fetch again once the one in flight is done */
+    bool epoch_rotate;           /* the service says the epoch is stale or expired */
+    bool rotating;
+    int rotate_attempts;
+    uint64_t service_epoch;      /* the newest epoch number the service told us of */
+    sr_epoch *rot_pending;       /* the epoch we are proposing */
+    bool syncing;                /* an internal chain sync is in flight */
+    uint64_t *epoch_inflight;    /* epoch numbers being fetched */
+    size_t ninflight;
+    uint32_t *rotate_waiters;    /* request ids completing with the rotation */
+    size_t nwaiters;
+    /* data keys: ours and others' */
+    sr_datakey *dks;
+    sr_datakey *send_dk;         /* our current one (in dks) or NULL */
+    unsigned send_dk_uses;
+    bool send_dk_uploading;
+    bool send_dk_ok;
+    /* receiving */
+    sr_inbox_item *inbox, **inbox_tail;
+    bool inbox_busy;             /* a fetch for the head item is in flight */
+    bool inbox_pumping;          /* sr_inbox_pump is on the stack */
+    sr_e2e_replay *replay;
+    /* replay tags: stanza-id hashes per (sender, origin-id) */
+    struct sr_seen *seen;
 } sr_room;
 
 typedef struct sr_known_key {
@@ -134,7 +257,35 @@ struct sealroom_ctx {
     sr_room *rooms;
     sr_known_key *keys;
     char last_error[512];
+    /* vault and pins */
+    sr_e2e_vault_data *vault;     /* root and pins (sodium_malloc'd) or NULL */
+    sr_e2e_vault_key *vault_key;  /* to re-seal the vault, or NULL */
+    uint64_t vault_version;       /* last stored version we know */
+    bool vault_dirty, vault_saving;
+    sealroom_key_store key_store;
+    bool have_key_store;
+    unsigned long long vault_ops;
+    size_t vault_mem;
+    struct sr_fpr_change *changes; /* fingerprint changes awaiting the app */
 };
+
+/* A key that did not match its pin, until the app accepts it. */
+typedef struct sr_fpr_change {
+    struct sr_fpr_change *next;
+    char *jid;
+    unsigned char fpr[SR_E2E_FPR_BYTES];
+} sr_fpr_change;
+
+/* (sender, origin-id) → stanza-id tag, to tell a replay under a new
+ * archive id from a re-read of the same archived message. */
+typedef struct sr_seen {
+    size_t cap, n;
+    struct sr_seen_entry {
+        unsigned char key[16];
+        uint64_t tag;
+        bool used;
+    } *slots;
+} sr_seen;
 
 /* ctx.c */
 void sr_log(sealroom_ctx *ctx, sealroom_log_level level, const char *fmt, ...)
@@ -174,9 +325,67 @@ int sr_handle_presence(sealroom_ctx *ctx, xmpp_stanza_t *st);
 int sr_handle_message(sealroom_ctx *ctx, xmpp_stanza_t *st);
 int sr_room_jid(sealroom_ctx *ctx, char *out, size_t outlen, const char *room);
 bool sr_parse_stamp(const char *stamp, int64_t *ms);
-/* Emits a MESSAGE event for a groupchat message of room (live or archived). */
-void sr_deliver_message(sealroom_ctx *ctx, const char *room, xmpp_stanza_t *msg,
-                        const char *archive_id, int64_t ts, bool history);
+
+
+/* requests.c: internal IQs */
+/* Sends an internal IQ (child ownership taken); cb runs exactly once unless
+ * the ctx is freed first. Returns 0 or a negative code (cb not called). */
+int sr_iq_call(sealroom_ctx *ctx, const char *type, const char *to, xmpp_stanza_t *child,
+               sr_iq_cb cb, void *arg);
+/* An internal chain sync of room; cb gets rc (answer NULL). */
+int sr_sync_call(sealroom_ctx *ctx, const char *room, sr_iq_cb cb, void *arg);
+sr_request *sr_request_by_id(sealroom_ctx *ctx, uint32_t id);
+/* The Sealroom application condition of an error stanza, or NULL. */
+const char *sr_error_app(xmpp_stanza_t *st);
+bool sr_parse_u64(const char *s, uint64_t *out);
+/* Finish a user request from an internal step (text from last_error if NULL). */
+void sr_request_fail(sealroom_ctx *ctx, sr_request *r, int rc);
+
+xmpp_stanza_t *sr_identity_element(sealroom_ctx *ctx);
+
+/* hist (keys.c) */
+void sr_hist_free(sr_hist *h);
+int sr_hist_note(sr_hist **h, const sr_roster_version *v, const unsigned char head[32]);
+void sr_room_hist_commit(sr_room *room, sr_hist *h, bool reset);
+/* The key jid held at roster version v, if jid was a member then. */
+bool sr_member_at(const sr_room *room, const char *jid, uint64_t v, unsigned char pk[SR_KEY_BYTES]);
+/* The chain head hash after version v, if verified. */
+const unsigned char *sr_head_at(const sr_room *room, uint64_t v);
+
+/* keys.c: epochs and data keys */
+sr_epoch *sr_epoch_find(const sr_room *room, uint64_t number);
+void sr_room_keys_free(sr_room *room);
+/* Make sure we hold the service's current epoch and that it is fresh;
+ * fetch or start a new one as needed. Calls sr_keys_changed when done. */
+void sr_keys_ensure(sealroom_ctx *ctx, sr_room *room);
+/* Start a new epoch; request_id (0: none) completes with it. */
+int sr_rotate(sealroom_ctx *ctx, sr_room *room, uint32_t request_id);
+/* Fetch epoch number (0: current) and install it. */
+int sr_epoch_fetch(sealroom_ctx *ctx, sr_room *room, uint64_t number);
+/* A headline from the room: <epoch/> or <rekey/>. */
+int sr_handle_headline(sealroom_ctx *ctx, sr_room *room, xmpp_stanza_t *st);
+/* Something keys depend on changed: pump the outbox and the inbox. */
+void sr_keys_changed(sealroom_ctx *ctx, sr_room *room);
+sr_datakey *sr_dk_find(const sr_room *room, const unsigned char id[SR_E2E_DATAKEY_ID_BYTES]);
+
+/* outbox (rooms.c): seal waiting messages when keys allow */
+void sr_outbox_pump(sealroom_ctx *ctx, sr_room *room);
+
+/* inbox.c */
+void sr_inbox_push(sealroom_ctx *ctx, sr_room *room, xmpp_stanza_t *msg, const char *archive_id,
+                   int64_t ts, bool history);
+void sr_inbox_push_fin(sealroom_ctx *ctx, sr_room *room, uint32_t request_id, xmpp_stanza_t *fin);
+void sr_inbox_pump(sealroom_ctx *ctx, sr_room *room);
+void sr_inbox_free(sr_room *room);
+void sr_history_fin(sealroom_ctx *ctx, sr_request *r, xmpp_stanza_t *iq);
+
+/* account.c: pins */
+/* Check (ed, x) of jid against the pin: OK (pinned now if new),
+ * KEY_CHANGED (event emitted). */
+int sr_pin_check(sealroom_ctx *ctx, const char *jid, const unsigned char ed[32],
+                 const unsigned char x[32]);
+void sr_vault_tick(sealroom_ctx *ctx);
+void sr_account_free(sealroom_ctx *ctx);
 
 /* rosterxml.c */
 xmpp_stanza_t *sr_roster_to_xml(xmpp_ctx_t *xmpp, const sr_roster_version *v);

@@ -44,7 +44,25 @@ void sr_request_free(sr_request *r)
         sr_roster_state_free(&r->scratch);
     if (r->msg)
         xmpp_stanza_release(r->msg);
+    if (r->plain) {
+        sodium_memzero(r->plain, r->plain_len);
+        free(r->plain);
+    }
+    sr_e2e_vault_key_free(r->vkey);
+    sr_e2e_vault_data_free(r->vdata);
+    if (r->hist) {
+        sr_hist_free(r->hist);
+        free(r->hist);
+    }
     free(r);
+}
+
+sr_request *sr_request_by_id(sealroom_ctx *ctx, uint32_t id)
+{
+    for (sr_request *r = ctx->requests; r; r = r->next)
+        if (r->id == id)
+            return r;
+    return NULL;
 }
 
 void sr_request_unlink(sealroom_ctx *ctx, sr_request *r)
@@ -66,6 +84,13 @@ void sr_request_done(sealroom_ctx *ctx, sr_request *r, int result, const char *t
     else
         memset(&ev, 0, sizeof ev);
     sr_request_unlink(ctx, r);
+    if (r->cb) {
+        sr_iq_cb cb = r->cb;
+        r->cb = NULL;
+        cb(ctx, r->cb_arg, NULL, result, result == SEALROOM_OK ? NULL : text);
+        sr_request_free(r);
+        return;
+    }
     ev.type = SEALROOM_EVENT_REQUEST_DONE;
     ev.request_id = r->id;
     ev.kind = (int)r->kind;
@@ -86,6 +111,13 @@ void sr_request_done(sealroom_ctx *ctx, sr_request *r, int result, const char *t
 }
 
 /* Fails a request from within a handler, using ctx->last_error as text. */
+void sr_request_fail(sealroom_ctx *ctx, sr_request *r, int rc)
+{
+    char text[sizeof ctx->last_error];
+    snprintf(text, sizeof text, "%s", ctx->last_error[0] ? ctx->last_error : sealroom_strerror(rc));
+    sr_request_done(ctx, r, rc, text, NULL);
+}
+
 static void fail_with_last(sealroom_ctx *ctx, sr_request *r, int rc)
 {
     char text[sizeof ctx->last_error];
@@ -124,7 +156,25 @@ static const struct {
     {"bad-signature", SEALROOM_E_VERIFY},    {"bad-chain", SEALROOM_E_VERIFY},
     {"unknown-identity", SEALROOM_E_NOT_FOUND}, {"not-member", SEALROOM_E_FORBIDDEN},
     {"bad-role", SEALROOM_E_FORBIDDEN},      {"sealed-required", SEALROOM_E_PROTOCOL},
+    {"vault-conflict", SEALROOM_E_CONFLICT}, {"no-vault", SEALROOM_E_NOT_FOUND},
+    {"rate-limited", SEALROOM_E_RATE_LIMITED}, {"bad-vault", SEALROOM_E_PROTOCOL},
+    {"stale-roster", SEALROOM_E_STALE},      {"epoch-conflict", SEALROOM_E_CONFLICT},
+    {"bad-envelope", SEALROOM_E_VERIFY},     {"no-epoch", SEALROOM_E_NO_KEY},
+    {"stale-epoch", SEALROOM_E_STALE},       {"bad-point", SEALROOM_E_PROTOCOL},
+    {"datakey-conflict", SEALROOM_E_CONFLICT}, {"bad-payload", SEALROOM_E_PROTOCOL},
 };
+
+const char *sr_error_app(xmpp_stanza_t *st)
+{
+    xmpp_stanza_t *err = st ? sr_child(st, "error", NULL) : NULL;
+    for (xmpp_stanza_t *c = err ? xmpp_stanza_get_children(err) : NULL; c;
+         c = xmpp_stanza_get_next(c)) {
+        const char *ns = xmpp_stanza_get_ns(c);
+        if (xmpp_stanza_is_tag(c) && ns && strcmp(ns, SR_NS) == 0)
+            return xmpp_stanza_get_name(c);
+    }
+    return NULL;
+}
 
 int sr_error_from_stanza(xmpp_stanza_t *st, char *text, size_t textlen)
 {
@@ -170,7 +220,7 @@ int sr_error_from_stanza(xmpp_stanza_t *st, char *text, size_t textlen)
 
 /* ---- helpers ---- */
 
-static bool parse_u64(const char *s, uint64_t *out)
+bool sr_parse_u64(const char *s, uint64_t *out)
 {
     if (!s || *s < '0' || *s > '9' || (s[0] == '0' && s[1]))
         return false;
@@ -219,6 +269,31 @@ static int need_link(sealroom_ctx *ctx)
     return SEALROOM_OK;
 }
 
+int sr_iq_call(sealroom_ctx *ctx, const char *type, const char *to, xmpp_stanza_t *child,
+               sr_iq_cb cb, void *arg)
+{
+    if (!ctx->link_up) {
+        if (child)
+            xmpp_stanza_release(child);
+        return sr_fail(ctx, SEALROOM_E_STATE, "the link to the server is down");
+    }
+    sr_request *r = sr_request_new(ctx, SR_REQ_INTERNAL);
+    if (!r) {
+        if (child)
+            xmpp_stanza_release(child);
+        return sr_fail(ctx, SEALROOM_E_NOMEM, "out of memory");
+    }
+    r->cb = cb;
+    r->cb_arg = arg;
+    int rc = send_iq(ctx, r, type, to, child);
+    if (rc < 0) {
+        sr_request_unlink(ctx, r);
+        r->cb = NULL;
+        sr_request_free(r);
+    }
+    return rc;
+}
+
 /* Starts a request: on a local failure nothing is emitted and the request
  * disappears, so the caller sees the error code directly. */
 static int start_or_drop(sealroom_ctx *ctx, sr_request *r, int rc, uint32_t *request_id)
@@ -252,10 +327,32 @@ static void remember_key(sealroom_ctx *ctx, const char *jid, const unsigned char
 
 /* ---- identity ---- */
 
+/* <identity key sig box-key bundle-sig/> for our identity, or NULL. */
+xmpp_stanza_t *sr_identity_element(sealroom_ctx *ctx)
+{
+    char key[64], sig[128], box[64], bsig[128];
+    unsigned char sigbin[SR_SIG_BYTES], bsigbin[SR_SIG_BYTES];
+    const sealroom_identity *id = ctx->identity;
+    if (!sr_identity_proof_sign(sigbin, ctx->own_bare, id->pk, id->sk) ||
+        sr_e2e_bundle_sign(bsigbin, ctx->own_bare, &id->e2e) != SR_E2E_OK)
+        return NULL;
+    sr_b64_encode(key, sizeof key, id->pk, SR_KEY_BYTES);
+    sr_b64_encode(sig, sizeof sig, sigbin, SR_SIG_BYTES);
+    sr_b64_encode(box, sizeof box, id->e2e.box_pk, 32);
+    sr_b64_encode(bsig, sizeof bsig, bsigbin, SR_SIG_BYTES);
+    xmpp_stanza_t *el = sr_el(ctx->xmpp, "identity", SR_NS);
+    if (el && (xmpp_stanza_set_attribute(el, "key", key) != XMPP_EOK ||
+               xmpp_stanza_set_attribute(el, "sig", sig) != XMPP_EOK ||
+               xmpp_stanza_set_attribute(el, "box-key", box) != XMPP_EOK ||
+               xmpp_stanza_set_attribute(el, "bundle-sig", bsig) != XMPP_EOK)) {
+        xmpp_stanza_release(el);
+        el = NULL;
+    }
+    return el;
+}
+
 int sealroom_identity_register(sealroom_ctx *ctx, uint32_t *request_id)
 {
-    char key[64], sig[128];
-    unsigned char sigbin[SR_SIG_BYTES];
     if (!ctx)
         return SEALROOM_E_INVALID;
     if (!ctx->identity)
@@ -263,20 +360,10 @@ int sealroom_identity_register(sealroom_ctx *ctx, uint32_t *request_id)
     int rc = need_link(ctx);
     if (rc < 0)
         return rc;
-    if (!sr_identity_proof_sign(sigbin, ctx->own_bare, ctx->identity->pk, ctx->identity->sk))
-        return sr_fail(ctx, SEALROOM_E_NOMEM, "cannot sign the identity proof");
-    sr_b64_encode(key, sizeof key, ctx->identity->pk, SR_KEY_BYTES);
-    sr_b64_encode(sig, sizeof sig, sigbin, SR_SIG_BYTES);
     sr_request *r = sr_request_new(ctx, SEALROOM_REQ_IDENTITY_REGISTER);
     if (!r)
         return sr_fail(ctx, SEALROOM_E_NOMEM, "out of memory");
-    xmpp_stanza_t *el = sr_el(ctx->xmpp, "identity", SR_NS);
-    if (el && (xmpp_stanza_set_attribute(el, "key", key) != XMPP_EOK ||
-               xmpp_stanza_set_attribute(el, "sig", sig) != XMPP_EOK)) {
-        xmpp_stanza_release(el);
-        el = NULL;
-    }
-    rc = send_iq(ctx, r, "set", ctx->service, el);
+    rc = send_iq(ctx, r, "set", ctx->service, sr_identity_element(ctx));
     return start_or_drop(ctx, r, rc, request_id);
 }
 
@@ -312,11 +399,11 @@ int sealroom_identity_fetch(sealroom_ctx *ctx, uint32_t *request_id, const char 
     return start_or_drop(ctx, r, rc, request_id);
 }
 
-/* Verifies an <identity/> answer for r->jid; fills pk. */
+/* Verifies an <identity/> answer for r->jid (proof, bundle, pin); fills pk. */
 static int parse_identity(sealroom_ctx *ctx, sr_request *r, xmpp_stanza_t *iq,
                           unsigned char pk[SR_KEY_BYTES])
 {
-    unsigned char sig[SR_SIG_BYTES];
+    unsigned char sig[SR_SIG_BYTES], box[32], bsig[SR_SIG_BYTES];
     char bare[SR_BARE_JID_MAX];
     xmpp_stanza_t *el = sr_child(iq, "identity", SR_NS);
     if (!el)
@@ -329,6 +416,15 @@ static int parse_identity(sealroom_ctx *ctx, sr_request *r, xmpp_stanza_t *iq,
         return sr_fail(ctx, SEALROOM_E_PROTOCOL, "identity answer with a malformed key or sig");
     if (!sr_identity_proof_verify(sig, r->jid, pk))
         return sr_fail(ctx, SEALROOM_E_VERIFY, "identity proof of %s does not verify", r->jid);
+    if (!sr_b64_decode_exact(box, sizeof box, xmpp_stanza_get_attribute(el, "box-key")) ||
+        !sr_b64_decode_exact(bsig, sizeof bsig, xmpp_stanza_get_attribute(el, "bundle-sig")))
+        return sr_fail(ctx, SEALROOM_E_PROTOCOL, "identity of %s without a sealing key", r->jid);
+    if (sr_e2e_bundle_verify(bsig, r->jid, pk, box) != SR_E2E_OK)
+        return sr_fail(ctx, SEALROOM_E_VERIFY, "sealing key of %s is not signed by its identity",
+                       r->jid);
+    int rc = sr_pin_check(ctx, r->jid, pk, box);
+    if (rc < 0)
+        return rc;
     remember_key(ctx, r->jid, pk);
     return SEALROOM_OK;
 }
@@ -460,8 +556,32 @@ static int start_sync(sealroom_ctx *ctx, sr_request *r)
         sr_roster_state_init(&r->scratch);
     }
     r->scratch_live = true;
+    if (r->hist) {
+        sr_hist_free(r->hist);
+        free(r->hist);
+        r->hist = NULL;
+    }
     r->step = SR_STEP_SYNC;
     return send_chain_query(ctx, r);
+}
+
+int sr_sync_call(sealroom_ctx *ctx, const char *room, sr_iq_cb cb, void *arg)
+{
+    if (!ctx->link_up)
+        return sr_fail(ctx, SEALROOM_E_STATE, "the link to the server is down");
+    sr_request *r = sr_request_new(ctx, SR_REQ_INTERNAL);
+    if (!r)
+        return sr_fail(ctx, SEALROOM_E_NOMEM, "out of memory");
+    r->cb = cb;
+    r->cb_arg = arg;
+    int rc = (r->room = sr_strdup(room)) ? start_sync(ctx, r)
+                                          : sr_fail(ctx, SEALROOM_E_NOMEM, "out of memory");
+    if (rc < 0) {
+        sr_request_unlink(ctx, r);
+        r->cb = NULL;
+        sr_request_free(r);
+    }
+    return rc;
 }
 
 /* Next step of a roster update: key lookup, sync, then the signed version. */
@@ -591,7 +711,8 @@ static int commit_own(sealroom_ctx *ctx, sr_request *r, xmpp_stanza_t *iq)
     sr_room *room = sr_room_get(ctx, r->room);
     if (!room)
         return sr_fail(ctx, SEALROOM_E_NOMEM, "out of memory");
-    if (r->kind == SEALROOM_REQ_ROOM_CREATE) {
+    bool reset = r->kind == SEALROOM_REQ_ROOM_CREATE;
+    if (reset) {
         if (room->roster_known)
             sr_roster_state_free(&room->roster);
         sr_roster_state_init(&room->roster);
@@ -615,7 +736,7 @@ static int commit_own(sealroom_ctx *ctx, sr_request *r, xmpp_stanza_t *iq)
     if (head) {
         unsigned char h[SR_ROSTER_HASH_BYTES];
         uint64_t ver;
-        if (!parse_u64(xmpp_stanza_get_attribute(head, "version"), &ver) ||
+        if (!sr_parse_u64(xmpp_stanza_get_attribute(head, "version"), &ver) ||
             ver != next.version ||
             !sr_b64_decode_exact(h, sizeof h, xmpp_stanza_get_attribute(head, "hash")) ||
             sodium_memcmp(h, next.head, sizeof h) != 0) {
@@ -623,10 +744,20 @@ static int commit_own(sealroom_ctx *ctx, sr_request *r, xmpp_stanza_t *iq)
             return sr_fail(ctx, SEALROOM_E_VERIFY, "service reports a different roster head");
         }
     }
+    sr_hist *h = NULL;
+    if (sr_hist_note(&h, r->pending, next.head) < 0) {
+        sr_roster_state_free(&next);
+        return sr_fail(ctx, SEALROOM_E_NOMEM, "out of memory");
+    }
     if (room->roster_known)
         sr_roster_state_free(&room->roster);
     room->roster = next;
     room->roster_known = true;
+    sr_room_hist_commit(room, h, reset);
+    free(h);
+    for (unsigned i = 0; i < r->pending->nops; i++)
+        if (r->pending->ops[i].kind != SR_OP_ROLE)
+            r->rotate_after = true;
     emit_roster_changed(ctx, room);
     return SEALROOM_OK;
 }
@@ -640,7 +771,7 @@ static int sync_page(sealroom_ctx *ctx, sr_request *r, xmpp_stanza_t *iq, bool *
         return sr_fail(ctx, SEALROOM_E_PROTOCOL, "chain answer without <chain/>");
     uint64_t head = 0;
     const char *head_s = xmpp_stanza_get_attribute(chain, "head");
-    bool have_head = head_s && parse_u64(head_s, &head);
+    bool have_head = head_s && sr_parse_u64(head_s, &head);
     if (head_s && !have_head)
         return sr_fail(ctx, SEALROOM_E_PROTOCOL, "bad chain head '%s'", head_s);
     const char *complete_s = xmpp_stanza_get_attribute(chain, "complete");
@@ -676,6 +807,10 @@ static int sync_page(sealroom_ctx *ctx, sr_request *r, xmpp_stanza_t *iq, bool *
                          v->version, sr_roster_err_text(err));
             break;
         }
+        if (sr_hist_note(&r->hist, v, r->scratch.head) < 0) {
+            rc = sr_fail(ctx, SEALROOM_E_NOMEM, "out of memory");
+            break;
+        }
         count++;
     }
     free(v);
@@ -697,11 +832,17 @@ static int sync_page(sealroom_ctx *ctx, sr_request *r, xmpp_stanza_t *iq, bool *
     if (!room)
         return sr_fail(ctx, SEALROOM_E_NOMEM, "out of memory");
     bool changed = !room->roster_known || room->roster.version != r->scratch.version;
+    bool reset = !room->roster_known;
     if (room->roster_known)
         sr_roster_state_free(&room->roster);
     room->roster = r->scratch;
     room->roster_known = true;
     r->scratch_live = false;
+    if (r->hist) {
+        sr_room_hist_commit(room, r->hist, reset);
+        free(r->hist);
+        r->hist = NULL;
+    }
     if (changed)
         emit_roster_changed(ctx, room);
     *finished = true;
@@ -752,7 +893,7 @@ int sealroom_room_history(sealroom_ctx *ctx, uint32_t *request_id, const char *r
     return start_or_drop(ctx, r, rc, request_id);
 }
 
-static void history_fin(sealroom_ctx *ctx, sr_request *r, xmpp_stanza_t *iq)
+void sr_history_fin(sealroom_ctx *ctx, sr_request *r, xmpp_stanza_t *iq)
 {
     sealroom_event ev = {0};
     xmpp_stanza_t *fin = sr_child(iq, "fin", SR_NS_MAM);
@@ -800,7 +941,9 @@ int sr_handle_mam_result(sealroom_ctx *ctx, xmpp_stanza_t *st, xmpp_stanza_t *re
         xmpp_stanza_t *delay = sr_child(fwd, "delay", SR_NS_DELAY);
         if (delay)
             sr_parse_stamp(xmpp_stanza_get_attribute(delay, "stamp"), &ts);
-        sr_deliver_message(ctx, r->room, inner, xmpp_stanza_get_attribute(result, "id"), ts, true);
+        sr_room *room = sr_room_get(ctx, r->room);
+        if (room)
+            sr_inbox_push(ctx, room, inner, xmpp_stanza_get_attribute(result, "id"), ts, true);
         return 1;
     }
     return 0;
@@ -825,6 +968,19 @@ int sr_handle_iq(sealroom_ctx *ctx, xmpp_stanza_t *st)
         return 0;
     r->iq_id[0] = '\0';
 
+    if (r->cb && r->step != SR_STEP_SYNC) {
+        char text[sizeof ctx->last_error];
+        int rc = SEALROOM_OK;
+        if (strcmp(type, "error") == 0)
+            rc = sr_error_from_stanza(st, text, sizeof text);
+        sr_request_unlink(ctx, r);
+        sr_iq_cb cb = r->cb;
+        r->cb = NULL;
+        cb(ctx, r->cb_arg, st, rc, rc == SEALROOM_OK ? NULL : text);
+        sr_request_free(r);
+        return 1;
+    }
+
     if (strcmp(type, "error") == 0) {
         char text[sizeof ctx->last_error];
         int rc = sr_error_from_stanza(st, text, sizeof text);
@@ -847,7 +1003,7 @@ int sr_handle_iq(sealroom_ctx *ctx, xmpp_stanza_t *st)
     ctx->last_error[0] = '\0';
     int rc = SEALROOM_OK;
     sealroom_event ev = {0};
-    switch (r->kind) {
+    switch ((int)r->kind) {
     case SEALROOM_REQ_IDENTITY_REGISTER:
         sr_request_done(ctx, r, SEALROOM_OK, NULL, NULL);
         return 1;
@@ -864,8 +1020,16 @@ int sr_handle_iq(sealroom_ctx *ctx, xmpp_stanza_t *st)
         rc = commit_own(ctx, r, st);
         if (rc < 0)
             break;
-        sr_request_done(ctx, r, SEALROOM_OK, NULL, &ev);
-        return 1;
+        /* A room is usable once it has its first epoch. */
+        rc = sr_rotate(ctx, sr_room_get(ctx, r->room), r->id);
+        break;
+    case SR_REQ_INTERNAL: {
+        bool finished;
+        rc = sync_page(ctx, r, st, &finished);
+        if (rc >= 0 && finished)
+            sr_request_done(ctx, r, SEALROOM_OK, NULL, NULL);
+        break;
+    }
     case SEALROOM_REQ_ROSTER_SYNC: {
         bool finished;
         rc = sync_page(ctx, r, st, &finished);
@@ -892,14 +1056,27 @@ int sr_handle_iq(sealroom_ctx *ctx, xmpp_stanza_t *st)
             rc = commit_own(ctx, r, st);
             if (rc < 0)
                 break;
+            if (r->rotate_after) {
+                /* Added or removed: the room moves to a new epoch before
+                 * the change counts as done. */
+                rc = sr_rotate(ctx, sr_room_get(ctx, r->room), r->id);
+                break;
+            }
             ev.roster_version = r->pending->version;
             sr_request_done(ctx, r, SEALROOM_OK, NULL, &ev);
             return 1;
         }
         break;
-    case SEALROOM_REQ_HISTORY:
-        history_fin(ctx, r, st);
+    case SEALROOM_REQ_HISTORY: {
+        /* Complete only after every result before it was decrypted. */
+        sr_room *room = sr_room_get(ctx, r->room);
+        if (!room) {
+            rc = sr_fail(ctx, SEALROOM_E_NOMEM, "out of memory");
+            break;
+        }
+        sr_inbox_push_fin(ctx, room, r->id, st);
         return 1;
+    }
     default:
         rc = sr_fail(ctx, SEALROOM_E_PROTOCOL, "unexpected IQ answer");
         break;

@@ -29,6 +29,12 @@ const char *sealroom_strerror(int result)
     case SEALROOM_E_TOO_LARGE: return "too large";
     case SEALROOM_E_STALE: return "stale roster version";
     case SEALROOM_E_UNAVAILABLE: return "service unavailable";
+    case SEALROOM_E_PASSPHRASE: return "wrong passphrase (or the stored vault was altered)";
+    case SEALROOM_E_RATE_LIMITED: return "too many attempts; try again later";
+    case SEALROOM_E_KEY_CHANGED: return "identity key differs from the pinned fingerprint";
+    case SEALROOM_E_DECRYPT: return "decryption failed";
+    case SEALROOM_E_REPLAY: return "replayed message";
+    case SEALROOM_E_NO_KEY: return "no room key for this epoch";
     }
     return "unknown error";
 }

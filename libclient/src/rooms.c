@@ -1,14 +1,18 @@
 /* Rooms as the client sees them (MUC-shaped, xep/sealroom.xml "Rooms"): join and
- * leave by presence, occupant tracking, the message outbox with its
- * origin-ids, and incoming groupchat and archive messages. */
+ * leave by presence, occupant tracking, the message outbox (sealed with
+ * the room's current data key when keys allow, kept with its origin-id
+ * until reflected), and the routing of incoming room messages to the
+ * inbox (inbox.c) and of room headlines to keys.c. */
 #include "internal.h"
 
+#include <inttypes.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "e2e/message.h"
 #include "proto/b64.h"
 #include "proto/jid.h"
 
@@ -56,6 +60,8 @@ void sr_rooms_free(sealroom_ctx *ctx)
         ctx->rooms = r->next;
         sr_room_clear_occupants(r);
         sr_roster_state_free(&r->roster);
+        sr_inbox_free(r);
+        sr_room_keys_free(r);
         free(r->jid);
         free(r->nick);
         free(r);
@@ -258,11 +264,13 @@ int sealroom_room_send(sealroom_ctx *ctx, uint32_t *request_id, char *origin_id_
         return rc;
     if (!payload && payload_len)
         return sr_fail(ctx, SEALROOM_E_INVALID, "payload is NULL");
-    if (payload_len > SR_MAX_PAYLOAD)
+    if (payload_len > SR_E2E_MSG_MAX_PLAIN)
         return sr_fail(ctx, SEALROOM_E_TOO_LARGE, "payload of %zu bytes is over %u", payload_len,
-                       SR_MAX_PAYLOAD);
+                       (unsigned)SR_E2E_MSG_MAX_PLAIN);
     if (origin_id_out && origin_id_len < SR_ID_LEN)
         return sr_fail(ctx, SEALROOM_E_INVALID, "origin_id_out needs %d bytes", SR_ID_LEN);
+    if (!ctx->identity)
+        return sr_fail(ctx, SEALROOM_E_STATE, "no identity set");
     sr_room *rm = sr_room_find(ctx, room);
     if (!rm || !rm->want_joined)
         return sr_fail(ctx, SEALROOM_E_STATE, "not joined to %s", room);
@@ -273,52 +281,202 @@ int sealroom_room_send(sealroom_ctx *ctx, uint32_t *request_id, char *origin_id_
     unsigned char rnd[16];
     randombytes_buf(rnd, sizeof rnd);
     sodium_bin2hex(r->origin_id, sizeof r->origin_id, rnd, sizeof rnd);
-
-    size_t b64len = sr_b64_encoded_len(payload_len);
-    char *b64 = malloc(b64len);
-    xmpp_stanza_t *m = xmpp_message_new(ctx->xmpp, "groupchat", room, r->origin_id);
-    xmpp_stanza_t *oid = sr_el(ctx->xmpp, "origin-id", SR_NS_SID);
-    bool ok = b64 && m && oid && (r->room = sr_strdup(room)) &&
-              sr_b64_encode(b64, b64len, payload, payload_len) &&
-              sr_add_text_child(ctx->xmpp, m, "body", NULL, SR_FALLBACK_BODY,
-                                strlen(SR_FALLBACK_BODY)) &&
-              sr_add_text_child(ctx->xmpp, m, "sealed", SR_NS, b64, strlen(b64)) &&
-              xmpp_stanza_set_attribute(oid, "id", r->origin_id) == XMPP_EOK;
-    if (ok && xmpp_stanza_add_child_ex(m, oid, 0) == XMPP_EOK)
-        oid = NULL; /* owned by m now */
-    else
-        ok = false;
-    free(b64);
-    if (oid)
-        xmpp_stanza_release(oid);
-    if (!ok) {
-        if (m)
-            xmpp_stanza_release(m);
+    r->plain = malloc(payload_len ? payload_len : 1);
+    if (!r->plain || !(r->room = sr_strdup(room))) {
         sr_request_unlink(ctx, r);
         sr_request_free(r);
         return sr_fail(ctx, SEALROOM_E_NOMEM, "out of memory");
     }
-    r->msg = m;
-    /* Until our presence is confirmed (or while the link is down) the
-     * message waits in the outbox and goes out after the (re)join. */
-    if (rm->joined && ctx->link_up) {
-        if (sr_send(ctx, m) < 0)
-            r->resend = true;
-    } else {
-        r->resend = true;
-    }
+    if (payload_len)
+        memcpy(r->plain, payload, payload_len);
+    r->plain_len = payload_len;
     if (origin_id_out)
         snprintf(origin_id_out, origin_id_len, "%s", r->origin_id);
     if (request_id)
         *request_id = r->id;
+    /* Sealed now if the keys are at hand, else once they are. */
+    sr_outbox_pump(ctx, rm);
     return SEALROOM_OK;
+}
+
+/* The groupchat stanza for r's plaintext under the room's data key. */
+static xmpp_stanza_t *seal_message(sealroom_ctx *ctx, sr_room *rm, sr_request *r)
+{
+    sr_e2e_msg_meta meta = {rm->jid, ctx->own_bare, r->origin_id, rm->send_dk->id,
+                            rm->roster.version};
+    size_t cap = r->plain_len + SR_E2E_MSG_OVERHEAD, len = 0;
+    unsigned char *sealed = malloc(cap);
+    size_t b64len = sr_b64_encoded_len(cap);
+    char *b64 = malloc(b64len);
+    xmpp_stanza_t *m = NULL, *oid = NULL;
+    bool ok = sealed && b64 &&
+              sr_e2e_message_seal(sealed, cap, &len, r->plain, r->plain_len, &meta,
+                                  rm->send_dk->p, ctx->identity->sk) == SR_E2E_OK &&
+              sr_b64_encode(b64, b64len, sealed, len);
+    if (ok) {
+        m = xmpp_message_new(ctx->xmpp, "groupchat", rm->jid, r->origin_id);
+        oid = sr_el(ctx->xmpp, "origin-id", SR_NS_SID);
+        ok = m && oid &&
+             sr_add_text_child(ctx->xmpp, m, "body", NULL, SR_FALLBACK_BODY,
+                               strlen(SR_FALLBACK_BODY)) &&
+             sr_add_text_child(ctx->xmpp, m, "sealed", SR_NS, b64, strlen(b64)) &&
+             xmpp_stanza_set_attribute(oid, "id", r->origin_id) == XMPP_EOK &&
+             xmpp_stanza_add_child_ex(m, oid, 0) == XMPP_EOK;
+        if (ok)
+            oid = NULL;
+    }
+    free(sealed);
+    free(b64);
+    if (oid)
+        xmpp_stanza_release(oid);
+    if (!ok && m) {
+        xmpp_stanza_release(m);
+        m = NULL;
+    }
+    return m;
+}
+
+static void datakey_stored(sealroom_ctx *ctx, void *arg, xmpp_stanza_t *answer, int rc,
+                           const char *text)
+{
+    sr_room *rm = arg;
+    rm->send_dk_uploading = false;
+    if (rc == SEALROOM_OK) {
+        rm->send_dk_ok = true;
+    } else {
+        const char *app = sr_error_app(answer);
+        rm->send_dk = NULL;
+        rm->send_dk_ok = false;
+        if (app && strcmp(app, "stale-epoch") == 0) {
+            /* The room moved on (or the epoch aged out): learn how, then
+             * seal under whatever epoch is current. */
+            rm->epoch_checked = false;
+        } else {
+            char why[sizeof ctx->last_error];
+            snprintf(why, sizeof why, "the room refused our data key: %s",
+                     text ? text : sealroom_strerror(rc));
+            for (;;) {
+                sr_request *hit = NULL;
+                for (sr_request *r = ctx->requests; r; r = r->next)
+                    if (r->kind == SEALROOM_REQ_SEND && !r->msg && strcmp(r->room, rm->jid) == 0)
+                        hit = r;
+                if (!hit)
+                    break;
+                sr_request_done(ctx, hit, rc, why, NULL);
+            }
+            return;
+        }
+    }
+    sr_keys_changed(ctx, rm);
+}
+
+/* A fresh data key for the current epoch, announced to the room. */
+static void new_datakey(sealroom_ctx *ctx, sr_room *rm, const sr_epoch *e)
+{
+    sr_datakey *d = sodium_malloc(sizeof *d);
+    if (!d)
+        return;
+    memset(d, 0, sizeof *d);
+    sr_e2e_datakey_id_random(d->id);
+    if (sr_e2e_datakey_random(d->p) != SR_E2E_OK ||
+        sr_e2e_header_wrap(d->h, e->keys.k, d->p) != SR_E2E_OK ||
+        !(d->sender = sr_strdup(ctx->own_bare))) {
+        free(d->sender);
+        sodium_free(d);
+        return;
+    }
+    d->epoch = e->number;
+    d->state = SR_DK_READY;
+    d->next = rm->dks;
+    rm->dks = d;
+    rm->send_dk = d;
+    rm->send_dk_uses = 0;
+    rm->send_dk_ok = false;
+    char id[32], h[64], num[24];
+    sr_b64_encode(id, sizeof id, d->id, sizeof d->id);
+    sr_b64_encode(h, sizeof h, d->h, sizeof d->h);
+    snprintf(num, sizeof num, "%" PRIu64, e->number);
+    xmpp_stanza_t *el = sr_el(ctx->xmpp, "datakey", SR_NS);
+    xmpp_stanza_t *t = xmpp_stanza_new(ctx->xmpp);
+    bool ok = el && t && xmpp_stanza_set_attribute(el, "id", id) == XMPP_EOK &&
+              xmpp_stanza_set_attribute(el, "epoch", num) == XMPP_EOK &&
+              xmpp_stanza_set_text(t, h) == XMPP_EOK && xmpp_stanza_add_child_ex(el, t, 0) == XMPP_EOK;
+    if (!ok) {
+        if (t)
+            xmpp_stanza_release(t);
+        if (el)
+            xmpp_stanza_release(el);
+        rm->send_dk = NULL;
+        return;
+    }
+    rm->send_dk_uploading = true;
+    if (sr_iq_call(ctx, "set", rm->jid, el, datakey_stored, rm) < 0) {
+        rm->send_dk_uploading = false;
+        rm->send_dk = NULL;
+    }
+}
+
+void sr_outbox_pump(sealroom_ctx *ctx, sr_room *rm)
+{
+    /* Oldest first: requests are kept newest first. */
+    size_t n = 0;
+    for (sr_request *r = ctx->requests; r; r = r->next)
+        if (r->kind == SEALROOM_REQ_SEND && !r->msg && strcmp(r->room, rm->jid) == 0)
+            n++;
+    if (n == 0 || !ctx->identity)
+        return;
+    sr_epoch *cur = sr_epoch_find(rm, rm->epoch_current);
+    bool epoch_ok = rm->roster_known && rm->epoch_checked && !rm->epoch_rotate && !rm->rotating &&
+                    cur && cur->roster_version >= rm->membership_version;
+    if (!epoch_ok) {
+        sr_keys_ensure(ctx, rm);
+        return;
+    }
+    if (rm->send_dk_uploading)
+        return;
+    if (!rm->send_dk || rm->send_dk->epoch != cur->number ||
+        rm->send_dk_uses >= SR_DATAKEY_MAX_USES) {
+        if (ctx->link_up)
+            new_datakey(ctx, rm, cur);
+        return;
+    }
+    if (!rm->send_dk_ok)
+        return;
+    uint32_t *ids = malloc(n * sizeof *ids);
+    if (!ids)
+        return;
+    size_t k = n;
+    for (sr_request *r = ctx->requests; r && k; r = r->next)
+        if (r->kind == SEALROOM_REQ_SEND && !r->msg && strcmp(r->room, rm->jid) == 0)
+            ids[--k] = r->id;
+    for (size_t i = 0; i < n; i++) {
+        sr_request *r = sr_request_by_id(ctx, ids[i]);
+        if (!r || r->msg)
+            continue;
+        if (rm->send_dk_uses >= SR_DATAKEY_MAX_USES) {
+            new_datakey(ctx, rm, cur);
+            break;
+        }
+        r->msg = seal_message(ctx, rm, r);
+        if (!r->msg) {
+            sr_request_done(ctx, r, SEALROOM_E_NOMEM, "cannot seal the message", NULL);
+            continue;
+        }
+        rm->send_dk_uses++;
+        /* Until our presence is confirmed (or while the link is down) the
+         * message waits in the outbox and goes out after the (re)join. */
+        r->resend = true;
+        if (rm->joined && ctx->link_up && sr_send(ctx, r->msg) >= 0)
+            r->resend = false;
+    }
+    free(ids);
 }
 
 /* Sends every queued message of room once we are (back) in it. */
 static void flush_outbox(sealroom_ctx *ctx, const char *room)
 {
     for (sr_request *r = ctx->requests; r; r = r->next) {
-        if (r->kind != SEALROOM_REQ_SEND || !r->resend || strcmp(r->room, room) != 0)
+        if (r->kind != SEALROOM_REQ_SEND || !r->resend || !r->msg || strcmp(r->room, room) != 0)
             continue;
         if (sr_send(ctx, r->msg) < 0)
             return;
@@ -330,7 +488,8 @@ static void flush_outbox(sealroom_ctx *ctx, const char *room)
 void sr_retry_sends(sealroom_ctx *ctx, uint64_t now_ms)
 {
     for (sr_request *r = ctx->requests; r; r = r->next) {
-        if (r->kind != SEALROOM_REQ_SEND || r->retry_at == 0 || r->retry_at > now_ms) continue;
+        if (r->kind != SEALROOM_REQ_SEND || r->retry_at == 0 || r->retry_at > now_ms || !r->msg)
+            continue;
         sr_room *rm = sr_room_find(ctx, r->room);
         r->retry_at = 0;
         /* Not in the room now: the rejoin flushes it like any queued message. */
@@ -473,6 +632,9 @@ int sr_handle_presence(sealroom_ctx *ctx, xmpp_stanza_t *st)
         if (join)
             sr_request_done(ctx, join, SEALROOM_OK, NULL, NULL);
         flush_outbox(ctx, room->jid);
+        /* Members pick up their envelope for the current epoch on entry. */
+        if (!was_joined && ctx->identity && !room->epoch_checked && !room->epoch_fetching)
+            sr_epoch_fetch(ctx, room, 0);
         return 1;
     }
     if (!nick[0])
@@ -544,93 +706,6 @@ bool sr_parse_stamp(const char *stamp, int64_t *ms)
     return true;
 }
 
-void sr_deliver_message(sealroom_ctx *ctx, const char *room, xmpp_stanza_t *msg,
-                        const char *archive_id, int64_t ts, bool history)
-{
-    sr_jid from;
-    char real[SR_BARE_JID_MAX];
-    if (!sr_jid_parse(&from, xmpp_stanza_get_from(msg)) || !from.resource[0])
-        return;
-    xmpp_stanza_t *sealed = sr_child(msg, "sealed", SR_NS);
-    if (!sealed) {
-        sr_log(ctx, SEALROOM_LOG_DEBUG, "message in %s without <sealed/> ignored", room);
-        return;
-    }
-    char *b64 = xmpp_stanza_get_text(sealed);
-    size_t b64len = b64 ? strlen(b64) : 0;
-    size_t cap = sr_b64_decoded_max(b64len);
-    unsigned char *payload = malloc(cap ? cap : 1);
-    size_t plen = 0;
-    if (!payload || !sr_b64_decode(payload, cap, &plen, b64 ? b64 : "", b64len)) {
-        sr_log(ctx, SEALROOM_LOG_WARN, "message in %s with bad base64 ignored", room);
-        goto out;
-    }
-    xmpp_stanza_t *oid = sr_child(msg, "origin-id", SR_NS_SID);
-    const char *origin = oid ? xmpp_stanza_get_attribute(oid, "id") : NULL;
-    const char *stanza_id = archive_id;
-    if (!stanza_id) {
-        /* Only the room may stamp its archive id. */
-        for (xmpp_stanza_t *c = xmpp_stanza_get_children(msg); c; c = xmpp_stanza_get_next(c)) {
-            const char *name = xmpp_stanza_is_tag(c) ? xmpp_stanza_get_name(c) : NULL;
-            const char *ns = xmpp_stanza_get_ns(c), *by = xmpp_stanza_get_attribute(c, "by");
-            if (name && ns && by && strcmp(name, "stanza-id") == 0 &&
-                strcmp(ns, SR_NS_SID) == 0 && strcmp(by, room) == 0)
-                stanza_id = xmpp_stanza_get_attribute(c, "id");
-        }
-    }
-    sr_room *rm = sr_room_find(ctx, room);
-    sealroom_event ev = {0};
-    ev.type = SEALROOM_EVENT_MESSAGE;
-    ev.room = room;
-    ev.nick = from.resource;
-    ev.stanza_id = stanza_id;
-    ev.origin_id = origin;
-    ev.payload = payload;
-    ev.payload_len = plen;
-    ev.timestamp_ms = ts;
-    ev.history = history;
-    xmpp_stanza_t *x = sr_child(msg, "x", SR_NS_MUC_USER);
-    xmpp_stanza_t *item = x ? sr_child(x, "item", NULL) : NULL;
-    const char *item_jid = item ? xmpp_stanza_get_attribute(item, "jid") : NULL;
-    if (item_jid && sr_jid_normalise_bare(real, sizeof real, item_jid)) {
-        ev.jid = real;
-    } else if (rm && !history) {
-        sr_occupant *o = find_occupant(rm, from.resource, NULL);
-        if (o)
-            ev.jid = o->jid;
-    }
-    bool mine_nick = rm && rm->nick && strcmp(rm->nick, from.resource) == 0;
-    ev.self = mine_nick && (!ev.jid || strcmp(ev.jid, ctx->own_bare) == 0);
-    if (ev.self && !ev.jid)
-        ev.jid = ctx->own_bare;
-
-    /* Our own reflection confirms the matching outbox entry. */
-    sr_request *done = NULL;
-    if (!history && ev.self && origin) {
-        for (sr_request *r = ctx->requests; r; r = r->next)
-            if (r->kind == SEALROOM_REQ_SEND && strcmp(r->origin_id, origin) == 0 &&
-                strcmp(r->room, room) == 0)
-                done = r;
-    }
-    sr_emit(ctx, &ev);
-    if (done) {
-        sealroom_event dev = {0};
-        dev.stanza_id = stanza_id;
-        dev.origin_id = origin;
-        /* The request may have been finished from inside the callback. */
-        for (sr_request *r = ctx->requests; r; r = r->next)
-            if (r == done) {
-                sr_request_done(ctx, done, stanza_id ? SEALROOM_OK : SEALROOM_E_PROTOCOL,
-                                stanza_id ? NULL : "reflection without a stanza-id", &dev);
-                break;
-            }
-    }
-out:
-    free(payload);
-    if (b64)
-        xmpp_free(ctx->xmpp, b64);
-}
-
 int sr_handle_message(sealroom_ctx *ctx, xmpp_stanza_t *st)
 {
     sr_jid from;
@@ -653,6 +728,22 @@ int sr_handle_message(sealroom_ctx *ctx, xmpp_stanza_t *st)
              * same origin-id, until the request's own timeout. */
             xmpp_stanza_t *err = sr_child(st, "error", NULL);
             const char *etype = err ? xmpp_stanza_get_attribute(err, "type") : NULL;
+            const char *app = sr_error_app(st);
+            sr_room *erm = sr_room_find(ctx, room_jid);
+            if (app && strcmp(app, "stale-epoch") == 0 && erm && r->reseals < SR_SEND_RESEAL_MAX) {
+                /* Sealed under a key the room no longer takes (a new epoch
+                 * came first): seal it again under the current one. */
+                r->reseals++;
+                xmpp_stanza_release(r->msg);
+                r->msg = NULL;
+                r->resend = false;
+                erm->epoch_checked = false;
+                erm->send_dk = NULL;
+                sr_log(ctx, SEALROOM_LOG_INFO, "%s: %s needs a newer key; resealing", room_jid,
+                       r->origin_id);
+                sr_outbox_pump(ctx, erm);
+                return 1;
+            }
             if (etype && strcmp(etype, "wait") == 0 && ctx->timeout_ms != 0) {
                 r->retry_at = (ctx->have_time ? ctx->now_ms : 0) + SR_SEND_RETRY_MS;
                 sr_log(ctx, SEALROOM_LOG_INFO, "%s refused %s for now; resending", room_jid,
@@ -667,6 +758,8 @@ int sr_handle_message(sealroom_ctx *ctx, xmpp_stanza_t *st)
         return sr_room_find(ctx, room_jid) ? 1 : 0;
     }
     sr_room *rm = sr_room_find(ctx, room_jid);
+    if (rm && type && strcmp(type, "headline") == 0 && !from.resource[0])
+        return sr_handle_headline(ctx, rm, st);
     if (!rm || !type || strcmp(type, "groupchat") != 0)
         return rm ? 1 : 0;
     if (!from.resource[0]) /* subject and room notices */
@@ -675,6 +768,6 @@ int sr_handle_message(sealroom_ctx *ctx, xmpp_stanza_t *st)
     xmpp_stanza_t *delay = sr_child(st, "delay", SR_NS_DELAY);
     if (delay)
         sr_parse_stamp(xmpp_stanza_get_attribute(delay, "stamp"), &ts);
-    sr_deliver_message(ctx, room_jid, st, NULL, ts, false);
+    sr_inbox_push(ctx, rm, st, NULL, ts, false);
     return 1;
 }

@@ -8,12 +8,21 @@
  * sealroom_identity objects are immutable after creation and may be shared
  * read-only between threads.
  *
- * Payloads: in this version the payload of a message is carried opaque:
- * the library base64-encodes the bytes you give it into <sealed/> and hands
- * back the bytes it receives. It does NOT encrypt them yet (room keys arrive
- * in the next protocol revision); do not send anything confidential through
- * this version. What it does protect is membership: every roster version is
- * signed and the whole chain is verified before it is trusted.
+ * Encryption: every message payload is encrypted and signed end to end.
+ * The service stores and routes only ciphertext. A user's identity (signing
+ * key, sealing key, key-distribution seeds) lives in a vault on the service,
+ * sealed under a key derived from the user's Sealroom passphrase, so a fresh
+ * device needs only the XMPP password and that passphrase
+ * (sealroom_account_create / sealroom_account_login); an app with secure
+ * storage of its own can keep the identity there instead
+ * (sealroom_ctx_set_key_store). Rooms move to a new key epoch whenever a
+ * member is added or removed, when the epoch is older than the service's
+ * maximum age, or on request; a removed member cannot read later epochs.
+ * Every roster version is signed and the whole chain is verified before it
+ * is trusted, and every received message is checked (sender's membership
+ * at the roster version it names, signature, decryption, replay) before it
+ * is delivered; a message failing any check is reported as
+ * SEALROOM_EVENT_MESSAGE_REJECTED and never delivered.
  *
  * Conventions: functions return a sealroom_result (0 on success, a negative
  * SEALROOM_E_* code on failure) and write results through out-parameters,
@@ -75,7 +84,13 @@ typedef enum sealroom_result {
     SEALROOM_E_CONFLICT = -11,   /* already exists (room, identity key, nickname) */
     SEALROOM_E_TOO_LARGE = -12,  /* payload over the service's limit */
     SEALROOM_E_STALE = -13,      /* someone changed the roster first; sync and retry */
-    SEALROOM_E_UNAVAILABLE = -14 /* the service is down or unreachable */
+    SEALROOM_E_UNAVAILABLE = -14,/* the service is down or unreachable */
+    SEALROOM_E_PASSPHRASE = -15, /* the vault does not open with this passphrase */
+    SEALROOM_E_RATE_LIMITED = -16,/* too many attempts; the error text says when to retry */
+    SEALROOM_E_KEY_CHANGED = -17,/* a user's identity key differs from the pinned one */
+    SEALROOM_E_DECRYPT = -18,    /* a message, header or envelope did not decrypt */
+    SEALROOM_E_REPLAY = -19,     /* a message seen before under another archive id */
+    SEALROOM_E_NO_KEY = -20      /* no room key yet for this epoch (not sealed to us) */
 } sealroom_result;
 
 /* A static English description of a result code; never NULL. */
@@ -135,7 +150,10 @@ typedef enum sealroom_event_type {
     SEALROOM_EVENT_OCCUPANT_JOINED = 3,/* someone (maybe us) is present in a room */
     SEALROOM_EVENT_OCCUPANT_LEFT = 4,  /* someone left a room */
     SEALROOM_EVENT_REMOVED = 5,        /* we were kicked or removed from a room */
-    SEALROOM_EVENT_ROSTER_CHANGED = 6  /* the verified roster of a room advanced */
+    SEALROOM_EVENT_ROSTER_CHANGED = 6, /* the verified roster of a room advanced */
+    SEALROOM_EVENT_MESSAGE_REJECTED = 7,   /* a room message failed a check: not shown */
+    SEALROOM_EVENT_FINGERPRINT_CHANGED = 8,/* a user's identity key is not the pinned one */
+    SEALROOM_EVENT_EPOCH_CHANGED = 9       /* a room moved to a new key epoch we hold */
 } sealroom_event_type;
 
 /* What a request was; sealroom_event_request_kind() on REQUEST_DONE. */
@@ -148,7 +166,10 @@ typedef enum sealroom_request_kind {
     SEALROOM_REQ_JOIN = 6,
     SEALROOM_REQ_LEAVE = 7,
     SEALROOM_REQ_SEND = 8,
-    SEALROOM_REQ_HISTORY = 9
+    SEALROOM_REQ_HISTORY = 9,
+    SEALROOM_REQ_ACCOUNT_CREATE = 10,
+    SEALROOM_REQ_ACCOUNT_LOGIN = 11,
+    SEALROOM_REQ_REKEY = 12
 } sealroom_request_kind;
 
 /* Roles in a room's roster. */
@@ -184,7 +205,7 @@ SEALROOM_API const char *sealroom_event_jid(const sealroom_event *ev);
 SEALROOM_API const char *sealroom_event_stanza_id(const sealroom_event *ev);
 /* MESSAGE and REQUEST_DONE of SEND: the sender's origin-id. */
 SEALROOM_API const char *sealroom_event_origin_id(const sealroom_event *ev);
-/* MESSAGE: the payload bytes (opaque in this version) and their length. */
+/* MESSAGE: the decrypted, verified payload bytes and their length. */
 SEALROOM_API const unsigned char *sealroom_event_payload(const sealroom_event *ev, size_t *len);
 /* MESSAGE: milliseconds since the Unix epoch: the archive's delay stamp
  * when present, else the time last given to sealroom_ctx_tick. */
@@ -200,8 +221,26 @@ SEALROOM_API const char *sealroom_event_history_last(const sealroom_event *ev);
 SEALROOM_API int sealroom_event_history_complete(const sealroom_event *ev);
 /* REQUEST_DONE of IDENTITY_FETCH: the verified public key (32 bytes). */
 SEALROOM_API const unsigned char *sealroom_event_public_key(const sealroom_event *ev);
-/* ROSTER_CHANGED and REQUEST_DONE of CREATE/ROSTER_*: the verified version. */
+/* ROSTER_CHANGED and REQUEST_DONE of CREATE/ROSTER_*: the verified version.
+ * MESSAGE and MESSAGE_REJECTED: the roster version the message names.
+ * EPOCH_CHANGED: the roster version the epoch was made under. */
 SEALROOM_API uint64_t sealroom_event_roster_version(const sealroom_event *ev);
+/* EPOCH_CHANGED, REQUEST_DONE of REKEY/CREATE/ROSTER_UPDATE, MESSAGE: the
+ * key epoch (1 for a new room; 0 when unknown). */
+SEALROOM_API uint64_t sealroom_event_epoch(const sealroom_event *ev);
+/* FINGERPRINT_CHANGED: jid names the user, sealroom_event_public_key gives
+ * the new signing key, and these give the new and the pinned fingerprint
+ * of the user's whole identity (signing and sealing key; the format of
+ * sealroom_fingerprint). Until the app calls
+ * sealroom_ctx_accept_fingerprint, the new key is refused with
+ * SEALROOM_E_KEY_CHANGED wherever it would be used (and no room key is
+ * sealed to it). */
+SEALROOM_API const char *sealroom_event_fingerprint(const sealroom_event *ev);
+SEALROOM_API const char *sealroom_event_previous_fingerprint(const sealroom_event *ev);
+/* MESSAGE_REJECTED: why (sealroom_event_result gives the code, e.g. VERIFY,
+ * DECRYPT, FORBIDDEN for a sender who was not a member, REPLAY, PROTOCOL;
+ * sealroom_event_error_text the detail); room, nick, jid (the claimed
+ * sender), stanza_id, origin_id and is_history are set as for MESSAGE. */
 
 /* ---- The sans-I/O core ---- */
 
@@ -238,6 +277,20 @@ SEALROOM_API SEALROOM_WARN_UNUSED int sealroom_ctx_new(sealroom_ctx **out, const
                                                        const char *service_jid,
                                                        const sealroom_callbacks *callbacks);
 
+/* Optional key store: an app with secure local storage keeps the identity
+ * (and its pinned fingerprints) there instead of in the vault on the
+ * service. The library hands save() an opaque blob of secrets to store
+ * (and wipes its copy afterwards); load() copies the last saved blob into
+ * buf (cap bytes) and sets *len, returning 0, or returns 1 if nothing is
+ * stored, or negative on failure. Set struct_size to
+ * sizeof(sealroom_key_store). */
+typedef struct sealroom_key_store {
+    size_t struct_size;
+    int (*load)(void *user, unsigned char *buf, size_t cap, size_t *len);
+    int (*save)(void *user, const unsigned char *blob, size_t len);
+    void *user;
+} sealroom_key_store;
+
 /* Free the core. Pending requests are dropped without events. NULL allowed. */
 SEALROOM_API void sealroom_ctx_free(sealroom_ctx *ctx);
 
@@ -245,6 +298,28 @@ SEALROOM_API void sealroom_ctx_free(sealroom_ctx *ctx);
  * changes. The key is copied (you may free yours). Errors: INVALID, NOMEM. */
 SEALROOM_API SEALROOM_WARN_UNUSED int sealroom_ctx_set_identity(sealroom_ctx *ctx,
                                                                 const sealroom_identity *id);
+
+/* Keep the identity in the app's key store (copied) instead of the
+ * service's vault; NULL restores the vault. Set it before
+ * sealroom_account_create / _login. Errors: INVALID. */
+SEALROOM_API int sealroom_ctx_set_key_store(sealroom_ctx *ctx, const sealroom_key_store *ks);
+
+/* Argon2id limits for vaults this ctx seals from now on (default:
+ * crypto_pwhash OPSLIMIT_MODERATE / MEMLIMIT_MODERATE = 3, 256 MiB).
+ * Values below INTERACTIVE (2, 64 MiB) or above SENSITIVE are refused,
+ * because every client refuses to open such a vault. Errors: INVALID. */
+SEALROOM_API int sealroom_ctx_set_vault_limits(sealroom_ctx *ctx, unsigned long long opslimit,
+                                               size_t memlimit);
+
+/* Trust jid's current identity key after a FINGERPRINT_CHANGED: re-pin
+ * it (and save the vault). Errors: NOT_FOUND (no changed key pending). */
+SEALROOM_API int sealroom_ctx_accept_fingerprint(sealroom_ctx *ctx, const char *jid);
+
+/* The pinned fingerprint of jid's identity (signing and sealing key,
+ * formatted as sealroom_fingerprint's) into out
+ * (SEALROOM_FINGERPRINTBYTES). Errors: NOT_FOUND, INVALID. */
+SEALROOM_API int sealroom_ctx_pinned_fingerprint(const sealroom_ctx *ctx, char *out,
+                                                 size_t out_len, const char *jid);
 
 /* Timeout for requests in milliseconds (default 30000; 0 = never). */
 SEALROOM_API void sealroom_ctx_set_timeout(sealroom_ctx *ctx, uint32_t timeout_ms);
@@ -284,6 +359,28 @@ SEALROOM_API size_t sealroom_ctx_outbox_size(const sealroom_ctx *ctx);
  * nothing was sent and no event will follow. request_id may be NULL.
  * JID arguments are copied. A room may be given as a bare JID or as a bare
  * localpart, which is taken to live at the service. */
+
+/* Create the user's Sealroom account: use the identity set on ctx, or
+ * generate one; publish it (signing key with proof of possession, sealing
+ * key with its signature); store it in a new vault sealed under passphrase
+ * (or in the key store, where passphrase may be NULL). Runs Argon2id once
+ * (about a second at the default limits). Completion: CONFLICT if a vault
+ * or another identity already exists for the user. */
+SEALROOM_API SEALROOM_WARN_UNUSED int sealroom_account_create(sealroom_ctx *ctx,
+                                                              uint32_t *request_id,
+                                                              const char *passphrase,
+                                                              size_t passphrase_len);
+
+/* Log in on this device: fetch the vault, open it with passphrase and use
+ * the identity and pins it holds (or load them from the key store). The
+ * passphrase is never sent. Completion: NOT_FOUND (no account),
+ * PASSPHRASE (wrong passphrase, or the stored vault was altered),
+ * RATE_LIMITED (the service limits vault fetches per user), VERIFY (the
+ * vault's identity is not the one the service publishes for us). */
+SEALROOM_API SEALROOM_WARN_UNUSED int sealroom_account_login(sealroom_ctx *ctx,
+                                                             uint32_t *request_id,
+                                                             const char *passphrase,
+                                                             size_t passphrase_len);
 
 /* Publish our identity key with its proof of possession. Errors: STATE (no
  * identity set). Completion: CONFLICT if another key is registered. */
@@ -387,6 +484,18 @@ SEALROOM_API SEALROOM_WARN_UNUSED int sealroom_room_history(sealroom_ctx *ctx,
                                                             uint32_t *request_id,
                                                             const char *room,
                                                             const char *before_id, unsigned max);
+
+/* Start a new key epoch for room now (a member may ask at any time, e.g.
+ * after suspecting a device was compromised). The library also does this
+ * by itself when the room is created, after it adds or removes a member,
+ * and before sending when the epoch is older than the service's maximum
+ * age or older than the latest membership change. Completion carries the
+ * new epoch (sealroom_event_epoch). */
+SEALROOM_API SEALROOM_WARN_UNUSED int sealroom_room_rekey(sealroom_ctx *ctx, uint32_t *request_id,
+                                                          const char *room);
+
+/* The key epoch we hold for room. Errors: NOT_FOUND (none yet). */
+SEALROOM_API int sealroom_room_epoch(const sealroom_ctx *ctx, uint64_t *epoch, const char *room);
 
 #define SEALROOM_ORIGIN_ID_BYTES 40
 

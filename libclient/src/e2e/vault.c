@@ -171,68 +171,17 @@ static bool passphrase_ok(const char *pass, size_t pass_len)
     return pass && pass_len > 0 && pass_len <= crypto_pwhash_PASSWD_MAX;
 }
 
-int sr_e2e_vault_seal_ex(unsigned char *out, size_t cap, size_t *out_len, const sr_e2e_vault_data *d,
-                         const char *owner, const char *passphrase, size_t passphrase_len,
-                         const sr_e2e_vault_params *params)
+static bool limits_sane(unsigned long long ops, size_t mem)
 {
-    unsigned char ad[VAULT_AD_MAX];
-    unsigned char key[32];
-    unsigned char check[SR_E2E_VAULT_CHECK_BYTES];
-    unsigned char salt[SR_E2E_VAULT_SALT_BYTES];
-    unsigned char nonce[24];
-    unsigned char *plain = NULL;
-    size_t plen = 0, total = 0, ad_len = 0;
-    unsigned long long ct_len = 0;
+    return ops >= crypto_pwhash_OPSLIMIT_MIN && ops <= UINT32_MAX &&
+           mem >= crypto_pwhash_MEMLIMIT_MIN && mem <= crypto_pwhash_MEMLIMIT_MAX && mem % 1024u == 0;
+}
+
+/* The canonical plaintext of d into plain (exactly plain_len(d) bytes). */
+static int write_plain(unsigned char *plain, size_t plen, const sr_e2e_vault_data *d)
+{
     sr_e2e_writer w;
-    int rc = SR_E2E_ERR_INVALID;
 
-    if (!out || !out_len || !d || !params || !sr_e2e_str_ok(owner, SR_E2E_JID_MAX) ||
-        !passphrase_ok(passphrase, passphrase_len))
-        return SR_E2E_ERR_INVALID;
-    *out_len = 0;
-    if (sodium_init() < 0)
-        return SR_E2E_ERR_NOMEM;
-    if (params->opslimit < crypto_pwhash_OPSLIMIT_MIN || params->opslimit > UINT32_MAX ||
-        params->memlimit < crypto_pwhash_MEMLIMIT_MIN || params->memlimit > crypto_pwhash_MEMLIMIT_MAX ||
-        params->memlimit % 1024u != 0)
-        goto out;
-    plen = plain_len(d);
-    total = SR_E2E_VAULT_HEADER_BYTES + plen + crypto_aead_xchacha20poly1305_ietf_ABYTES;
-    if (cap < total) {
-        total = 0;
-        goto out;
-    }
-
-    sr_e2e_writer_init(&w, out, SR_E2E_VAULT_HEADER_BYTES);
-    sr_e2e_put_bytes(&w, VAULT_MAGIC, 4);
-    sr_e2e_put_u8(&w, SR_E2E_VAULT_VERSION);
-    sr_e2e_put_u8(&w, SR_E2E_VAULT_ALG);
-    sr_e2e_put_u32(&w, (uint32_t)params->opslimit);
-    sr_e2e_put_u64(&w, (uint64_t)params->memlimit);
-    if (params->salt)
-        memcpy(salt, params->salt, sizeof salt);
-    else
-        randombytes_buf(salt, sizeof salt);
-    if (params->nonce)
-        memcpy(nonce, params->nonce, sizeof nonce);
-    else
-        randombytes_buf(nonce, sizeof nonce);
-    sr_e2e_put_bytes(&w, salt, sizeof salt);
-    sr_e2e_put_bytes(&w, nonce, sizeof nonce);
-    if (w.overflow || w.len != OFF_CHECK)
-        goto out;
-    if ((rc = vault_keys(key, check, passphrase, passphrase_len, out + OFF_SALT, params->opslimit,
-                         params->memlimit)) != SR_E2E_OK)
-        goto out;
-    memcpy(out + OFF_CHECK, check, SR_E2E_VAULT_CHECK_BYTES);
-    if ((rc = vault_ad(ad, sizeof ad, &ad_len, out, owner)) != SR_E2E_OK)
-        goto out;
-
-    rc = SR_E2E_ERR_NOMEM;
-    plain = sodium_malloc(plen);
-    if (!plain)
-        goto out;
-    rc = SR_E2E_ERR_INVALID;
     sr_e2e_writer_init(&w, plain, plen);
     sr_e2e_put_u8(&w, SR_E2E_VAULT_VERSION);
     sr_e2e_put_bytes(&w, d->root, SR_E2E_ROOT_BYTES);
@@ -241,8 +190,52 @@ int sr_e2e_vault_seal_ex(unsigned char *out, size_t cap, size_t *out_len, const 
         sr_e2e_put_lp16(&w, d->pins[i].jid);
         sr_e2e_put_bytes(&w, d->pins[i].fpr, SR_E2E_FPR_BYTES);
     }
-    if (w.overflow || w.len != plen)
+    return w.overflow || w.len != plen ? SR_E2E_ERR_INVALID : SR_E2E_OK;
+}
+
+/* Header ‖ AEAD(plaintext) under an already derived key. */
+static int seal_core(unsigned char *out, size_t cap, size_t *out_len, const sr_e2e_vault_data *d,
+                     const char *owner, const unsigned char key[32],
+                     const unsigned char check[SR_E2E_VAULT_CHECK_BYTES],
+                     const unsigned char salt[SR_E2E_VAULT_SALT_BYTES], uint32_t ops, uint64_t mem,
+                     const unsigned char *nonce_in)
+{
+    unsigned char ad[VAULT_AD_MAX];
+    unsigned char *plain = NULL;
+    size_t plen, total, ad_len = 0;
+    unsigned long long ct_len = 0;
+    sr_e2e_writer w;
+    int rc = SR_E2E_ERR_INVALID;
+
+    plen = plain_len(d);
+    total = SR_E2E_VAULT_HEADER_BYTES + plen + crypto_aead_xchacha20poly1305_ietf_ABYTES;
+    if (cap < total)
+        return SR_E2E_ERR_INVALID;
+    sr_e2e_writer_init(&w, out, SR_E2E_VAULT_HEADER_BYTES);
+    sr_e2e_put_bytes(&w, VAULT_MAGIC, 4);
+    sr_e2e_put_u8(&w, SR_E2E_VAULT_VERSION);
+    sr_e2e_put_u8(&w, SR_E2E_VAULT_ALG);
+    sr_e2e_put_u32(&w, ops);
+    sr_e2e_put_u64(&w, mem);
+    sr_e2e_put_bytes(&w, salt, SR_E2E_VAULT_SALT_BYTES);
+    if (nonce_in)
+        sr_e2e_put_bytes(&w, nonce_in, 24);
+    else if (!w.overflow && w.len + 24 <= w.cap) {
+        randombytes_buf(out + w.len, 24);
+        w.len += 24;
+    }
+    sr_e2e_put_bytes(&w, check, SR_E2E_VAULT_CHECK_BYTES);
+    if (w.overflow || w.len != SR_E2E_VAULT_HEADER_BYTES)
         goto out;
+    if ((rc = vault_ad(ad, sizeof ad, &ad_len, out, owner)) != SR_E2E_OK)
+        goto out;
+    rc = SR_E2E_ERR_NOMEM;
+    plain = sodium_malloc(plen);
+    if (!plain)
+        goto out;
+    if ((rc = write_plain(plain, plen, d)) != SR_E2E_OK)
+        goto out;
+    rc = SR_E2E_ERR_INVALID;
     if (crypto_aead_xchacha20poly1305_ietf_encrypt(out + SR_E2E_VAULT_HEADER_BYTES, &ct_len, plain, plen,
                                                    ad, ad_len, NULL, out + OFF_NONCE, key) != 0 ||
         ct_len != plen + crypto_aead_xchacha20poly1305_ietf_ABYTES)
@@ -250,14 +243,42 @@ int sr_e2e_vault_seal_ex(unsigned char *out, size_t cap, size_t *out_len, const 
     *out_len = total;
     rc = SR_E2E_OK;
 out:
-    sodium_memzero(key, sizeof key);
-    sodium_memzero(check, sizeof check);
     if (plain) {
         sodium_memzero(plain, plen);
         sodium_free(plain);
     }
-    if (rc != SR_E2E_OK && total)
+    if (rc != SR_E2E_OK)
         sodium_memzero(out, total);
+    return rc;
+}
+
+int sr_e2e_vault_seal_ex(unsigned char *out, size_t cap, size_t *out_len, const sr_e2e_vault_data *d,
+                         const char *owner, const char *passphrase, size_t passphrase_len,
+                         const sr_e2e_vault_params *params)
+{
+    unsigned char key[32];
+    unsigned char check[SR_E2E_VAULT_CHECK_BYTES];
+    unsigned char salt[SR_E2E_VAULT_SALT_BYTES];
+    int rc;
+
+    if (!out || !out_len || !d || !params || !sr_e2e_str_ok(owner, SR_E2E_JID_MAX) ||
+        !passphrase_ok(passphrase, passphrase_len))
+        return SR_E2E_ERR_INVALID;
+    *out_len = 0;
+    if (sodium_init() < 0)
+        return SR_E2E_ERR_NOMEM;
+    if (!limits_sane(params->opslimit, params->memlimit) || cap < sr_e2e_vault_sealed_len(d))
+        return SR_E2E_ERR_INVALID;
+    if (params->salt)
+        memcpy(salt, params->salt, sizeof salt);
+    else
+        randombytes_buf(salt, sizeof salt);
+    rc = vault_keys(key, check, passphrase, passphrase_len, salt, params->opslimit, params->memlimit);
+    if (rc == SR_E2E_OK)
+        rc = seal_core(out, cap, out_len, d, owner, key, check, salt, (uint32_t)params->opslimit,
+                       (uint64_t)params->memlimit, params->nonce);
+    sodium_memzero(key, sizeof key);
+    sodium_memzero(check, sizeof check);
     return rc;
 }
 
@@ -266,6 +287,61 @@ int sr_e2e_vault_seal(unsigned char *out, size_t cap, size_t *out_len, const sr_
 {
     sr_e2e_vault_params p = {crypto_pwhash_OPSLIMIT_MODERATE, crypto_pwhash_MEMLIMIT_MODERATE, NULL, NULL};
     return sr_e2e_vault_seal_ex(out, cap, out_len, d, owner, passphrase, passphrase_len, &p);
+}
+
+int sr_e2e_vault_key_new(sr_e2e_vault_key **out, const char *passphrase, size_t passphrase_len,
+                         const sr_e2e_vault_params *params)
+{
+    sr_e2e_vault_key *k;
+    int rc;
+
+    if (!out)
+        return SR_E2E_ERR_INVALID;
+    *out = NULL;
+    if (!params || !passphrase_ok(passphrase, passphrase_len))
+        return SR_E2E_ERR_INVALID;
+    if (sodium_init() < 0)
+        return SR_E2E_ERR_NOMEM;
+    if (!limits_sane(params->opslimit, params->memlimit))
+        return SR_E2E_ERR_INVALID;
+    /* A vault no client would open is worse than an error now. */
+    if (params->opslimit < crypto_pwhash_OPSLIMIT_INTERACTIVE ||
+        params->memlimit < crypto_pwhash_MEMLIMIT_INTERACTIVE ||
+        params->opslimit > SR_E2E_VAULT_OPS_MAX || params->memlimit > crypto_pwhash_MEMLIMIT_SENSITIVE)
+        return SR_E2E_ERR_WEAK_PARAMS;
+    k = sodium_malloc(sizeof *k);
+    if (!k)
+        return SR_E2E_ERR_NOMEM;
+    if (params->salt)
+        memcpy(k->salt, params->salt, sizeof k->salt);
+    else
+        randombytes_buf(k->salt, sizeof k->salt);
+    k->opslimit = (uint32_t)params->opslimit;
+    k->memlimit = (uint64_t)params->memlimit;
+    rc = vault_keys(k->key, k->check, passphrase, passphrase_len, k->salt, params->opslimit,
+                    params->memlimit);
+    if (rc != SR_E2E_OK) {
+        sr_e2e_vault_key_free(k);
+        return rc;
+    }
+    *out = k;
+    return SR_E2E_OK;
+}
+
+void sr_e2e_vault_key_free(sr_e2e_vault_key *k)
+{
+    if (k)
+        sodium_free(k); /* wipes */
+}
+
+int sr_e2e_vault_seal_keyed(unsigned char *out, size_t cap, size_t *out_len,
+                            const sr_e2e_vault_data *d, const char *owner, const sr_e2e_vault_key *k)
+{
+    if (!out || !out_len || !d || !k || !sr_e2e_str_ok(owner, SR_E2E_JID_MAX))
+        return SR_E2E_ERR_INVALID;
+    *out_len = 0;
+    return seal_core(out, cap, out_len, d, owner, k->key, k->check, k->salt, k->opslimit,
+                     k->memlimit, NULL);
 }
 
 /* Canonical plaintext → vault data; strict: exact length, sorted pins. */
@@ -321,77 +397,104 @@ out:
     return rc;
 }
 
-int sr_e2e_vault_open_ex(sr_e2e_vault_data **out, const unsigned char *in, size_t len,
-                         const char *owner, const char *passphrase, size_t passphrase_len,
-                         unsigned long long ops_floor, size_t mem_floor)
+/* Header checks shared by every open: magic, version, lengths, limits. */
+static int check_header(const unsigned char *in, size_t len, unsigned long long ops_floor,
+                        size_t mem_floor, unsigned long long *ops, uint64_t *mem)
+{
+    if (len < 6 || memcmp(in, VAULT_MAGIC, 4) != 0)
+        return SR_E2E_ERR_MALFORMED;
+    if (in[4] != SR_E2E_VAULT_VERSION || in[5] != SR_E2E_VAULT_ALG)
+        return SR_E2E_ERR_VERSION;
+    if (len < SR_E2E_VAULT_HEADER_BYTES + PLAIN_FIXED + crypto_aead_xchacha20poly1305_ietf_ABYTES ||
+        len > VAULT_MAX_BYTES)
+        return SR_E2E_ERR_MALFORMED;
+    *ops = sr_e2e_get_u32(in + OFF_OPS);
+    *mem = sr_e2e_get_u64(in + OFF_MEM);
+    /* Argon2id counts memory in KiB and ignores the rest, so a limit that
+     * is not a whole number of KiB would give one key for several headers. */
+    if (*mem % 1024u != 0)
+        return SR_E2E_ERR_MALFORMED;
+    if (*ops < ops_floor || *mem < mem_floor || *ops < crypto_pwhash_OPSLIMIT_MIN ||
+        *mem < crypto_pwhash_MEMLIMIT_MIN || *ops > SR_E2E_VAULT_OPS_MAX ||
+        *mem > crypto_pwhash_MEMLIMIT_SENSITIVE)
+        return SR_E2E_ERR_WEAK_PARAMS;
+    return SR_E2E_OK;
+}
+
+/* Check value, then AEAD, then the plaintext parse. */
+static int open_core(sr_e2e_vault_data **out, const unsigned char *in, size_t len, const char *owner,
+                     const unsigned char key[32], const unsigned char check[SR_E2E_VAULT_CHECK_BYTES])
 {
     unsigned char ad[VAULT_AD_MAX];
-    unsigned char key[32];
-    unsigned char check[SR_E2E_VAULT_CHECK_BYTES];
     unsigned char *plain = NULL;
-    unsigned long long ops, m_len = 0;
-    uint64_t mem;
+    unsigned long long m_len = 0;
     size_t plen = 0, ad_len = 0;
-    int rc = SR_E2E_ERR_INVALID;
+    int rc;
+
+    if (crypto_verify_16(check, in + OFF_CHECK) != 0)
+        return SR_E2E_ERR_PASSPHRASE;
+    if ((rc = vault_ad(ad, sizeof ad, &ad_len, in, owner)) != SR_E2E_OK)
+        return rc;
+    plen = len - SR_E2E_VAULT_HEADER_BYTES - crypto_aead_xchacha20poly1305_ietf_ABYTES;
+    plain = sodium_malloc(plen);
+    if (!plain)
+        return SR_E2E_ERR_NOMEM;
+    if (crypto_aead_xchacha20poly1305_ietf_decrypt(plain, &m_len, NULL, in + SR_E2E_VAULT_HEADER_BYTES,
+                                                   len - SR_E2E_VAULT_HEADER_BYTES, ad, ad_len,
+                                                   in + OFF_NONCE, key) != 0 ||
+        m_len != plen)
+        rc = SR_E2E_ERR_DECRYPT;
+    else
+        rc = parse_plain(out, plain, plen);
+    sodium_memzero(plain, plen);
+    sodium_free(plain);
+    return rc;
+}
+
+static int open_with_passphrase(sr_e2e_vault_data **out, sr_e2e_vault_key **key_out,
+                                const unsigned char *in, size_t len, const char *owner,
+                                const char *passphrase, size_t passphrase_len,
+                                unsigned long long ops_floor, size_t mem_floor)
+{
+    sr_e2e_vault_key *k = NULL;
+    unsigned long long ops = 0;
+    uint64_t mem = 0;
+    int rc;
 
     if (!out)
         return SR_E2E_ERR_INVALID;
     *out = NULL;
+    if (key_out)
+        *key_out = NULL;
     if (!in || !sr_e2e_str_ok(owner, SR_E2E_JID_MAX) || !passphrase_ok(passphrase, passphrase_len))
         return SR_E2E_ERR_INVALID;
     if (sodium_init() < 0)
         return SR_E2E_ERR_NOMEM;
-    rc = SR_E2E_ERR_MALFORMED;
-    if (len < 6 || memcmp(in, VAULT_MAGIC, 4) != 0)
-        goto out;
-    if (in[4] != SR_E2E_VAULT_VERSION || in[5] != SR_E2E_VAULT_ALG) {
-        rc = SR_E2E_ERR_VERSION;
-        goto out;
+    if ((rc = check_header(in, len, ops_floor, mem_floor, &ops, &mem)) != SR_E2E_OK)
+        return rc;
+    k = sodium_malloc(sizeof *k);
+    if (!k)
+        return SR_E2E_ERR_NOMEM;
+    memcpy(k->salt, in + OFF_SALT, sizeof k->salt);
+    k->opslimit = (uint32_t)ops;
+    k->memlimit = mem;
+    rc = vault_keys(k->key, k->check, passphrase, passphrase_len, k->salt, ops, (size_t)mem);
+    if (rc == SR_E2E_OK)
+        rc = open_core(out, in, len, owner, k->key, k->check);
+    if (rc == SR_E2E_OK && key_out) {
+        *key_out = k;
+        k = NULL;
     }
-    if (len < SR_E2E_VAULT_HEADER_BYTES + PLAIN_FIXED + crypto_aead_xchacha20poly1305_ietf_ABYTES ||
-        len > VAULT_MAX_BYTES)
-        goto out;
-    ops = sr_e2e_get_u32(in + OFF_OPS);
-    mem = sr_e2e_get_u64(in + OFF_MEM);
-    /* Argon2id counts memory in KiB and ignores the rest, so a limit that
-     * is not a whole number of KiB would give one key for several headers. */
-    if (mem % 1024u != 0)
-        goto out;
-    rc = SR_E2E_ERR_WEAK_PARAMS;
-    if (ops < ops_floor || mem < mem_floor || ops < crypto_pwhash_OPSLIMIT_MIN ||
-        mem < crypto_pwhash_MEMLIMIT_MIN || ops > SR_E2E_VAULT_OPS_MAX ||
-        mem > crypto_pwhash_MEMLIMIT_SENSITIVE)
-        goto out;
-    if ((rc = vault_keys(key, check, passphrase, passphrase_len, in + OFF_SALT, ops, (size_t)mem)) !=
-        SR_E2E_OK)
-        goto out;
-    if (crypto_verify_16(check, in + OFF_CHECK) != 0) {
-        rc = SR_E2E_ERR_PASSPHRASE;
-        goto out;
-    }
-    if ((rc = vault_ad(ad, sizeof ad, &ad_len, in, owner)) != SR_E2E_OK)
-        goto out;
-    plen = len - SR_E2E_VAULT_HEADER_BYTES - crypto_aead_xchacha20poly1305_ietf_ABYTES;
-    rc = SR_E2E_ERR_NOMEM;
-    plain = sodium_malloc(plen);
-    if (!plain)
-        goto out;
-    if (crypto_aead_xchacha20poly1305_ietf_decrypt(plain, &m_len, NULL, in + SR_E2E_VAULT_HEADER_BYTES,
-                                                   len - SR_E2E_VAULT_HEADER_BYTES, ad, ad_len,
-                                                   in + OFF_NONCE, key) != 0 ||
-        m_len != plen) {
-        rc = SR_E2E_ERR_DECRYPT;
-        goto out;
-    }
-    rc = parse_plain(out, plain, plen);
-out:
-    sodium_memzero(key, sizeof key);
-    sodium_memzero(check, sizeof check);
-    if (plain) {
-        sodium_memzero(plain, plen);
-        sodium_free(plain);
-    }
+    sr_e2e_vault_key_free(k);
     return rc;
+}
+
+int sr_e2e_vault_open_ex(sr_e2e_vault_data **out, const unsigned char *in, size_t len,
+                         const char *owner, const char *passphrase, size_t passphrase_len,
+                         unsigned long long ops_floor, size_t mem_floor)
+{
+    return open_with_passphrase(out, NULL, in, len, owner, passphrase, passphrase_len, ops_floor,
+                                mem_floor);
 }
 
 int sr_e2e_vault_open(sr_e2e_vault_data **out, const unsigned char *in, size_t len, const char *owner,
@@ -399,4 +502,66 @@ int sr_e2e_vault_open(sr_e2e_vault_data **out, const unsigned char *in, size_t l
 {
     return sr_e2e_vault_open_ex(out, in, len, owner, passphrase, passphrase_len,
                                 crypto_pwhash_OPSLIMIT_INTERACTIVE, crypto_pwhash_MEMLIMIT_INTERACTIVE);
+}
+
+int sr_e2e_vault_open_keep(sr_e2e_vault_data **out, sr_e2e_vault_key **key_out,
+                           const unsigned char *in, size_t len, const char *owner,
+                           const char *passphrase, size_t passphrase_len)
+{
+    return open_with_passphrase(out, key_out, in, len, owner, passphrase, passphrase_len,
+                                crypto_pwhash_OPSLIMIT_INTERACTIVE, crypto_pwhash_MEMLIMIT_INTERACTIVE);
+}
+
+int sr_e2e_vault_open_keyed(sr_e2e_vault_data **out, const unsigned char *in, size_t len,
+                            const char *owner, const sr_e2e_vault_key *k)
+{
+    unsigned long long ops = 0;
+    uint64_t mem = 0;
+    int rc;
+
+    if (!out)
+        return SR_E2E_ERR_INVALID;
+    *out = NULL;
+    if (!in || !k || !sr_e2e_str_ok(owner, SR_E2E_JID_MAX))
+        return SR_E2E_ERR_INVALID;
+    if ((rc = check_header(in, len, crypto_pwhash_OPSLIMIT_INTERACTIVE,
+                           crypto_pwhash_MEMLIMIT_INTERACTIVE, &ops, &mem)) != SR_E2E_OK)
+        return rc;
+    if (ops != k->opslimit || mem != k->memlimit ||
+        sodium_memcmp(in + OFF_SALT, k->salt, sizeof k->salt) != 0)
+        return SR_E2E_ERR_PASSPHRASE;
+    return open_core(out, in, len, owner, k->key, k->check);
+}
+
+int sr_e2e_vault_plain_encode(unsigned char **out, size_t *out_len, const sr_e2e_vault_data *d)
+{
+    unsigned char *buf;
+    size_t n;
+    int rc;
+
+    if (!out || !out_len || !d)
+        return SR_E2E_ERR_INVALID;
+    *out = NULL;
+    *out_len = 0;
+    n = plain_len(d);
+    buf = sodium_malloc(n);
+    if (!buf)
+        return SR_E2E_ERR_NOMEM;
+    if ((rc = write_plain(buf, n, d)) != SR_E2E_OK) {
+        sodium_free(buf);
+        return rc;
+    }
+    *out = buf;
+    *out_len = n;
+    return SR_E2E_OK;
+}
+
+int sr_e2e_vault_plain_decode(sr_e2e_vault_data **out, const unsigned char *in, size_t len)
+{
+    if (!out)
+        return SR_E2E_ERR_INVALID;
+    *out = NULL;
+    if (!in)
+        return SR_E2E_ERR_INVALID;
+    return parse_plain(out, in, len);
 }

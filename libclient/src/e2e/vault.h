@@ -121,4 +121,46 @@ int sr_e2e_vault_open_ex(sr_e2e_vault_data **out, const unsigned char *in, size_
                          const char *owner, const char *passphrase, size_t passphrase_len,
                          unsigned long long ops_floor, size_t mem_floor);
 
+/* A derived vault key kept for the session (sodium_malloc'd), so a device
+ * that opened or created the vault can re-seal it (new pins) without the
+ * passphrase and without another Argon2id run. It holds the header fields
+ * the key was derived under; re-sealing keeps them and draws a new nonce. */
+typedef struct sr_e2e_vault_key {
+    unsigned char key[32];
+    unsigned char check[SR_E2E_VAULT_CHECK_BYTES];
+    unsigned char salt[SR_E2E_VAULT_SALT_BYTES];
+    uint32_t opslimit;
+    uint64_t memlimit;
+} sr_e2e_vault_key;
+
+/* Runs Argon2id for a new vault (random salt unless params->salt) and
+ * returns the key. Limits are checked against the floor and ceiling.
+ * Errors: INVALID, WEAK_PARAMS, NOMEM. */
+int sr_e2e_vault_key_new(sr_e2e_vault_key **out, const char *passphrase, size_t passphrase_len,
+                         const sr_e2e_vault_params *params);
+void sr_e2e_vault_key_free(sr_e2e_vault_key *k);
+
+/* Seals d under a kept key (random nonce). Errors: INVALID. */
+int sr_e2e_vault_seal_keyed(unsigned char *out, size_t cap, size_t *out_len,
+                            const sr_e2e_vault_data *d, const char *owner,
+                            const sr_e2e_vault_key *k);
+
+/* As sr_e2e_vault_open, and also returns the derived key in *key_out (may
+ * be NULL) for later re-sealing. */
+int sr_e2e_vault_open_keep(sr_e2e_vault_data **out, sr_e2e_vault_key **key_out,
+                           const unsigned char *in, size_t len, const char *owner,
+                           const char *passphrase, size_t passphrase_len);
+
+/* Opens with a kept key (a re-fetched vault sealed by another device of the
+ * same user with the same key). Errors as open; PASSPHRASE if the vault was
+ * re-keyed under other header fields. */
+int sr_e2e_vault_open_keyed(sr_e2e_vault_data **out, const unsigned char *in, size_t len,
+                            const char *owner, const sr_e2e_vault_key *k);
+
+/* The canonical plaintext (see above) for an app's key store, and back.
+ * encode writes into a sodium_malloc'd buffer the caller wipes and frees
+ * with sodium_free. Errors: INVALID, NOMEM / MALFORMED, VERSION. */
+int sr_e2e_vault_plain_encode(unsigned char **out, size_t *out_len, const sr_e2e_vault_data *d);
+int sr_e2e_vault_plain_decode(sr_e2e_vault_data **out, const unsigned char *in, size_t len);
+
 #endif
