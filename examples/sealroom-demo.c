@@ -1,22 +1,21 @@
-/* The scripted demo run by `contrib/sealroom-dev up`: two users register
- * their identity keys, alice creates a room and adds bob with a signed
- * roster version, both join, they talk, and bob pages back through the
- * history. Identities are kept in files (the key-store route an app with
- * secure storage would take), so the demo can run again on the same stack.
+/* The scripted demo run by `contrib/sealroom-dev up`: two users log in to
+ * their Sealroom accounts with a passphrase (creating them on the first
+ * run: the identity goes into a vault on the service, so the demo keeps no
+ * key files), alice creates a room (epoch 1) and adds bob (epoch 2: a new
+ * room key sealed to both), both join, they talk end-to-end encrypted,
+ * and bob pages back through the history, decrypting it. The script then
+ * prints what the server holds: ciphertext only.
  *
  * Environment: SEALROOM_DEMO_HOST (127.0.0.1), SEALROOM_DEMO_PORT (5222),
  * SEALROOM_DEMO_DOMAIN (localhost), SEALROOM_DEMO_SERVICE (rooms.localhost),
- * SEALROOM_DEMO_PASSWORD (secret), SEALROOM_DEMO_KEYDIR (.),
+ * SEALROOM_DEMO_PASSWORD (secret: the XMPP password),
+ * SEALROOM_DEMO_PASSPHRASE (the Sealroom passphrase of both demo users),
  * SEALROOM_DEMO_USERS ("alice bob": the two accounts to use). */
-#include <errno.h>
-#include <fcntl.h>
 #include <sealroom/sealroom.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #define TIMEOUT_MS 15000
 
@@ -24,7 +23,6 @@ typedef struct user {
     char name[64];
     char jid[256];
     sealroom_client *client;
-    sealroom_identity *id;
     char history_first[64]; /* from the last history page's completion */
     int history_complete;
 } user;
@@ -42,35 +40,6 @@ static int fail(const char *what, sealroom_client *c, int rc)
     return 1;
 }
 
-/* Load the user's identity from KEYDIR/NAME.key, or make and save one. */
-static int load_identity(user *u, const char *dir, int *fresh)
-{
-    char path[512];
-    unsigned char secret[256];
-    snprintf(path, sizeof path, "%s/%s.key", dir, u->name);
-    int fd = open(path, O_RDONLY);
-    *fresh = 0;
-    if (fd >= 0) {
-        ssize_t n = read(fd, secret, sizeof secret);
-        close(fd);
-        int rc = n > 0 ? sealroom_identity_import(&u->id, secret, (size_t)n) : SEALROOM_E_INVALID;
-        sodium_memzero(secret, sizeof secret);
-        return rc;
-    }
-    int rc = sealroom_identity_generate(&u->id);
-    if (rc != SEALROOM_OK) return rc;
-    size_t len = sealroom_secretkeybytes();
-    rc = sealroom_identity_export(secret, sizeof secret, u->id);
-    if (rc == SEALROOM_OK) {
-        fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
-        if (fd < 0 || write(fd, secret, len) != (ssize_t)len) rc = SEALROOM_E_INVALID;
-        if (fd >= 0) close(fd);
-    }
-    sodium_memzero(secret, sizeof secret);
-    *fresh = 1;
-    return rc;
-}
-
 static void on_event(void *arg, const sealroom_event *ev)
 {
     user *u = arg;
@@ -81,6 +50,15 @@ static void on_event(void *arg, const sealroom_event *ev)
         u->history_complete = sealroom_event_history_complete(ev);
         return;
     }
+    if (sealroom_event_get_type(ev) == SEALROOM_EVENT_EPOCH_CHANGED) {
+        printf("  %-5s now holds the key of epoch %llu\n", u->name,
+               (unsigned long long)sealroom_event_epoch(ev));
+        return;
+    }
+    if (sealroom_event_get_type(ev) == SEALROOM_EVENT_MESSAGE_REJECTED) {
+        printf("  %-5s REFUSED a message: %s\n", u->name, sealroom_event_error_text(ev));
+        return;
+    }
     if (sealroom_event_get_type(ev) != SEALROOM_EVENT_MESSAGE) return;
     size_t len = 0;
     const unsigned char *p = sealroom_event_payload(ev, &len);
@@ -89,28 +67,39 @@ static void on_event(void *arg, const sealroom_event *ev)
            (int)len, (const char *)p, sealroom_event_stanza_id(ev));
 }
 
-static int connect_user(user *u, const char *keydir)
+static int connect_user(user *u)
 {
     const char *domain = env_or("SEALROOM_DEMO_DOMAIN", "localhost");
     snprintf(u->jid, sizeof u->jid, "%s@%s/demo", u->name, domain);
-    int fresh = 0, rc = load_identity(u, keydir, &fresh);
-    if (rc != SEALROOM_OK) return fail("loading the identity", NULL, rc);
-    rc = sealroom_client_connect(&u->client, u->jid, env_or("SEALROOM_DEMO_PASSWORD", "secret"),
+    int rc = sealroom_client_connect(&u->client, u->jid, env_or("SEALROOM_DEMO_PASSWORD", "secret"),
                                  env_or("SEALROOM_DEMO_HOST", "127.0.0.1"),
                                  (unsigned short)atoi(env_or("SEALROOM_DEMO_PORT", "5222")),
                                  env_or("SEALROOM_DEMO_SERVICE", "rooms.localhost"), TIMEOUT_MS);
     if (rc != SEALROOM_OK) return fail("connecting", NULL, rc);
-    if ((rc = sealroom_client_set_identity(u->client, u->id)) != SEALROOM_OK)
-        return fail("setting the identity", u->client, rc);
     sealroom_client_set_event_handler(u->client, on_event, u);
-    char fp[128];
-    if (sealroom_identity_fingerprint(fp, sizeof fp, u->id) == SEALROOM_OK)
-        printf("%s: %s identity %s\n", u->name, fresh ? "new" : "saved", fp);
     uint32_t req;
     sealroom_ctx *ctx = sealroom_client_ctx(u->client);
-    if ((rc = sealroom_identity_register(ctx, &req)) != SEALROOM_OK ||
-        (rc = sealroom_client_wait(u->client, req, TIMEOUT_MS)) != SEALROOM_OK)
-        return fail("registering the identity", u->client, rc);
+    const char *pass = env_or("SEALROOM_DEMO_PASSPHRASE", "demo passphrase, not for real use");
+    /* A returning user opens the vault; a new one creates the account. */
+    rc = sealroom_account_login(ctx, &req, pass, strlen(pass));
+    if (rc == SEALROOM_OK) rc = sealroom_client_wait(u->client, req, TIMEOUT_MS);
+    const char *how = "logged in: identity from the vault";
+    if (rc == SEALROOM_E_NOT_FOUND) {
+        how = "new account: identity sealed into a vault on the service";
+        rc = sealroom_account_create(ctx, &req, pass, strlen(pass));
+        if (rc == SEALROOM_OK) rc = sealroom_client_wait(u->client, req, TIMEOUT_MS);
+    }
+    if (rc != SEALROOM_OK) return fail("opening the account", u->client, rc);
+    unsigned char pk[32];
+    char fp[128];
+    snprintf(fp, sizeof fp, "?");
+    char bare[300];
+    snprintf(bare, sizeof bare, "%s@%s", u->name, domain);
+    if (sealroom_identity_fetch(ctx, &req, bare) == SEALROOM_OK &&
+        sealroom_client_wait(u->client, req, TIMEOUT_MS) == SEALROOM_OK &&
+        sealroom_ctx_known_key(ctx, pk, sizeof pk, bare) == SEALROOM_OK)
+        sealroom_fingerprint(fp, sizeof fp, pk, sizeof pk);
+    printf("%s: %s; key %s\n", u->name, how, fp);
     return 0;
 }
 
@@ -127,7 +116,6 @@ int main(void)
 {
     if (sodium_init() < 0) return 1;
     setvbuf(stdout, NULL, _IOLBF, 0);
-    const char *keydir = env_or("SEALROOM_DEMO_KEYDIR", ".");
     user alice = {0}, bob = {0};
     if (sscanf(env_or("SEALROOM_DEMO_USERS", "alice bob"), "%63s %63s", alice.name, bob.name) != 2) {
         fprintf(stderr, "demo: SEALROOM_DEMO_USERS must name two users\n");
@@ -142,13 +130,13 @@ int main(void)
     snprintf(room, sizeof room, "demo-%02x%02x%02x%02x@%s", rnd[0], rnd[1], rnd[2], rnd[3],
              env_or("SEALROOM_DEMO_SERVICE", "rooms.localhost"));
 
-    if (connect_user(&alice, keydir) || connect_user(&bob, keydir)) goto out;
+    if (connect_user(&alice) || connect_user(&bob)) goto out;
     sealroom_ctx *a = sealroom_client_ctx(alice.client), *b = sealroom_client_ctx(bob.client);
 
     char bob_bare[320];
     snprintf(bob_bare, sizeof bob_bare, "%s@%s", bob.name, env_or("SEALROOM_DEMO_DOMAIN", "localhost"));
-    printf("%s: creating %s and adding %s (signed roster versions 0 and 1)\n", alice.name, room,
-           bob.name);
+    printf("%s: creating %s and adding %s (signed roster versions 0 and 1, epochs 1 and 2)\n",
+           alice.name, room, bob.name);
     if ((rc = sealroom_room_create(a, &req, room)) != SEALROOM_OK ||
         (rc = sealroom_client_wait(alice.client, req, TIMEOUT_MS)) != SEALROOM_OK) {
         fail("creating the room", alice.client, rc);
@@ -180,7 +168,7 @@ int main(void)
     const char *lines[][2] = {{"a", "Hello, the quarterly numbers are in."},
                               {"b", "Thanks. Where do I find them later?"},
                               {"a", "In the room archive: page back through the history."},
-                              {"b", "(Opaque to the server, but not yet encrypted in this build.)"}};
+                              {"b", "And the server cannot read any of this."}};
     for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
         user *u = lines[i][0][0] == 'a' ? &alice : &bob;
         if (say(u, room, lines[i][1])) goto out;
@@ -204,7 +192,5 @@ int main(void)
 out:
     sealroom_client_free(alice.client);
     sealroom_client_free(bob.client);
-    sealroom_identity_free(alice.id);
-    sealroom_identity_free(bob.id);
     return status;
 }

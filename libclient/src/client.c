@@ -4,6 +4,9 @@
 #include "internal.h"
 
 #include <sealroom/strophe.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,9 +119,30 @@ static bool is_loopback(const char *host)
                     strcmp(host, "localhost") == 0);
 }
 
+/* libstrophe writes with send(..., 0): a server that goes away would kill
+ * the whole program with SIGPIPE. As libcurl does, block SIGPIPE in this
+ * thread while the loop runs and swallow one raised meanwhile, leaving the
+ * application's own signal disposition alone; the write error itself
+ * reaches libstrophe as EPIPE and drops the link. */
 static void pump(sealroom_client *c, unsigned long ms)
 {
+    sigset_t pipe_set, old_set;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    bool blocked = pthread_sigmask(SIG_BLOCK, &pipe_set, &old_set) == 0;
+    sigset_t pending;
+    bool was_pending = blocked && sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
     xmpp_run_once(c->xmpp, ms);
+    if (blocked) {
+        if (!was_pending && sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE)) {
+            const struct timespec zero = {0, 0};
+            int saved = errno;
+            while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR)
+                ;
+            errno = saved;
+        }
+        pthread_sigmask(SIG_SETMASK, &old_set, NULL);
+    }
     sealroom_ctx_tick(c->ctx, now_ms());
 }
 

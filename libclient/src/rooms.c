@@ -351,6 +351,10 @@ static void datakey_stored(sealroom_ctx *ctx, void *arg, xmpp_stanza_t *answer, 
             /* The room moved on (or the epoch aged out): learn how, then
              * seal under whatever epoch is current. */
             rm->epoch_checked = false;
+        } else if (!answer || rc == SEALROOM_E_NETWORK || rc == SEALROOM_E_TIMEOUT) {
+            /* Lost with the link: the messages wait for a new key after
+             * the rejoin, as unsent messages always do. */
+            return;
         } else {
             char why[sizeof ctx->last_error];
             snprintf(why, sizeof why, "the room refused our data key: %s",
@@ -632,6 +636,7 @@ int sr_handle_presence(sealroom_ctx *ctx, xmpp_stanza_t *st)
         if (join)
             sr_request_done(ctx, join, SEALROOM_OK, NULL, NULL);
         flush_outbox(ctx, room->jid);
+        sr_outbox_pump(ctx, room);
         /* Members pick up their envelope for the current epoch on entry. */
         if (!was_joined && ctx->identity && !room->epoch_checked && !room->epoch_fetching)
             sr_epoch_fetch(ctx, room, 0);

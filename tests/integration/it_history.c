@@ -65,7 +65,13 @@ static void check_window(it_raw *rc, const char *room, const char *query, int fi
     IT_CHECK(page.n == want, "%s: %zu results, expected %zu", what, page.n, want);
     for (size_t k = 0; k < page.n; k++) {
         const msg *m = &msgs[first + (int)k];
-        char *b64 = it_b64(m->payload, m->len);
+        /* The archive hands out exactly the sealed bytes it stored. */
+        size_t slen = 0;
+        unsigned char *stored = it_pg_payload(room, atoll(m->stanza_id), &slen);
+        IT_CHECK(stored && slen == m->len + 129, "%s: message %d not stored sealed", what,
+                 first + (int)k);
+        char *b64 = it_b64(stored, slen);
+        free(stored);
         IT_CHECK(strcmp(page.items[k].id, m->stanza_id) == 0 &&
                      strcmp(page.items[k].sealed, b64) == 0 && page.items[k].origin &&
                      strcmp(page.items[k].origin, m->origin) == 0,

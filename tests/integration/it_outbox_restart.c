@@ -90,6 +90,14 @@ int main(void)
     it_lib_join(alice, room, "alice");
     it_lib_join(bob, room, "bob");
 
+    /* The first message of an epoch waits until its data key is stored;
+     * one message first (not counted below) so the next ones leave at once. */
+    unsigned char warm[16];
+    char warm_origin[SEALROOM_ORIGIN_ID_BYTES];
+    it_random(warm, sizeof warm);
+    it_lib_say(alice, room, warm, sizeof warm, warm_origin);
+    const long base = 1;
+
     /* Phase 1: alice's own link dies right after she sends. */
     for (int i = 0; i < UNACKED; i++)
         start_send(alice, room, total++);
@@ -99,7 +107,7 @@ int main(void)
         acked += it_lib_done(alice, msgs[i].req) != NULL;
     uint64_t until = it_mono_ms() + IT_TIMEOUT_MS;
     long stored = 0;
-    while ((stored = it_pg_count("messages", room)) < UNACKED && it_mono_ms() < until)
+    while ((stored = it_pg_count("messages", room) - base) < UNACKED && it_mono_ms() < until)
         sealroom_client_run(bob->client, 20);
     it_log("link killed after sending %d: %d acknowledged, %ld stored", UNACKED, acked, stored);
     IT_CHECK(stored == UNACKED, "the messages sent before the link died were not all stored");
@@ -117,7 +125,7 @@ int main(void)
                  "resent message %d acknowledged as %s, stored before as %lld", i, d->stanza_id,
                  seq_before[i]);
     }
-    IT_CHECK(it_pg_count("messages", room) == UNACKED, "the resend stored duplicates");
+    IT_CHECK(it_pg_count("messages", room) - base == UNACKED, "the resend stored duplicates");
     IT_CHECK(sealroom_ctx_outbox_size(it_lib_ctx(alice)) == 0, "outbox not empty after resend");
 
     /* Phase 2: the XMPP server restarts mid-conversation. */
@@ -195,8 +203,8 @@ int main(void)
                  "message %d stored with another payload", i);
         free(p);
     }
-    IT_CHECK(it_pg_count("messages", room) == total, "room holds %ld messages, sent %d",
-             it_pg_count("messages", room), total);
+    IT_CHECK(it_pg_count("messages", room) - base == total, "room holds %ld messages, sent %d",
+             it_pg_count("messages", room) - base, total);
 
     /* bob: live copies never twice; the archive has all, once, in order. */
     sealroom_client_run(bob->client, 200);
