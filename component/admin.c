@@ -79,6 +79,13 @@ static void stats(rooms *r, xmpp_stanza_t *iq, xmpp_stanza_t *form)
                r->stats.messages_deduplicated);
     add_number(form, "requests-refused", "Requests refused with an error",
                r->stats.requests_refused);
+    add_number(form, "epochs-created", "Epochs created", r->stats.epochs_created);
+    add_number(form, "datakeys-stored", "Data keys stored", r->stats.datakeys_stored);
+    add_number(form, "rekey-nudges", "Rekey requests sent", r->stats.rekey_nudges);
+    add_number(form, "vaults-stored", "Vaults stored", r->stats.vaults_stored);
+    add_number(form, "vault-fetches", "Vault fetches served", r->stats.vault_fetches);
+    add_number(form, "vault-rate-limited", "Vault fetches refused by the rate limit",
+               r->stats.vault_rate_limited);
     add_number(form, "db-commits", "Group commits", ds.commits);
     add_number(form, "db-units-committed", "Write units committed", ds.units_committed);
     add_number(form, "db-units-failed", "Write units failed", ds.units_failed);

@@ -1,14 +1,20 @@
 /* The room archive: groupchat messages from occupants are stored (sealed
- * payload only — the component never looks inside) and, once committed,
+ * payload only — the component never decrypts) and, once committed,
  * reflected to the present occupants with an XEP-0359 stanza-id; members
  * page through history with XEP-0313 (MAM) and XEP-0059 (RSM). A resend with
  * the same origin-id stores nothing and is answered with the original
- * stanza-id, so a client that lost its link can resend blindly. */
+ * stanza-id, so a client that lost its link can resend blindly. Before
+ * storing, the component reads the payload's clear framing (e2e message
+ * format v1): it must name a data key the sender published for the room's
+ * current epoch while that epoch is neither stale nor expired, and a roster
+ * version that exists. A resend is recognised before that check, so a
+ * message stored before a rotation is still acknowledged. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "e2echeck.h"
 #include "jid.h"
 #include "log.h"
 #include "service.h"
@@ -25,6 +31,8 @@ typedef struct store_op {
     char *client_id;   /* the sender's message id, echoed back to it */
     char *origin_id;   /* NULL when the client sent none */
     char *payload_b64; /* as received, re-emitted verbatim after validation */
+    uint64_t epoch;    /* the current epoch when the message was checked */
+    const char *unusable; /* why that epoch takes no messages (static), or NULL */
 } store_op;
 
 static void store_op_free(store_op *op)
@@ -98,6 +106,55 @@ static void reflect(rooms *r, room *rm, xmpp_stanza_t *m, const char *sender_ful
     }
 }
 
+/* An error to the sender's session about its message (the request itself
+ * is gone by now: rebuild enough of it to address the error). */
+static void refuse_later(rooms *r, room *rm, const store_op *op, const char *etype,
+                         const char *cond, const char *app, const char *text)
+{
+    xmpp_stanza_t *fake = st_new(link_ctx(r->link), "message", "groupchat", op->sender_full,
+                                 rm->name, op->client_id);
+    if (fake) {
+        svc_error(r, fake, rm->name, etype, cond, app, text);
+        xmpp_stanza_release(fake);
+    }
+}
+
+/* row 0 of res: seq, nick, payload, fresh — the stored message or, for a
+ * resend, the original. */
+static void deliver(rooms *r, room *rm, store_op *op, const PGresult *res)
+{
+    xmpp_ctx_t *ctx = link_ctx(r->link);
+    bool fresh = strcmp(PQgetvalue(res, 0, 3), "t") == 0;
+    const char *seq = PQgetvalue(res, 0, 0), *nick = op->nick;
+    char *payload = op->payload_b64;
+    char *stored_payload = NULL;
+    if (!fresh) {
+        nick = PQgetvalue(res, 0, 1);
+        size_t len = 0;
+        unsigned char *raw = svc_bytea_dup(res, 0, 2, &len);
+        stored_payload = raw ? st_b64_encode(raw, len) : NULL;
+        free(raw);
+        if (stored_payload) payload = stored_payload;
+    }
+    xmpp_stanza_t *m = build_message(ctx, rm->name, nick, op->sender_bare, payload, op->origin_id,
+                                     seq, true);
+    if (m) {
+        if (fresh) {
+            r->stats.messages_stored++;
+            reflect(r, rm, m, op->sender_full, op->client_id, seq, strlen(payload));
+        } else {
+            r->stats.messages_deduplicated++;
+            log_debug(rm->name, "duplicate origin-id from %s answered with %s", op->sender_bare,
+                      seq);
+            xmpp_stanza_set_to(m, op->sender_full);
+            if (op->client_id) xmpp_stanza_set_id(m, op->client_id);
+            link_send(r->link, m);
+        }
+        xmpp_stanza_release(m);
+    }
+    free(stored_payload);
+}
+
 static void stored(void *arg, bool ok, PGresult *const *res, int nres, const char *err)
 {
     store_op *op = arg;
@@ -106,6 +163,15 @@ static void stored(void *arg, bool ok, PGresult *const *res, int nres, const cha
     r->writes_in_flight--;
     room_release(r, rm);
     xmpp_ctx_t *ctx = link_ctx(r->link);
+    if (ok && nres >= 1 && PQntuples(res[0]) == 1 && PQgetisnull(res[0], 0, 3)) {
+        /* The table disagrees with the cache about the epoch or the key
+         * (another instance rotated it): refuse, and read the room again. */
+        rm->state = ROOM_LOADING;
+        refuse_later(r, rm, op, "modify", "not-acceptable", "stale-epoch",
+                     "the room has moved to another epoch; fetch it and publish a new data key");
+        store_op_free(op);
+        return;
+    }
     if (!ok || nres < 1) {
         log_error(rm->name, "message from %s not stored: %s", op->sender_bare, err ? err : "?");
         /* Tell the sender that nobody received it, so it can send it again. */
@@ -133,35 +199,43 @@ static void stored(void *arg, bool ok, PGresult *const *res, int nres, const cha
         store_op_free(op);
         return;
     }
-    bool fresh = strcmp(PQgetvalue(res[0], 0, 3), "t") == 0;
-    const char *seq = PQgetvalue(res[0], 0, 0), *nick = op->nick;
-    char *payload = op->payload_b64;
-    char *stored_payload = NULL;
-    if (!fresh) {
-        nick = PQgetvalue(res[0], 0, 1);
-        size_t len = 0;
-        unsigned char *raw = svc_bytea_dup(res[0], 0, 2, &len);
-        stored_payload = raw ? st_b64_encode(raw, len) : NULL;
-        free(raw);
-        if (stored_payload) payload = stored_payload;
+    deliver(r, rm, op, res[0]);
+    store_op_free(op);
+}
+
+/* A message whose data key is not usable now: answer a resend of a stored
+ * message with the original, refuse anything else saying why. res[0]: the
+ * earlier copy by origin-id (maybe none); res[1]: the data key's row. */
+static void checked(void *arg, bool ok, PGresult *const *res, int nres, const char *err)
+{
+    store_op *op = arg;
+    rooms *r = op->r;
+    room *rm = op->rm;
+    room_release(r, rm);
+    if (!ok || nres != 2) {
+        log_error(rm->name, "message check for %s failed: %s", op->sender_bare, err ? err : "?");
+        refuse_later(r, rm, op, "wait", "internal-server-error", NULL,
+                     "the message could not be checked; it was not delivered; try again");
+    } else if (PQntuples(res[0]) == 1) {
+        deliver(r, rm, op, res[0]);
+    } else {
+        char text[200];
+        bool known = PQntuples(res[1]) == 1;
+        uint64_t key_epoch = known ? strtoull(PQgetvalue(res[1], 0, 0), NULL, 10) : 0;
+        if (!known || strcmp(PQgetvalue(res[1], 0, 1), op->sender_bare) != 0)
+            snprintf(text, sizeof text,
+                     "unknown data key: publish it (<datakey/>) for epoch %" PRIu64 " first",
+                     op->epoch);
+        else if (key_epoch != op->epoch)
+            snprintf(text, sizeof text,
+                     "old data key: it belongs to epoch %" PRIu64 ", the room is at epoch %" PRIu64
+                     "; publish a new one",
+                     key_epoch, op->epoch);
+        else
+            snprintf(text, sizeof text, "the current epoch %" PRIu64 " is %s: start a new epoch",
+                     op->epoch, op->unusable ? op->unusable : "unusable");
+        refuse_later(r, rm, op, "modify", "not-acceptable", "stale-epoch", text);
     }
-    xmpp_stanza_t *m = build_message(ctx, rm->name, nick, op->sender_bare, payload, op->origin_id,
-                                     seq, true);
-    if (m) {
-        if (fresh) {
-            r->stats.messages_stored++;
-            reflect(r, rm, m, op->sender_full, op->client_id, seq, strlen(payload));
-        } else {
-            r->stats.messages_deduplicated++;
-            log_debug(rm->name, "duplicate origin-id from %s answered with %s", op->sender_bare,
-                      seq);
-            xmpp_stanza_set_to(m, op->sender_full);
-            if (op->client_id) xmpp_stanza_set_id(m, op->client_id);
-            link_send(r->link, m);
-        }
-        xmpp_stanza_release(m);
-    }
-    free(stored_payload);
     store_op_free(op);
 }
 
@@ -223,6 +297,27 @@ void archive_handle_groupchat(rooms *r, room *rm, xmpp_stanza_t *msg)
             return;
         }
     }
+    unsigned char dkid[EC_DKID_BYTES];
+    uint64_t payload_rv = 0;
+    if (!ec_payload_parse(raw, (size_t)rawlen, dkid, &payload_rv)) {
+        free(raw);
+        svc_error(r, msg, to, "modify", "bad-request", "bad-payload",
+                  "the sealed payload is not e2e message format v1 (version byte 1, at least "
+                  "129 bytes)");
+        return;
+    }
+    if (payload_rv > rm->roster.version) {
+        char text[128];
+        free(raw);
+        snprintf(text, sizeof text,
+                 "the payload names roster version %" PRIu64 "; the roster is at %" PRIu64,
+                 payload_rv, rm->roster.version);
+        svc_error(r, msg, to, "modify", "bad-request", "bad-payload", text);
+        return;
+    }
+    const char *unusable = epoch_unusable(r, rm);
+    const char *owner = datakey_sender(rm, dkid);
+    bool key_ok = !unusable && owner && strcmp(owner, o->bare_jid) == 0;
     store_op *op = calloc(1, sizeof *op);
     db_unit *u = db_unit_new();
     const char *cid = xmpp_stanza_get_id(msg);
@@ -230,28 +325,56 @@ void archive_handle_groupchat(rooms *r, room *rm, xmpp_stanza_t *msg)
         !(op->nick = strdup(o->nick)) || !(op->payload_b64 = strdup(b64)) ||
         (cid && !(op->client_id = strdup(cid))) || (origin && !(op->origin_id = strdup(origin))))
         goto oom;
-    char id[24];
+    char id[24], epoch[24];
     snprintf(id, sizeof id, "%lld", rm->id);
-    const char *p[5] = {id, o->bare_jid, o->nick, origin, (const char *)raw};
-    int l[5] = {-1, -1, -1, -1, (int)rawlen}, f[5] = {0, 0, 0, 0, 1};
+    snprintf(epoch, sizeof epoch, "%" PRIu64, rm->current_epoch);
+    op->epoch = rm->current_epoch;
+    op->unusable = unusable;
+    op->r = r;
+    op->rm = rm;
+    if (!key_ok) {
+        /* Not storable now; one read tells a resend (answered as always)
+         * from a refusal, and why the key does not do. */
+        const char *p[3] = {id, o->bare_jid, origin};
+        const char *q[2] = {id, (const char *)dkid};
+        int ql[2] = {-1, EC_DKID_BYTES}, qf[2] = {0, 1};
+        if (db_unit_add(u,
+                        "SELECT seq, nick, payload, false FROM messages WHERE room_id = $1 AND "
+                        "sender = $2 AND origin_id = $3",
+                        3, p, NULL, NULL) != 0 ||
+            db_unit_add(u, "SELECT epoch, sender FROM datakeys WHERE room_id = $1 AND dkid = $2",
+                        2, q, ql, qf) != 0)
+            goto oom;
+        free(raw);
+        rm->refs++;
+        db_submit(r->db, u, false, checked, op);
+        return;
+    }
+    const char *p[7] = {id, o->bare_jid, o->nick, origin, (const char *)raw, epoch,
+                        (const char *)dkid};
+    int l[7] = {-1, -1, -1, -1, (int)rawlen, -1, EC_DKID_BYTES}, f[7] = {0, 0, 0, 0, 1, 0, 1};
     /* One statement stores the message or, for a resend, returns the original:
-     * the sequence number is only taken when there is no earlier copy. */
+     * the sequence number is only taken when there is no earlier copy, and
+     * only while the table agrees that the data key is the sender's in the
+     * current epoch (else one row with fresh NULL: refused). */
     if (db_unit_add(u,
                     "WITH dup AS (SELECT seq, nick, payload FROM messages WHERE room_id = $1 "
                     "AND sender = $2 AND origin_id = $4), "
                     "r AS (UPDATE rooms SET last_seq = last_seq + 1 WHERE room_id = $1 "
-                    "AND NOT EXISTS (SELECT 1 FROM dup) RETURNING last_seq), "
+                    "AND NOT EXISTS (SELECT 1 FROM dup) AND current_epoch = $6 "
+                    "AND EXISTS (SELECT 1 FROM datakeys WHERE room_id = $1 AND dkid = $7 "
+                    "AND sender = $2 AND epoch = $6) RETURNING last_seq), "
                     "ins AS (INSERT INTO messages (room_id, seq, sender, nick, origin_id, payload) "
                     "SELECT $1, r.last_seq, $2, $3, $4, $5 FROM r "
                     "ON CONFLICT (room_id, sender, origin_id) WHERE origin_id IS NOT NULL "
                     "DO NOTHING RETURNING seq) "
                     "SELECT seq, NULL::text, NULL::bytea, true FROM ins "
-                    "UNION ALL SELECT seq, nick, payload, false FROM dup",
-                    5, p, l, f) != 0)
+                    "UNION ALL SELECT seq, nick, payload, false FROM dup "
+                    "UNION ALL SELECT NULL, NULL, NULL, NULL WHERE NOT EXISTS (SELECT 1 FROM dup) "
+                    "AND NOT EXISTS (SELECT 1 FROM r)",
+                    7, p, l, f) != 0)
         goto oom;
     free(raw);
-    op->r = r;
-    op->rm = rm;
     rm->refs++;
     r->writes_in_flight++;
     db_submit(r->db, u, true, stored, op);

@@ -240,6 +240,7 @@ static void committed(void *arg, bool ok, PGresult *const *res, int nres, const 
     }
     free(h);
     svc_send(r, reply);
+    if (rm->state == ROOM_READY) epoch_roster_changed(r, rm, op->v);
     if (!op->create && rm->state == ROOM_READY) presence_roster_changed(r, rm, &before);
     sr_roster_state_free(&before);
     op_finish(op);
@@ -288,8 +289,10 @@ static void submit_write(chain_op *op)
         int f[7] = {0, 0, 1, 1, 0, 1, 1};
         rc |= db_unit_add(u, sql, 7, p, l, f);
     }
+    bool membership = false;
     for (unsigned i = 0; i < v->nops; i++) {
         const sr_roster_op *o = &v->ops[i];
+        membership |= o->kind == SR_OP_ADD || o->kind == SR_OP_REMOVE;
         char role[4];
         snprintf(role, sizeof role, "%d", (int)o->role);
         if (o->kind == SR_OP_ADD) {
@@ -314,6 +317,12 @@ static void submit_write(chain_op *op)
             const char *p[3] = {rm->name, o->jid, role};
             rc |= db_unit_add(u, sql, 3, p, NULL, NULL);
         }
+    }
+    if (membership && !op->create) {
+        /* Epochs agreed before this version are stale from now on (epoch.c). */
+        const char *p[2] = {rm->name, ver};
+        rc |= db_unit_add(u, "UPDATE rooms SET membership_version = $2 WHERE name = $1", 2, p, NULL,
+                          NULL);
     }
     free(canon);
     canon = NULL;

@@ -64,7 +64,17 @@ static const char *check_optional_domain(const char *v);
     X(mam_max_page, "limits.mam_max_page", CFG_INT, "250", 1, 10000, true, false, NULL,            \
       "Largest history page served.")                                                              \
     X(instance_name, "instance.name", CFG_STRING, NULL, 0, 0, false, false, NULL,                  \
-      "Name of this instance among several sharing one database; default hostname-pid.")
+      "Name of this instance among several sharing one database; default hostname-pid.")          \
+    X(epoch_max_age, "epoch.max_age", CFG_INT, "86400", 1, 31536000, true, false, NULL,          \
+      "Age (seconds) after which a room's epoch is expired: data keys are refused for it and a "  \
+      "present member is asked to start a new one.")                                               \
+    X(epoch_max_members, "epoch.max_members", CFG_INT, "10000", 1, 1000000, true, false, NULL,    \
+      "Most envelopes (members) one new epoch may carry.")                                         \
+    X(vault_fetch_burst, "vault.fetch_burst", CFG_INT, "5", 1, 100000, true, false, NULL,         \
+      "Vault fetches a user may make in a row before the rate limit applies (token bucket "       \
+      "size). Vaults resist guessing by Argon2id; this slows an attacker who fetches them.")      \
+    X(vault_fetch_per_hour, "vault.fetch_per_hour", CFG_INT, "30", 1, 3600000, true, false, NULL, \
+      "Vault fetches per hour a user regains after the burst (token refill rate).")
 
 #define X_INFO(field, name, type, def, min, max, rel, sec, check, help)                            \
     {name, type, def, rel, sec, help},

@@ -26,6 +26,10 @@ typedef struct config {
     int mam_max_page;          /* limits.mam_max_page   250 (reloadable) */
     int write_batch_max;       /* db.write_batch_max   512 (reloadable): units per group commit */
     char *instance_name;       /* instance.name        hostname-pid default */
+    int epoch_max_age;         /* epoch.max_age        86400 s (reloadable): then a rekey is due */
+    int epoch_max_members;     /* epoch.max_members    10000 (reloadable): envelopes per epoch */
+    int vault_fetch_burst;     /* vault.fetch_burst    5 (reloadable): vault fetches in a row */
+    int vault_fetch_per_hour;  /* vault.fetch_per_hour 30 (reloadable): sustained fetch rate */
 } config;
 
 /* Load from `path` (may be NULL: defaults + environment only). On failure

@@ -50,6 +50,19 @@ bool svc_sender_bare(xmpp_stanza_t *stanza, char *out, size_t outlen)
     return from && sr_jid_normalise_bare(out, outlen, from);
 }
 
+bool svc_parse_u64(const char *s, uint64_t *out)
+{
+    if (!s || !*s || strlen(s) > 19) return false;
+    uint64_t v = 0;
+    for (const char *p = s; *p; p++) {
+        if (*p < '0' || *p > '9') return false;
+        v = v * 10 + (uint64_t)(*p - '0');
+    }
+    if ((s[0] == '0' && s[1]) || v > INT64_MAX) return false;
+    *out = v;
+    return true;
+}
+
 bool svc_is_admin(const rooms *r, const char *bare)
 {
     const char *list = r->cfg->admins;
@@ -140,6 +153,7 @@ static void queue_free(room *rm)
 static void room_free(room *rm)
 {
     fanout_discard(rm);
+    datakey_cache_clear(rm);
     queue_free(rm);
     occupants_free(rm);
     sr_roster_state_free(&rm->roster);
@@ -159,6 +173,7 @@ void rooms_free(rooms *r)
         }
     }
     free(r->buckets);
+    vault_limits_free(r);
     free(r);
 }
 
@@ -227,6 +242,22 @@ static bool room_fill(room *rm, PGresult *const *res)
         return true;
     }
     rm->id = strtoll(PQgetvalue(res[0], 0, 0), NULL, 10);
+    rm->current_epoch = strtoull(PQgetvalue(res[0], 0, 3), NULL, 10);
+    rm->membership_version = strtoull(PQgetvalue(res[0], 0, 4), NULL, 10);
+    rm->epoch_roster_version =
+        PQgetisnull(res[0], 0, 5) ? 0 : strtoull(PQgetvalue(res[0], 0, 5), NULL, 10);
+    rm->epoch_created = PQgetisnull(res[0], 0, 6) ? 0 : strtoll(PQgetvalue(res[0], 0, 6), NULL, 10);
+    /* How long it has been stale is not stored: count from now. */
+    rm->stale_since_ms = rm->current_epoch > 0 && rm->epoch_roster_version < rm->membership_version
+                             ? rm->last_used_ms
+                             : -1;
+    datakey_cache_clear(rm);
+    for (int i = 0; i < PQntuples(res[3]); i++) {
+        unsigned char dkid[16];
+        if (svc_bytea(res[3], i, 0, dkid, sizeof dkid) != (long)sizeof dkid ||
+            !datakey_cache_add(rm, dkid, PQgetvalue(res[3], i, 1)))
+            return false;
+    }
     sr_roster_state_free(&rm->roster);
     sr_roster_state_init(&rm->roster);
     rm->roster.exists = true;
@@ -270,7 +301,7 @@ static void room_loaded(void *arg, bool ok, PGresult *const *res, int nres, cons
     free(lc);
     room_release(r, rm);
     rm->busy = false;
-    if (!ok || nres != 3 || !room_fill(rm, res)) {
+    if (!ok || nres != 4 || !room_fill(rm, res)) {
         log_error(rm->name, "loading room state failed: %s", ok ? "bad row" : err);
         /* Answer what waited with a temporary error; the next stanza retries the load. */
         rm->state = ROOM_ABSENT;
@@ -301,8 +332,12 @@ static void room_load(rooms *r, room *rm)
         return;
     }
     const char *p[1] = {rm->name};
-    db_unit_add(u, "SELECT room_id, roster_version, roster_head FROM rooms WHERE name = $1", 1, p,
-                NULL, NULL);
+    db_unit_add(u,
+                "SELECT r.room_id, r.roster_version, r.roster_head, r.current_epoch, "
+                "r.membership_version, e.roster_version, extract(epoch FROM e.created_at)::bigint "
+                "FROM rooms r LEFT JOIN epochs e ON e.room_id = r.room_id AND "
+                "e.epoch = r.current_epoch WHERE r.name = $1",
+                1, p, NULL, NULL);
     db_unit_add(u,
                 "SELECT m.jid, m.role, m.sign_pk FROM members m JOIN rooms r USING (room_id) "
                 "WHERE r.name = $1",
@@ -310,6 +345,10 @@ static void room_load(rooms *r, room *rm)
     db_unit_add(u,
                 "SELECT o.full_jid, o.nick, o.bare_jid FROM occupants o JOIN rooms r USING "
                 "(room_id) WHERE r.name = $1",
+                1, p, NULL, NULL);
+    db_unit_add(u,
+                "SELECT d.dkid, d.sender FROM datakeys d JOIN rooms r ON d.room_id = r.room_id "
+                "AND d.epoch = r.current_epoch WHERE r.name = $1",
                 1, p, NULL, NULL);
     lc->r = r;
     lc->rm = rm;
@@ -336,6 +375,7 @@ static room *room_get_or_load(rooms *r, const char *name)
     }
     sr_roster_state_init(&rm->roster);
     rm->last_used_ms = r->now_ms;
+    rm->stale_since_ms = -1;
     size_t b = hash_name(name) % r->nbuckets;
     rm->hnext = r->buckets[b];
     r->buckets[b] = rm;
@@ -382,6 +422,8 @@ static void handle_service_iq(rooms *r, xmpp_stanza_t *iq)
     ns = ns ? ns : "";
     if (strcmp(ns, NS_SEALROOM) == 0 && strcmp(name, "identity") == 0) {
         identity_handle_iq(r, iq, payload);
+    } else if (strcmp(ns, NS_SEALROOM) == 0 && strcmp(name, "vault") == 0) {
+        vault_handle_iq(r, iq, payload);
     } else if (strcmp(ns, NS_DISCO_INFO) == 0 || strcmp(ns, NS_DISCO_ITEMS) == 0) {
         disco_handle(r, NULL, iq, payload);
     } else if (strcmp(ns, NS_PING) == 0 && strcmp(type, "get") == 0) {
@@ -416,6 +458,16 @@ static void handle_room_iq(rooms *r, room *rm, xmpp_stanza_t *iq)
         chain_handle_update(r, rm, iq, payload);
     else if (strcmp(ns, NS_SEALROOM) == 0 && get && strcmp(name, "chain") == 0)
         chain_handle_fetch(r, rm, iq, payload);
+    else if (strcmp(ns, NS_SEALROOM) == 0 && set && strcmp(name, "epoch") == 0)
+        epoch_handle_set(r, rm, iq, payload);
+    else if (strcmp(ns, NS_SEALROOM) == 0 && get && strcmp(name, "epoch") == 0)
+        epoch_handle_get(r, rm, iq, payload);
+    else if (strcmp(ns, NS_SEALROOM) == 0 && get && strcmp(name, "bundles") == 0)
+        bundles_handle_get(r, rm, iq, payload);
+    else if (strcmp(ns, NS_SEALROOM) == 0 && set && strcmp(name, "datakey") == 0)
+        datakey_handle_set(r, rm, iq, payload);
+    else if (strcmp(ns, NS_SEALROOM) == 0 && get && strcmp(name, "datakeys") == 0)
+        datakey_handle_get(r, rm, iq, payload);
     else if (strcmp(ns, NS_MAM) == 0 && strcmp(name, "query") == 0)
         archive_handle_mam(r, rm, iq, payload);
     else if ((strcmp(ns, NS_DISCO_INFO) == 0 || strcmp(ns, NS_DISCO_ITEMS) == 0) && get)
@@ -537,6 +589,11 @@ void rooms_tick(rooms *r, long now_ms)
 {
     r->now_ms = now_ms;
     fanout_flush(r);
+    if (now_ms - r->last_nudge_scan_ms >= 1000) {
+        r->last_nudge_scan_ms = now_ms;
+        epoch_nudge(r, now_ms);
+        vault_limits_sweep(r, now_ms);
+    }
     if (now_ms - r->last_evict_ms < 10000) return;
     r->last_evict_ms = now_ms;
     for (size_t i = 0; i < r->nbuckets; i++) {

@@ -26,6 +26,15 @@ typedef struct queued_stanza {
     struct queued_stanza *next;
 } queued_stanza;
 
+/* A data key of the room's current epoch: who may name it in messages. */
+typedef struct dk_entry {
+    unsigned char dkid[16];
+    char *sender; /* bare JID */
+    struct dk_entry *next;
+} dk_entry;
+
+#define DK_BUCKETS 64
+
 typedef enum {
     ROOM_LOADING,  /* a read of its state is in flight */
     ROOM_READY,    /* exists, state cached */
@@ -50,6 +59,14 @@ typedef struct room {
     size_t fanout_bytes;
     bool fanout_listed; /* on rooms.fanout_pending (holds a ref) */
     struct room *fanout_next;
+    /* End-to-end epochs (epoch.c). */
+    uint64_t current_epoch;        /* 0: none yet */
+    uint64_t epoch_roster_version; /* roster version the current epoch was agreed under */
+    long long epoch_created;       /* unix seconds (wall clock) */
+    uint64_t membership_version;   /* latest roster version with an add or remove */
+    long stale_since_ms;           /* when the current epoch became stale; -1: it is not */
+    long last_nudge_ms;            /* last <rekey/> sent; 0: never */
+    dk_entry *datakeys[DK_BUCKETS]; /* the current epoch's data keys (datakey.c) */
 } room;
 
 struct rooms {
@@ -66,8 +83,11 @@ struct rooms {
     unsigned long long fanout_stanzas;
     struct {
         unsigned long long messages_stored, messages_deduplicated, requests_refused,
-            admin_sessions;
+            admin_sessions, epochs_created, datakeys_stored, vaults_stored, vault_fetches,
+            vault_rate_limited, rekey_nudges;
     } stats;
+    struct vault_limits *vault_limits; /* vault.c: per-user fetch buckets */
+    long last_nudge_scan_ms;
     char instance[256];
 };
 
@@ -143,6 +163,35 @@ void fanout_queue(rooms *r, room *rm, xmpp_stanza_t *m, const char *sender_full,
 void fanout_flush(rooms *r);
 /* Drop a room's queued batch (the room is being freed). */
 void fanout_discard(room *rm);
+
+/* vault.c (service IQ <vault/>) */
+void vault_handle_iq(rooms *r, xmpp_stanza_t *iq, xmpp_stanza_t *el);
+/* Forget full buckets (periodic) and everything (shutdown). */
+void vault_limits_sweep(rooms *r, long now_ms);
+void vault_limits_free(rooms *r);
+
+/* epoch.c */
+void epoch_handle_set(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *el);
+void epoch_handle_get(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *el);
+void bundles_handle_get(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *el);
+/* Why the current epoch cannot take data keys or messages: NULL when it
+ * can, else "none", "stale" or "expired". */
+const char *epoch_unusable(const rooms *r, const room *rm);
+/* After a committed roster version (the cache already updated). */
+void epoch_roster_changed(rooms *r, room *rm, const sr_roster_version *v);
+/* The periodic <rekey/> nudges (rooms_tick). */
+void epoch_nudge(rooms *r, long now_ms);
+
+/* datakey.c */
+void datakey_handle_set(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *el);
+void datakey_handle_get(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *el);
+/* Sender of dkid in the current epoch's cache, or NULL. */
+const char *datakey_sender(const room *rm, const unsigned char dkid[16]);
+bool datakey_cache_add(room *rm, const unsigned char dkid[16], const char *sender);
+void datakey_cache_clear(room *rm);
+
+/* Shared by the e2e handlers: decimal u64 that fits a PostgreSQL bigint. */
+bool svc_parse_u64(const char *s, uint64_t *out);
 
 /* disco.c */
 void disco_handle(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *query);

@@ -15,6 +15,10 @@
 #include <sodium.h>
 
 #include "b64.h"
+#include "e2e/archive.h"
+#include "e2e/envelope.h"
+#include "e2e/epoch.h"
+#include "e2e/identity.h"
 
 static it_env env;
 static const char *test_name = "integration";
@@ -197,7 +201,18 @@ typedef struct qnode {
     struct qnode *next;
 } qnode;
 
+#define IT_MAX_DATAKEYS 16
+
+/* A data key a raw client published: what its payloads name. */
+typedef struct it_dk {
+    char room[256];
+    unsigned char id[16];
+    uint64_t roster_version;
+} it_dk;
+
 struct it_raw {
+    it_dk dk[IT_MAX_DATAKEYS];
+    size_t ndk;
     xmpp_ctx_t *ctx;
     xmpp_conn_t *conn;
     int state; /* 0 connecting, 1 up, -1 down */
@@ -506,19 +521,53 @@ void it_check_error_at(const char *file, int line, xmpp_stanza_t *st, const char
 
 /* ------------------------------------------------- Sealroom over raw client */
 
-void it_raw_register(it_raw *rc)
+/* The e2e identity libsealroom derives from the same 32-byte seed (the
+ * Ed25519 seed, the first half of it_user_keys' secret key). */
+static void user_e2e(const char *bare, sr_e2e_identity *id)
 {
-    unsigned char pk[SR_KEY_BYTES], sk[64], sig[SR_SIG_BYTES];
-    it_user_keys(rc->bare, pk, sk);
-    bool ok = sr_identity_proof_sign(sig, rc->bare, pk, sk);
+    unsigned char pk[SR_KEY_BYTES], sk[64];
+    it_user_keys(bare, pk, sk);
+    int rc = sr_e2e_identity_derive(id, sk);
     sodium_memzero(sk, sizeof sk);
-    IT_CHECK(ok, "identity proof for %s", rc->bare);
-    char *k = it_b64(pk, sizeof pk), *s = it_b64(sig, sizeof sig);
-    char xml[512];
-    snprintf(xml, sizeof xml, "<identity xmlns='%s' key='%s' sig='%s'/>", IT_NS, k, s);
+    IT_CHECK(rc == SR_E2E_OK && memcmp(id->sign_pk, pk, sizeof pk) == 0,
+             "e2e identity of %s derives another key", bare);
+}
+
+void it_user_box_pk(const char *bare, unsigned char pk[32])
+{
+    sr_e2e_identity id;
+    user_e2e(bare, &id);
+    memcpy(pk, id.box_pk, 32);
+    sodium_memzero(&id, sizeof id);
+}
+
+char *it_identity_xml(const char *bare)
+{
+    unsigned char sig[SR_SIG_BYTES], bsig[SR_SIG_BYTES];
+    sr_e2e_identity id;
+    user_e2e(bare, &id);
+    bool ok = sr_identity_proof_sign(sig, bare, id.sign_pk, id.sign_sk) &&
+              sr_e2e_bundle_sign(bsig, bare, &id) == SR_E2E_OK;
+    IT_CHECK(ok, "identity proof and bundle signature for %s", bare);
+    char *k = it_b64(id.sign_pk, 32), *s = it_b64(sig, sizeof sig), *b = it_b64(id.box_pk, 32),
+         *bs = it_b64(bsig, sizeof bsig);
+    sodium_memzero(&id, sizeof id);
+    char *xml = malloc(1024);
+    IT_CHECK(xml != NULL, "out of memory");
+    snprintf(xml, 1024, "<identity xmlns='%s' key='%s' sig='%s' box-key='%s' bundle-sig='%s'/>",
+             IT_NS, k, s, b, bs);
     free(k);
     free(s);
+    free(b);
+    free(bs);
+    return xml;
+}
+
+void it_raw_register(it_raw *rc)
+{
+    char *xml = it_identity_xml(rc->bare);
     xmpp_stanza_t *st = it_raw_iq(rc, "set", env.service, xml);
+    free(xml);
     if (strcmp(attr(st, "type"), "result") != 0) {
         char *x = it_stanza_xml(st);
         it_fail(
@@ -529,6 +578,174 @@ void it_raw_register(it_raw *rc)
                 : "");
     }
     xmpp_stanza_release(st);
+}
+
+char *it_envelope_b64(const char *room_jid, uint64_t number, const unsigned char hash[32],
+                      const char *sealer_bare, const char *recipient_bare,
+                      const unsigned char secret[32])
+{
+    sr_e2e_identity sealer;
+    unsigned char box_pk[32], env_bytes[SR_E2E_ENVELOPE_BYTES];
+    user_e2e(sealer_bare, &sealer);
+    it_user_box_pk(recipient_bare, box_pk);
+    sr_e2e_envelope_ctx ctx = {room_jid, number, hash, sealer_bare, recipient_bare, box_pk};
+    int rc = sr_e2e_envelope_seal(env_bytes, &ctx, secret, sealer.sign_sk);
+    sodium_memzero(&sealer, sizeof sealer);
+    IT_CHECK(rc == SR_E2E_OK, "sealing an envelope for %s: %d", recipient_bare, rc);
+    return it_b64(env_bytes, sizeof env_bytes);
+}
+
+char *it_epoch_xml(const it_room *room, const char *sealer_bare, uint64_t number,
+                   const unsigned char secret[32])
+{
+    sr_e2e_epoch_keys keys;
+    IT_CHECK(sr_e2e_epoch_derive(&keys, secret, room->jid, number, room->state.head) == SR_E2E_OK,
+             "epoch key schedule");
+    char *kc = it_b64(keys.kc, sizeof keys.kc);
+    sodium_memzero(&keys, sizeof keys);
+    size_t cap = 512 + room->state.nmembers * 600, len = 0;
+    char *out = malloc(cap);
+    IT_CHECK(out != NULL, "out of memory");
+    len += (size_t)snprintf(out, cap, "<epoch xmlns='%s' number='%llu' roster-version='%llu' kc='%s'>",
+                            IT_NS, (unsigned long long)number,
+                            (unsigned long long)room->state.version, kc);
+    free(kc);
+    for (size_t i = 0; i < room->state.nmembers; i++) {
+        const char *to = room->state.members[i].jid;
+        char *e = it_envelope_b64(room->jid, number, room->state.head, sealer_bare, to, secret);
+        len += (size_t)snprintf(out + len, cap - len, "<envelope to='%s'>%s</envelope>", to, e);
+        free(e);
+    }
+    snprintf(out + len, cap - len, "</epoch>");
+    return out;
+}
+
+void it_raw_epoch(it_raw *rc, it_room *room)
+{
+    unsigned char secret[32];
+    randombytes_buf(secret, sizeof secret);
+    uint64_t number = room->epoch + 1;
+    char *xml = it_epoch_xml(room, rc->bare, number, secret);
+    xmpp_stanza_t *st = it_raw_iq(rc, "set", room->jid, xml);
+    free(xml);
+    char what[800];
+    snprintf(what, sizeof what, "epoch %llu of %s by %s", (unsigned long long)number, room->jid,
+             rc->bare);
+    it_check_result(st, what);
+    xmpp_stanza_release(st);
+    room->epoch = number;
+    room->epoch_roster_version = room->state.version;
+    memcpy(room->epoch_secret, secret, sizeof secret);
+    memcpy(room->epoch_hash, room->state.head, sizeof room->epoch_hash);
+    sodium_memzero(secret, sizeof secret);
+}
+
+void it_raw_datakey(it_raw *rc, const it_room *room)
+{
+    IT_CHECK(room->epoch > 0, "a data key needs an epoch in %s", room->jid);
+    sr_e2e_epoch_keys keys;
+    unsigned char p[32], header[32], dkid[16];
+    IT_CHECK(sr_e2e_epoch_derive(&keys, room->epoch_secret, room->jid, room->epoch,
+                                 room->epoch_hash) == SR_E2E_OK &&
+                 sr_e2e_datakey_random(p) == SR_E2E_OK &&
+                 sr_e2e_header_wrap(header, keys.k, p) == SR_E2E_OK,
+             "data key for %s", room->jid);
+    sodium_memzero(&keys, sizeof keys);
+    sodium_memzero(p, sizeof p);
+    sr_e2e_datakey_id_random(dkid);
+    char *id = it_b64(dkid, sizeof dkid), *h = it_b64(header, sizeof header);
+    char xml[400];
+    snprintf(xml, sizeof xml, "<datakey xmlns='%s' id='%s' epoch='%llu'>%s</datakey>", IT_NS, id,
+             (unsigned long long)room->epoch, h);
+    free(id);
+    free(h);
+    xmpp_stanza_t *st = it_raw_iq(rc, "set", room->jid, xml);
+    char what[800];
+    snprintf(what, sizeof what, "data key of %s in %s", rc->bare, room->jid);
+    it_check_result(st, what);
+    xmpp_stanza_release(st);
+    it_dk *slot = NULL;
+    for (size_t i = 0; i < rc->ndk && !slot; i++)
+        if (strcmp(rc->dk[i].room, room->jid) == 0) slot = &rc->dk[i];
+    if (!slot) {
+        IT_CHECK(rc->ndk < IT_MAX_DATAKEYS, "too many rooms with data keys for one raw client");
+        slot = &rc->dk[rc->ndk++];
+    }
+    snprintf(slot->room, sizeof slot->room, "%s", room->jid);
+    memcpy(slot->id, dkid, sizeof dkid);
+    slot->roster_version = room->epoch_roster_version;
+}
+
+static bool b64_exact(unsigned char *out, size_t n, const char *in)
+{
+    size_t got = 0;
+    return in && sodium_base642bin(out, n, in, strlen(in), NULL, &got, NULL,
+                                   sodium_base64_VARIANT_ORIGINAL) == 0 &&
+           got == n;
+}
+
+void it_raw_fetch_epoch(it_raw *rc, it_room *room)
+{
+    char q[100];
+    snprintf(q, sizeof q, "<epoch xmlns='%s'/>", IT_NS);
+    xmpp_stanza_t *st = it_raw_iq_ok(rc, "get", room->jid, q, "current epoch fetch");
+    xmpp_stanza_t *e = xmpp_stanza_get_child_by_name_and_ns(st, "epoch", IT_NS);
+    xmpp_stanza_t *envel = e ? xmpp_stanza_get_child_by_name(e, "envelope") : NULL;
+    char *x = it_stanza_xml(st);
+    char *text = envel ? xmpp_stanza_get_text(envel) : NULL;
+    unsigned char blob[SR_E2E_ENVELOPE_BYTES], hash[32], kc[32], secret[32], sealer_pk[32],
+        sk[64];
+    const char *sealer = attr(e, "sealer");
+    IT_CHECK(text && b64_exact(blob, sizeof blob, text) &&
+                 b64_exact(hash, sizeof hash, attr(e, "roster-hash")) &&
+                 b64_exact(kc, sizeof kc, attr(e, "kc")) && *sealer,
+             "epoch answer without an envelope for %s: %s", rc->bare, x);
+    xmpp_free(rc->ctx, text);
+    uint64_t number = strtoull(attr(e, "number"), NULL, 10);
+    sr_e2e_identity me;
+    user_e2e(rc->bare, &me);
+    it_user_keys(sealer, sealer_pk, sk);
+    sodium_memzero(sk, sizeof sk);
+    sr_e2e_envelope_ctx ctx = {room->jid, number, hash, sealer, rc->bare, me.box_pk};
+    int rc1 = sr_e2e_envelope_open(secret, blob, sizeof blob, &ctx, sealer_pk, me.box_sk);
+    int rc2 = rc1 == SR_E2E_OK ? sr_e2e_epoch_confirm(kc, secret, room->jid, number, hash) : rc1;
+    sodium_memzero(&me, sizeof me);
+    IT_CHECK(rc1 == SR_E2E_OK && rc2 == SR_E2E_OK,
+             "%s's envelope does not open (%d) or confirm (%d): %s", rc->bare, rc1, rc2, x);
+    room->epoch = number;
+    room->epoch_roster_version = strtoull(attr(e, "roster-version"), NULL, 10);
+    memcpy(room->epoch_secret, secret, sizeof secret);
+    memcpy(room->epoch_hash, hash, sizeof hash);
+    sodium_memzero(secret, sizeof secret);
+    free(x);
+    xmpp_stanza_release(st);
+}
+
+const unsigned char *it_raw_datakey_id(const it_raw *rc, const char *room_jid)
+{
+    for (size_t i = 0; i < rc->ndk; i++)
+        if (strcmp(rc->dk[i].room, room_jid) == 0) return rc->dk[i].id;
+    it_fail(__FILE__, __LINE__, "data key", "%s has published no data key in %s", rc->bare,
+            room_jid);
+}
+
+void it_raw_fill_payload(const it_raw *rc, const char *room_jid, unsigned char *buf, size_t len)
+{
+    IT_CHECK(len >= IT_PAYLOAD_MIN, "a payload needs at least %d bytes, not %zu", IT_PAYLOAD_MIN,
+             len);
+    const unsigned char *id = it_raw_datakey_id(rc, room_jid);
+    uint64_t rv = 0;
+    for (size_t i = 0; i < rc->ndk; i++)
+        if (strcmp(rc->dk[i].room, room_jid) == 0) rv = rc->dk[i].roster_version;
+    buf[0] = 1;
+    memcpy(buf + 1, id, 16);
+    for (int i = 0; i < 8; i++) buf[17 + i] = (unsigned char)(rv >> (56 - 8 * i));
+}
+
+void it_raw_e2e_ready(it_raw *owner, it_room *room, it_raw *const *senders, size_t nsenders)
+{
+    it_raw_epoch(owner, room);
+    for (size_t i = 0; i < nsenders; i++) it_raw_datakey(senders[i], room);
 }
 
 void it_room_init(it_room *room, const char *jid)
@@ -886,7 +1103,7 @@ static PGresult *pg_query(const char *sql, int n, const char *const *params)
 long it_pg_count(const char *table, const char *room_jid)
 {
     static const char *const allowed[] = {"messages", "roster_versions", "members", "occupants",
-                                          NULL};
+                                          "epochs",   "envelopes",       "datakeys", NULL};
     bool ok = false;
     for (int i = 0; allowed[i]; i++)
         ok |= strcmp(allowed[i], table) == 0;

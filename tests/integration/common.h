@@ -164,14 +164,25 @@ void it_check_result_at(const char *file, int line, xmpp_stanza_t *st, const cha
 
 /* ---- Sealroom over the raw client ---- */
 
-/* Register the user's deterministic identity; must succeed. */
+/* Register the user's deterministic identity with its bundle (the X25519
+ * key derived from the same seed as libsealroom does, and the bundle
+ * signature); must succeed. */
 void it_raw_register(it_raw *rc);
+/* The <identity/> registration element for bare (its deterministic keys),
+ * for tests that tamper with it (malloc'd). */
+char *it_identity_xml(const char *bare);
+/* The user's X25519 box key (what the bundle publishes). */
+void it_user_box_pk(const char *bare, unsigned char pk[32]);
 
-/* A room as the tests track it: its JID and the verified roster state the
- * next version must follow. */
+/* A room as the tests track it: its JID, the verified roster state the
+ * next version must follow, and the epoch the tests last started in it. */
 typedef struct it_room {
     char jid[256];
     sr_roster_state state;
+    uint64_t epoch;                 /* 0: none started */
+    uint64_t epoch_roster_version;  /* the roster version it was started at */
+    unsigned char epoch_secret[32]; /* S_e, to derive k_e for data-key headers */
+    unsigned char epoch_hash[32];   /* the roster head it was bound to */
 } it_room;
 
 void it_room_init(it_room *room, const char *jid);
@@ -196,6 +207,39 @@ void it_room_create(it_raw *owner, it_room *room, const char *prefix);
 /* One op signed by rc's user that must be accepted (identity of the target
  * must be registered for add). */
 void it_room_change(it_raw *rc, it_room *room, sr_op_kind kind, const char *user, sr_role role);
+
+/* ---- end-to-end setup over the raw client (e2e spec §4-§6) ----
+ * The component stores only payloads that name a data key the sender
+ * published for the room's current, fresh epoch. */
+
+/* One envelope (base64, malloc'd): secret sealed to recipient's box key and
+ * signed by sealer for room, epoch number and roster hash. */
+char *it_envelope_b64(const char *room_jid, uint64_t number, const unsigned char hash[32],
+                      const char *sealer_bare, const char *recipient_bare,
+                      const unsigned char secret[32]);
+/* <epoch number roster-version kc><envelope/>…</epoch> for every member of
+ * room->state, sealed by sealer_bare, bound to room->state's head
+ * (malloc'd). kc is derived from secret. */
+char *it_epoch_xml(const it_room *room, const char *sealer_bare, uint64_t number,
+                   const unsigned char secret[32]);
+/* Start epoch room->epoch + 1 as rc's user (every member must have
+ * registered its bundle); must succeed; updates room. */
+void it_raw_epoch(it_raw *rc, it_room *room);
+/* Fetch room's current epoch as rc's user, open its envelope (the sealer's
+ * key is the sealer's deterministic test key) and check KC_e; sets
+ * room->epoch and its secret. For rooms whose epochs libsealroom starts. */
+void it_raw_fetch_epoch(it_raw *rc, it_room *room);
+/* Publish a fresh data key of rc's user for room's current epoch; must
+ * succeed. rc remembers it for it_raw_fill_payload. */
+void it_raw_datakey(it_raw *rc, const it_room *room);
+/* The id of rc's current data key for room (fails the test if none). */
+const unsigned char *it_raw_datakey_id(const it_raw *rc, const char *room_jid);
+/* Overwrite the first 25 bytes of buf (len >= IT_PAYLOAD_MIN) with the e2e
+ * message header naming rc's data key in room: 01 ‖ dkid ‖ roster version. */
+#define IT_PAYLOAD_MIN 129
+void it_raw_fill_payload(const it_raw *rc, const char *room_jid, unsigned char *buf, size_t len);
+/* Epoch by owner, then a data key for each sender. */
+void it_raw_e2e_ready(it_raw *owner, it_room *room, it_raw *const *senders, size_t nsenders);
 
 /* Join room as nick: returns the answer to the join (self presence with
  * status 110, or the error), after the subject when it succeeded. */
@@ -234,7 +278,8 @@ void it_mam_page_free(it_mam_page *page);
 
 /* ---- PostgreSQL ---- */
 
-/* Rows of table (messages, roster_versions, members, occupants) for the room
+/* Rows of table (messages, roster_versions, members, occupants, epochs,
+ * envelopes, datakeys) for the room
  * named room_jid; 0 when the room does not exist. */
 long it_pg_count(const char *table, const char *room_jid);
 /* Rows of messages of room with this sender bare JID and origin-id. */

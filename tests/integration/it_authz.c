@@ -145,8 +145,9 @@ static void try_send(const actor *a)
     what(w, sizeof w, a, "groupchat send");
     it_random_hex(origin, 8);
     snprintf(id, sizeof id, "m-%s", origin);
-    unsigned char payload[48];
+    unsigned char payload[IT_PAYLOAD_MIN + 11];
     it_random(payload, sizeof payload);
+    if (a->member) it_raw_fill_payload(a->rc, room.jid, payload, sizeof payload);
     if (!a->member) {
         it_counts before = it_pg_counts(room.jid);
         char *b64 = it_b64(payload, sizeof payload);
@@ -257,7 +258,9 @@ int main(void)
     it_room_change(owner, &room, SR_OP_ADD, "carol", SR_ROLE_ADMIN);
     it_room_change(owner, &room, SR_OP_ADD, "dave", SR_ROLE_MEMBER);
     it_room_change(owner, &room, SR_OP_ADD, "grace", SR_ROLE_MEMBER);
-    unsigned char hello[] = "seed message for the archive";
+    it_raw_e2e_ready(owner, &room, &owner, 1);
+    unsigned char hello[IT_PAYLOAD_MIN] = "..........................seed message for the archive";
+    it_raw_fill_payload(owner, room.jid, hello, sizeof hello);
     free(it_raw_say(owner, room.jid, hello, sizeof hello, NULL));
 
     /* The member-to-be-removed is present when removed: it is kicked (321)
@@ -288,6 +291,10 @@ int main(void)
     xmpp_stanza_release(seen);
     IT_CHECK(it_pg_count("occupants", room.jid) == 1, "only the owner is present now (%ld)",
              it_pg_count("occupants", room.jid));
+
+    /* The removal made the epoch stale: a new one, and keys of the writers. */
+    it_raw *writers[2] = {member, admin};
+    it_raw_e2e_ready(owner, &room, writers, 2);
 
     actor rows[] = {
         {"outsider", outsider, "eve", false},

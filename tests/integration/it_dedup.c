@@ -68,15 +68,21 @@ int main(void)
     it_raw_join_ok(alice, room.jid, "alice");
     it_raw_join_ok(bob, room.jid, "bob");
     it_raw_join_ok(bob2, room.jid, "bob");
+    it_raw *senders[2] = {alice, bob};
+    it_raw_e2e_ready(alice, &room, senders, 2);
     it_raw_clear(alice);
     it_raw_clear(bob2);
 
     /* The original. */
     char o1[40];
     it_random_hex(o1, 8);
-    unsigned char p1[100], p1b[100];
+    unsigned char p1[160], p1b[160], pa[160];
     it_random(p1, sizeof p1);
     it_random(p1b, sizeof p1b);
+    it_raw_fill_payload(bob, room.jid, p1, sizeof p1);
+    it_raw_fill_payload(bob, room.jid, p1b, sizeof p1b);
+    memcpy(pa, p1, sizeof pa);
+    it_raw_fill_payload(alice, room.jid, pa, sizeof pa);
     char *b64 = it_b64(p1, sizeof p1);
     it_raw_send_sealed(bob, room.jid, "first-try", o1, b64);
     xmpp_stanza_t *r1 = it_raw_expect(bob, it_match_reflection, o1, IT_TIMEOUT_MS, "reflection");
@@ -112,7 +118,7 @@ int main(void)
     free(s3);
 
     /* alice's equal origin-id is her own, new message. */
-    char *sa = it_raw_say(alice, room.jid, p1, sizeof p1, o1);
+    char *sa = it_raw_say(alice, room.jid, pa, sizeof pa, o1);
     IT_CHECK(strcmp(sa, s1) != 0, "another sender's origin-id must not be deduplicated");
     IT_CHECK(it_pg_count_origin(room.jid, it_raw_bare(alice), o1) == 1, "alice's stored once");
 
@@ -141,7 +147,8 @@ int main(void)
      * alice's own o1, taken by it_raw_say), one o3, then the marker. */
     char marker[40];
     it_random_hex(marker, 8);
-    unsigned char m[] = "marker";
+    unsigned char m[IT_PAYLOAD_MIN] = "........................marker";
+    it_raw_fill_payload(bob, room.jid, m, sizeof m);
     free(it_raw_say(bob, room.jid, m, sizeof m, marker));
     free(next_seen_is(alice, o3, "one copy of the raced message"));
     free(next_seen_is(alice, marker, "no duplicate before the marker"));

@@ -89,14 +89,17 @@ int main(void)
     it_raw_join_ok(alice, room.jid, "alice");
     it_raw_join_ok(bob, room.jid, "bob");
     it_raw_join_ok(carol, room.jid, "carol");
+    it_raw *writers[3] = {alice, bob, carol};
+    it_raw_e2e_ready(alice, &room, writers, 3);
     it_raw_clear(alice);
     it_raw_clear(bob);
     it_raw_clear(carol);
 
     char origin[40];
     it_random_hex(origin, 16);
-    unsigned char payload[48];
+    unsigned char payload[IT_PAYLOAD_MIN + 20];
     it_random(payload, sizeof payload);
+    it_raw_fill_payload(alice, room.jid, payload, sizeof payload);
     char *sid = it_raw_say(alice, room.jid, payload, sizeof payload, origin);
     it_raw *others[2] = {bob, carol};
     for (int i = 0; i < 2; i++) {
@@ -126,8 +129,9 @@ int main(void)
     for (int k = 0; k < BURST; k++)
         for (int s_ = 0; s_ < 2; s_++) {
             it_random_hex(origins[s_][k], 16);
-            unsigned char p[24];
+            unsigned char p[IT_PAYLOAD_MIN];
             it_random(p, sizeof p);
+            it_raw_fill_payload(senders[s_], room.jid, p, sizeof p);
             char *b64 = it_b64(p, sizeof p);
             it_raw_send_sealed(senders[s_], room.jid, origins[s_][k], origins[s_][k], b64);
             free(b64);

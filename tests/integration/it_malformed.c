@@ -342,22 +342,50 @@ static void identity_cases(void)
     snprintf(xml, sizeof xml, "<identity xmlns='%s' key='%.40s' sig='%s'/>", IT_NS, "AAAAAAAA", s);
     iq_refused(alice, "identity key of the wrong length", "set", svc, xml, "modify", "bad-request",
                NULL);
-    /* alice's own valid proof presented by bob: the proof binds the JID. */
-    snprintf(xml, sizeof xml, "<identity xmlns='%s' key='%s' sig='%s'/>", IT_NS, k, s);
-    iq_refused(bob, "identity proof made for another JID", "set", svc, xml, "modify",
-               "not-acceptable", "bad-signature");
+    /* alice's own valid registration presented by bob: the proof binds the JID. */
+    {
+        char *full = it_identity_xml(alice_bare);
+        iq_refused(bob, "identity proof made for another JID", "set", svc, full, "modify",
+                   "not-acceptable", "bad-signature");
+        free(full);
+    }
     /* A second, different key for a registered JID. */
     {
-        unsigned char pk2[SR_KEY_BYTES], sk2[64], sig2[SR_SIG_BYTES];
+        /* A user the tests never register under its deterministic key
+         * stands in: its registration is valid in itself, but alice's JID
+         * already has another key. Built for alice's JID by hand. */
+        unsigned char pk2[SR_KEY_BYTES], sk2[64], sig2[SR_SIG_BYTES], box2[32], bsig2[64];
         crypto_sign_keypair(pk2, sk2);
         IT_CHECK(sr_identity_proof_sign(sig2, alice_bare, pk2, sk2), "proof");
+        randombytes_buf(box2, sizeof box2);
+        /* lp8(label) ‖ lp16(JID) ‖ ed_pk ‖ x_pk, as the bundle signature. */
+        static const char label[] = "sealroom.e2e.v1.identity.bundle";
+        unsigned char msg[600];
+        size_t n = 0, jl = strlen(alice_bare);
+        msg[n++] = (unsigned char)(sizeof label - 1);
+        memcpy(msg + n, label, sizeof label - 1);
+        n += sizeof label - 1;
+        msg[n++] = (unsigned char)(jl >> 8);
+        msg[n++] = (unsigned char)jl;
+        memcpy(msg + n, alice_bare, jl);
+        n += jl;
+        memcpy(msg + n, pk2, 32);
+        n += 32;
+        memcpy(msg + n, box2, 32);
+        n += 32;
+        crypto_sign_detached(bsig2, NULL, msg, n, sk2);
         sodium_memzero(sk2, sizeof sk2);
-        char *k2 = it_b64(pk2, sizeof pk2), *s2 = it_b64(sig2, sizeof sig2);
-        snprintf(xml, sizeof xml, "<identity xmlns='%s' key='%s' sig='%s'/>", IT_NS, k2, s2);
+        char *k2 = it_b64(pk2, sizeof pk2), *s2 = it_b64(sig2, sizeof sig2),
+             *b2 = it_b64(box2, sizeof box2), *bs2 = it_b64(bsig2, sizeof bsig2);
+        snprintf(xml, sizeof xml,
+                 "<identity xmlns='%s' key='%s' sig='%s' box-key='%s' bundle-sig='%s'/>", IT_NS,
+                 k2, s2, b2, bs2);
         iq_refused(alice, "replacing a registered identity key", "set", svc, xml, "cancel",
                    "conflict", NULL);
         free(k2);
         free(s2);
+        free(b2);
+        free(bs2);
     }
     sodium_memzero(sk, sizeof sk);
     /* The registered key is unchanged. */
@@ -490,6 +518,7 @@ static void message_cases(void)
     unsigned char *big = malloc(MAX_PAYLOAD + 1);
     IT_CHECK(big != NULL, "out of memory");
     it_random(big, MAX_PAYLOAD + 1);
+    it_raw_fill_payload(bob, room.jid, big, MAX_PAYLOAD + 1);
     {
         char *b64 = it_b64(big, MAX_PAYLOAD + 1);
         size_t n = strlen(b64) + 100;
@@ -568,12 +597,15 @@ int main(void)
     create_cases();
     roster_cases();
     iq_cases();
+    /* Payloads must name a data key of the sender in a fresh epoch. */
+    it_raw_e2e_ready(alice, &room, &bob, 1);
     message_cases();
 
     /* Barrier: a valid message now is stored once and reflected; nothing
      * refused above turned up late. */
     it_counts before = it_pg_counts(room.jid);
-    unsigned char fine[] = "still serving";
+    unsigned char fine[IT_PAYLOAD_MIN] = "..........................still serving";
+    it_raw_fill_payload(bob, room.jid, fine, sizeof fine);
     char *sid = it_raw_say(bob, room.jid, fine, sizeof fine, NULL);
     it_counts after = it_pg_counts(room.jid);
     IT_CHECK(after.messages == before.messages + 1 &&

@@ -96,9 +96,16 @@ int main(void)
     it_lib_join(bob, room, "bob");
     it_raw_join_ok(carol, room, "carol");
 
+    /* carol talks raw: she opens the epoch libsealroom started and
+     * publishes her own data key. */
+    it_room croom;
+    it_room_init(&croom, room);
+    it_raw_fetch_epoch(carol, &croom);
+    it_raw_datakey(carol, &croom);
     char o1[40];
     it_random_hex(o1, 8);
-    unsigned char p1[] = "stored before the restart";
+    unsigned char p1[IT_PAYLOAD_MIN] = ".........................stored before the restart";
+    it_raw_fill_payload(carol, room, p1, sizeof p1);
     char *s1 = it_raw_say(carol, room, p1, sizeof p1, o1);
 
     /* The restart runs in a child while alice keeps talking. */
@@ -127,7 +134,9 @@ int main(void)
 
     /* A raw resend after the restart: deduplicated against the archive,
      * and carol is still an occupant without rejoining. */
-    it_raw_send_sealed(carol, room, "resend-after-restart", o1, "AAAA");
+    char *p1_b64 = it_b64(p1, sizeof p1);
+    it_raw_send_sealed(carol, room, "resend-after-restart", o1, p1_b64);
+    free(p1_b64);
     xmpp_stanza_t *r = it_raw_expect(carol, it_match_reflection, o1, IT_TIMEOUT_MS,
                                      "answer to the resend after the restart");
     xmpp_stanza_t *sid = xmpp_stanza_get_child_by_name_and_ns(r, "stanza-id", IT_NS_SID);
@@ -137,7 +146,8 @@ int main(void)
     xmpp_stanza_release(r);
     IT_CHECK(it_pg_count_origin(room, it_raw_bare(carol), o1) == 1,
              "carol's message stored %ld times", it_pg_count_origin(room, it_raw_bare(carol), o1));
-    unsigned char p2[] = "after the restart";
+    unsigned char p2[IT_PAYLOAD_MIN] = ".........................after the restart";
+    it_raw_fill_payload(carol, room, p2, sizeof p2);
     char o2[40];
     it_random_hex(o2, 8);
     free(it_raw_say(carol, room, p2, sizeof p2, o2));
@@ -205,6 +215,7 @@ int main(void)
 
     free(s1);
     it_raw_free(carol);
+    it_room_free(&croom);
     it_lib_free(alice);
     it_lib_free(bob);
     it_log("passed");

@@ -44,7 +44,7 @@ static void test_table_is_complete(void **state)
 {
     size_t n;
     const config_key_info *k = config_keys(&n);
-    assert_int_equal(n, 16); /* one per field of struct config */
+    assert_int_equal(n, 20); /* one per field of struct config */
     for (size_t i = 0; i < n; i++) {
         assert_non_null(k[i].name);
         assert_non_null(k[i].help);
@@ -73,6 +73,10 @@ static void test_defaults(void **state)
     assert_int_equal(c.mam_default_page, 50);
     assert_int_equal(c.mam_max_page, 250);
     assert_int_equal(c.write_batch_max, 512);
+    assert_int_equal(c.epoch_max_age, 86400);
+    assert_int_equal(c.epoch_max_members, 10000);
+    assert_int_equal(c.vault_fetch_burst, 5);
+    assert_int_equal(c.vault_fetch_per_hour, 30);
     /* hostname-pid */
     char pid[32];
     snprintf(pid, sizeof pid, "-%ld", (long)getpid());
