@@ -96,6 +96,8 @@ typedef struct sr_request {
     sr_role role;
     unsigned char key[SR_KEY_BYTES];
     bool have_key;
+    bool key_given;                  /* the app passed a key: compare with the pin */
+    unsigned char given_key[SR_KEY_BYTES];
     int retries;
     bool then_submit;        /* after a sync, continue with SR_STEP_SUBMIT */
     sr_roster_version *pending; /* the version we submitted */

@@ -588,12 +588,10 @@ int sr_sync_call(sealroom_ctx *ctx, const char *room, sr_iq_cb cb, void *arg)
 static int roster_advance(sealroom_ctx *ctx, sr_request *r, bool force_sync)
 {
     if (r->op == SR_OP_ADD && !r->have_key) {
-        if (sealroom_ctx_known_key(ctx, r->key, sizeof r->key, r->jid) == SEALROOM_OK) {
-            r->have_key = true;
-        } else {
-            r->step = SR_STEP_FETCH_KEY;
-            return send_identity_fetch(ctx, r);
-        }
+        /* Always the registered key as of now, checked against the pin: a
+         * cached key could hide a change. */
+        r->step = SR_STEP_FETCH_KEY;
+        return send_identity_fetch(ctx, r);
     }
     sr_room *room = sr_room_get(ctx, r->room);
     if (!room)
@@ -658,7 +656,13 @@ static int roster_update(sealroom_ctx *ctx, uint32_t *request_id, const char *ro
     r->role = (sr_role)role;
     if (pk) {
         memcpy(r->key, pk, SR_KEY_BYTES);
-        r->have_key = true;
+        memcpy(r->given_key, pk, SR_KEY_BYTES);
+        /* A key the app hands over for a user we have pinned is checked
+         * against the registered, pinned identity before we sign it. */
+        char bare_pk[SR_BARE_JID_MAX];
+        r->key_given = true;
+        r->have_key = !(ctx->vault && sr_jid_normalise_bare(bare_pk, sizeof bare_pk, jid) &&
+                        sr_e2e_vault_pin_get(ctx->vault, bare_pk));
     }
     if (!(r->room = sr_strdup(room)) || !(r->jid = sr_strdup(bare)))
         rc = sr_fail(ctx, SEALROOM_E_NOMEM, "out of memory");
@@ -1045,6 +1049,11 @@ int sr_handle_iq(sealroom_ctx *ctx, xmpp_stanza_t *st)
             rc = parse_identity(ctx, r, st, r->key);
             if (rc < 0)
                 break;
+            if (r->key_given && sodium_memcmp(r->key, r->given_key, SR_KEY_BYTES) != 0) {
+                rc = sr_fail(ctx, SEALROOM_E_KEY_CHANGED,
+                             "the key given for %s is not its pinned, registered identity", r->jid);
+                break;
+            }
             r->have_key = true;
             rc = roster_advance(ctx, r, false);
         } else if (r->step == SR_STEP_SYNC) {

@@ -85,11 +85,13 @@ int main(void)
     it_room room;
     it_room_create(alice, &room, "admin");
     it_raw_join_ok(alice, room.jid, "alice");
+    it_raw_e2e_ready(alice, &room, &alice, 1);
     for (int i = 0; i < 2; i++) {
         char origin[40];
         it_random_hex(origin, 16);
-        unsigned char p[16];
+        unsigned char p[IT_PAYLOAD_MIN];
         it_random(p, sizeof p);
+        it_raw_fill_payload(alice, room.jid, p, sizeof p);
         free(it_raw_say(alice, room.jid, p, sizeof p, origin));
     }
     xmpp_stanza_t *after = it_raw_iq_ok(alice, "set", env->service, exec, "stats again");

@@ -28,13 +28,15 @@ int main(void)
     it_raw_join_ok(bob, room.jid, "bob");
     it_raw_join_ok(desk, room.jid, "alice");
     it_raw_join_ok(phone, room.jid, "alice");
+    it_raw_e2e_ready(desk, &room, &bob, 1);
     it_raw_clear(bob);
 
     /* Both of alice's sessions get bob's message. */
     char origin[40];
     it_random_hex(origin, 16);
-    unsigned char p[16];
+    unsigned char p[IT_PAYLOAD_MIN];
     it_random(p, sizeof p);
+    it_raw_fill_payload(bob, room.jid, p, sizeof p);
     free(it_raw_say(bob, room.jid, p, sizeof p, origin));
     xmpp_stanza_release(it_raw_expect(desk, it_match_reflection, origin, IT_TIMEOUT_MS, "desk copy"));
     xmpp_stanza_release(it_raw_expect(phone, it_match_reflection, origin, IT_TIMEOUT_MS, "phone copy"));

@@ -199,8 +199,8 @@ int main(void)
                  seq, d->stanza_id);
         size_t len = 0;
         unsigned char *p = it_pg_payload(room, seq, &len);
-        IT_CHECK(p && len == msgs[i].len && memcmp(p, msgs[i].payload, len) == 0,
-                 "message %d stored with another payload", i);
+        IT_CHECK(p && len == msgs[i].len + 129 && p[0] == 1,
+                 "message %d not stored in its sealed form", i);
         free(p);
     }
     IT_CHECK(it_pg_count("messages", room) - base == total, "room holds %ld messages, sent %d",
@@ -233,6 +233,7 @@ int main(void)
         for (size_t e = 0; e < bob->nev; e++) {
             const it_ev *ev = &bob->ev[e];
             if (ev->type != SEALROOM_EVENT_MESSAGE || !ev->history) continue;
+            if (ev->origin_id && strcmp(ev->origin_id, warm_origin) == 0) continue;
             IT_CHECK(k < (size_t)total, "history holds more than %d messages", total);
             /* Archive order is acknowledgement order, which may differ from
              * send order for resent messages: find each by origin. */
