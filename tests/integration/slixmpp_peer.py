@@ -128,7 +128,14 @@ class Peer(slixmpp.ClientXMPP):
         msg = await self.next_matching(sealed_groupchat, "the driver's message")
         check(msg["body"] == self.fallback, f"fallback body is {msg['body']!r}")
         sealed = msg.xml.find(f"{{{NS}}}sealed")
-        check((sealed.text or "") == self.expected, "sealed payload differs")
+        # The driver's payload is sealed by libsealroom with a fresh nonce, so
+        # the driver cannot know it in advance: "*" asks only for a
+        # well-formed, non-empty one, which the driver compares with what
+        # PostgreSQL stored.
+        if self.expected == "*":
+            check(bool(sealed.text), "empty sealed payload")
+        else:
+            check((sealed.text or "") == self.expected, "sealed payload differs")
         sid = msg.xml.find(f"{{{NS_SID}}}stanza-id")
         check(sid is not None and sid.get("by") == self.room and sid.get("id"),
               f"no stanza-id by the room in {msg}")
