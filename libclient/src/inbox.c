@@ -389,8 +389,9 @@ static open_status open_item(sealroom_ctx *ctx, sr_room *room, sr_inbox_item *it
     if (!room->roster_known || v.roster_version > room->roster.version) {
         /* The sender names a roster version we have not verified: catch
          * up once, then judge. */
-        if (!room->inbox_busy && !room->syncing && ctx->link_up) {
+        if (!it->synced && !room->inbox_busy && !room->syncing && ctx->link_up) {
             if (sr_sync_call(ctx, room->jid, inbox_synced, room) == SEALROOM_OK) {
+                it->synced = true;
                 room->syncing = true;
                 room->inbox_busy = true;
                 st = OPEN_WAIT;

@@ -115,6 +115,7 @@ typedef struct sr_request {
     /* internal requests */
     sr_iq_cb cb;
     void *cb_arg;
+    void (*cb_free)(void *arg); /* frees cb_arg if cb never runs (ctx freed) */
     /* send: the plaintext until sealed (msg == NULL meanwhile) */
     unsigned char *plain;
     size_t plain_len;
@@ -189,6 +190,7 @@ typedef struct sr_inbox_item {
     bool history;
     uint32_t fin_request; /* nonzero: a marker completing this history request */
     xmpp_stanza_t *fin;   /* its answer IQ */
+    bool synced;          /* a chain sync was made for this message already */
 } sr_inbox_item;
 
 typedef struct sr_room {
@@ -334,6 +336,10 @@ bool sr_parse_stamp(const char *stamp, int64_t *ms);
  * the ctx is freed first. Returns 0 or a negative code (cb not called). */
 int sr_iq_call(sealroom_ctx *ctx, const char *type, const char *to, xmpp_stanza_t *child,
                sr_iq_cb cb, void *arg);
+/* As sr_iq_call; arg is heap memory that arg_free releases if the ctx is
+ * freed before cb runs. */
+int sr_iq_call_owned(sealroom_ctx *ctx, const char *type, const char *to, xmpp_stanza_t *child,
+                     sr_iq_cb cb, void *arg, void (*arg_free)(void *));
 /* An internal chain sync of room; cb gets rc (answer NULL). */
 int sr_sync_call(sealroom_ctx *ctx, const char *room, sr_iq_cb cb, void *arg);
 sr_request *sr_request_by_id(sealroom_ctx *ctx, uint32_t id);

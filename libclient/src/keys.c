@@ -446,7 +446,7 @@ static int epoch_fetch_send(sealroom_ctx *ctx, epoch_fetch *f)
     }
     if (!el)
         return sr_fail(ctx, SEALROOM_E_NOMEM, "out of memory");
-    return sr_iq_call(ctx, "get", f->room->jid, el, epoch_fetched, f);
+    return sr_iq_call_owned(ctx, "get", f->room->jid, el, epoch_fetched, f, free);
 }
 
 int sr_epoch_fetch(sealroom_ctx *ctx, sr_room *room, uint64_t number)
@@ -528,6 +528,23 @@ static void rotate_retry(sealroom_ctx *ctx, sr_room *room, int rc, const char *t
     rotate_step(ctx, room);
 }
 
+/* After an epoch-conflict: the service's current number, then try again. */
+static void rotate_learned(sealroom_ctx *ctx, void *arg, xmpp_stanza_t *answer, int rc,
+                           const char *text)
+{
+    sr_room *room = arg;
+    xmpp_stanza_t *el = answer && rc == SEALROOM_OK ? sr_child(answer, "epoch", SR_NS) : NULL;
+    uint64_t number;
+    if (!el || !sr_parse_u64(xmpp_stanza_get_attribute(el, "number"), &number)) {
+        rotate_finish(ctx, room, rc < 0 ? rc : SEALROOM_E_PROTOCOL,
+                      text ? text : "malformed <epoch/> answer");
+        return;
+    }
+    if (number > room->service_epoch)
+        room->service_epoch = number;
+    rotate_retry(ctx, room, SEALROOM_E_CONFLICT, "conflict/epoch-conflict");
+}
+
 static void rotate_set_done(sealroom_ctx *ctx, void *arg, xmpp_stanza_t *answer, int rc,
                             const char *text)
 {
@@ -545,8 +562,9 @@ static void rotate_set_done(sealroom_ctx *ctx, void *arg, xmpp_stanza_t *answer,
     const char *app = sr_error_app(answer);
     if (app && strcmp(app, "epoch-conflict") == 0) {
         /* Someone else made this number: learn the current one first. */
-        room->service_epoch++;
-        rotate_retry(ctx, room, rc, text);
+        xmpp_stanza_t *el = sr_el(ctx->xmpp, "epoch", SR_NS);
+        if (!el || sr_iq_call(ctx, "get", room->jid, el, rotate_learned, room) < 0)
+            rotate_finish(ctx, room, rc, text);
     } else if (app && strcmp(app, "stale-roster") == 0) {
         rotate_retry(ctx, room, rc, text);
     } else {

@@ -42,6 +42,8 @@ void sr_request_free(sr_request *r)
     free(r->last);
     if (r->scratch_live)
         sr_roster_state_free(&r->scratch);
+    if (r->cb && r->cb_free)
+        r->cb_free(r->cb_arg);
     if (r->msg)
         xmpp_stanza_release(r->msg);
     if (r->plain) {
@@ -267,6 +269,15 @@ static int need_link(sealroom_ctx *ctx)
     if (!ctx->link_up)
         return sr_fail(ctx, SEALROOM_E_STATE, "the link to the server is down");
     return SEALROOM_OK;
+}
+
+int sr_iq_call_owned(sealroom_ctx *ctx, const char *type, const char *to, xmpp_stanza_t *child,
+                     sr_iq_cb cb, void *arg, void (*arg_free)(void *))
+{
+    int rc = sr_iq_call(ctx, type, to, child, cb, arg);
+    if (rc == SEALROOM_OK)
+        ctx->requests->cb_free = arg_free; /* sr_request_new links it first */
+    return rc;
 }
 
 int sr_iq_call(sealroom_ctx *ctx, const char *type, const char *to, xmpp_stanza_t *child,
@@ -587,6 +598,12 @@ int sr_sync_call(sealroom_ctx *ctx, const char *room, sr_iq_cb cb, void *arg)
 /* Next step of a roster update: key lookup, sync, then the signed version. */
 static int roster_advance(sealroom_ctx *ctx, sr_request *r, bool force_sync)
 {
+    /* Refuse what the verified roster already rules out before any
+     * round trip (the key check below is one). */
+    const sr_room *known = sr_room_find(ctx, r->room);
+    if (!force_sync && r->op == SR_OP_ADD && known && known->roster_known &&
+        sr_roster_find(&known->roster, r->jid))
+        return sr_fail(ctx, SEALROOM_E_CONFLICT, "%s is already a member", r->jid);
     if (r->op == SR_OP_ADD && !r->have_key) {
         /* Always the registered key as of now, checked against the pin: a
          * cached key could hide a change. */
