@@ -18,20 +18,6 @@
 
 #define VAULT_B64_MAX (4u * 1024u * 1024u)
 
-static void fpr_text(char out[SEALROOM_FINGERPRINTBYTES], const unsigned char fpr[32])
-{
-    char hex[65];
-    sodium_bin2hex(hex, sizeof hex, fpr, 32);
-    char *p = out;
-    for (int g = 0; g < 8; g++) {
-        if (g)
-            *p++ = ' ';
-        memcpy(p, hex + g * 8, 8);
-        p += 8;
-    }
-    *p = '\0';
-}
-
 /* ---- pins ---- */
 
 static sr_fpr_change *change_find(sealroom_ctx *ctx, const char *jid, sr_fpr_change ***link)
@@ -76,8 +62,8 @@ int sr_pin_check(sealroom_ctx *ctx, const char *jid, const unsigned char ed[32],
     memcpy(c->fpr, fpr, sizeof fpr);
     if (!known) {
         char now[SEALROOM_FINGERPRINTBYTES], before[SEALROOM_FINGERPRINTBYTES];
-        fpr_text(now, fpr);
-        fpr_text(before, pinned);
+        sr_fingerprint_text(now, fpr);
+        sr_fingerprint_text(before, pinned);
         sr_log(ctx, SEALROOM_LOG_WARN, "the identity key of %s CHANGED: pinned %s, now %s", jid,
                before, now);
         sealroom_event ev = {0};
@@ -121,7 +107,7 @@ int sealroom_ctx_pinned_fingerprint(const sealroom_ctx *ctx, char *out, size_t o
     const unsigned char *pinned = ctx->vault ? sr_e2e_vault_pin_get(ctx->vault, bare) : NULL;
     if (!pinned)
         return SEALROOM_E_NOT_FOUND;
-    fpr_text(out, pinned);
+    sr_fingerprint_text(out, pinned);
     return SEALROOM_OK;
 }
 

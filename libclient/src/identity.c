@@ -83,14 +83,10 @@ int sealroom_identity_public_key(unsigned char *pk, size_t pk_len, const sealroo
     return SEALROOM_OK;
 }
 
-int sealroom_fingerprint(char *out, size_t out_len, const unsigned char *pk, size_t pk_len)
+void sr_fingerprint_text(char out[SEALROOM_FINGERPRINTBYTES], const unsigned char h[32])
 {
-    unsigned char h[32];
     char hex[65];
-    if (!out || !pk || pk_len != SEALROOM_PUBLICKEYBYTES || out_len < SEALROOM_FINGERPRINTBYTES)
-        return SEALROOM_E_INVALID;
-    crypto_generichash(h, sizeof h, pk, pk_len, NULL, 0);
-    sodium_bin2hex(hex, sizeof hex, h, sizeof h);
+    sodium_bin2hex(hex, sizeof hex, h, 32);
     char *p = out;
     for (int g = 0; g < 8; g++) {
         if (g)
@@ -99,6 +95,15 @@ int sealroom_fingerprint(char *out, size_t out_len, const unsigned char *pk, siz
         p += 8;
     }
     *p = '\0';
+}
+
+int sealroom_fingerprint(char *out, size_t out_len, const unsigned char *pk, size_t pk_len)
+{
+    unsigned char h[32];
+    if (!out || !pk || pk_len != SEALROOM_PUBLICKEYBYTES || out_len < SEALROOM_FINGERPRINTBYTES)
+        return SEALROOM_E_INVALID;
+    crypto_generichash(h, sizeof h, pk, pk_len, NULL, 0);
+    sr_fingerprint_text(out, h);
     return SEALROOM_OK;
 }
 

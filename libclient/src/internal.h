@@ -350,6 +350,9 @@ bool sr_parse_u64(const char *s, uint64_t *out);
 void sr_request_fail(sealroom_ctx *ctx, sr_request *r, int rc);
 
 xmpp_stanza_t *sr_identity_element(sealroom_ctx *ctx);
+/* identity.c: 32 bytes as eight space-separated groups of hex (the
+ * fingerprint text format), NUL-terminated. */
+void sr_fingerprint_text(char out[SEALROOM_FINGERPRINTBYTES], const unsigned char h[32]);
 
 /* hist (keys.c) */
 void sr_hist_free(sr_hist *h);
@@ -378,6 +381,9 @@ sr_datakey *sr_dk_find(const sr_room *room, const unsigned char id[SR_E2E_DATAKE
 
 /* outbox (rooms.c): seal waiting messages when keys allow */
 void sr_outbox_pump(sealroom_ctx *ctx, sr_room *room);
+/* Fail every message of room still waiting for keys: the keys cannot be
+ * had (a refused epoch or key), so waiting would only ask again and again. */
+void sr_outbox_fail(sealroom_ctx *ctx, sr_room *room, int rc, const char *why);
 
 /* inbox.c */
 void sr_inbox_push(sealroom_ctx *ctx, sr_room *room, xmpp_stanza_t *msg, const char *archive_id,

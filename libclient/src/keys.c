@@ -424,6 +424,10 @@ static void epoch_fetched(sealroom_ctx *ctx, void *arg, xmpp_stanza_t *answer, i
             epoch_fetch_failed(ctx, f, rc);
         sr_log(ctx, SEALROOM_LOG_INFO, "%s: epoch fetch failed: %s", room->jid,
                text ? text : ctx->last_error);
+        /* The room refused (not a member, say): messages waiting for its
+         * epoch fail now rather than ask again on every turn. */
+        if (current && answer && !room->epoch_checked)
+            sr_outbox_fail(ctx, room, rc, text ? text : ctx->last_error);
     }
     bool again = current && room->epoch_refresh;
     room->epoch_refresh = false;
@@ -497,11 +501,16 @@ static void rotate_finish(sealroom_ctx *ctx, sr_room *room, int rc, const char *
     size_t n = room->nwaiters;
     room->rotate_waiters = NULL;
     room->nwaiters = 0;
-    if (rc < 0)
-        sr_log(ctx, SEALROOM_LOG_WARN, "%s: new epoch failed: %s", room->jid,
-               text ? text : sealroom_strerror(rc));
     char copy[sizeof ctx->last_error];
     snprintf(copy, sizeof copy, "%s", text ? text : "");
+    if (rc < 0) {
+        sr_log(ctx, SEALROOM_LOG_WARN, "%s: new epoch failed: %s", room->jid,
+               text ? text : sealroom_strerror(rc));
+        /* Messages waiting for that epoch would only start another attempt
+         * at once; a lost link is the exception (they wait for link_up). */
+        if (rc != SEALROOM_E_NETWORK && rc != SEALROOM_E_TIMEOUT && ctx->link_up)
+            sr_outbox_fail(ctx, room, rc, copy);
+    }
     for (size_t i = 0; i < n; i++) {
         sr_request *r = sr_request_by_id(ctx, w[i]);
         if (!r)

@@ -299,6 +299,21 @@ int sealroom_room_send(sealroom_ctx *ctx, uint32_t *request_id, char *origin_id_
     return SEALROOM_OK;
 }
 
+void sr_outbox_fail(sealroom_ctx *ctx, sr_room *rm, int rc, const char *why)
+{
+    char copy[sizeof ctx->last_error];
+    snprintf(copy, sizeof copy, "%s", why ? why : sealroom_strerror(rc));
+    for (;;) {
+        sr_request *hit = NULL;
+        for (sr_request *r = ctx->requests; r; r = r->next)
+            if (r->kind == SEALROOM_REQ_SEND && !r->msg && strcmp(r->room, rm->jid) == 0)
+                hit = r;
+        if (!hit)
+            break;
+        sr_request_done(ctx, hit, rc, copy, NULL);
+    }
+}
+
 /* The groupchat stanza for r's plaintext under the room's data key. */
 static xmpp_stanza_t *seal_message(sealroom_ctx *ctx, sr_room *rm, sr_request *r)
 {
@@ -359,15 +374,7 @@ static void datakey_stored(sealroom_ctx *ctx, void *arg, xmpp_stanza_t *answer, 
             char why[sizeof ctx->last_error];
             snprintf(why, sizeof why, "the room refused our data key: %s",
                      text ? text : sealroom_strerror(rc));
-            for (;;) {
-                sr_request *hit = NULL;
-                for (sr_request *r = ctx->requests; r; r = r->next)
-                    if (r->kind == SEALROOM_REQ_SEND && !r->msg && strcmp(r->room, rm->jid) == 0)
-                        hit = r;
-                if (!hit)
-                    break;
-                sr_request_done(ctx, hit, rc, why, NULL);
-            }
+            sr_outbox_fail(ctx, rm, rc, why);
             return;
         }
     }

@@ -319,6 +319,11 @@ typedef struct it_ev {
     char *first, *last;
     int complete;
     uint64_t roster_version;
+    uint64_t epoch;
+    bool has_pk;
+    unsigned char pk[32];                     /* sealroom_event_public_key */
+    char fpr[SEALROOM_FINGERPRINTBYTES];      /* sealroom_event_fingerprint, "" if none */
+    char prev_fpr[SEALROOM_FINGERPRINTBYTES]; /* sealroom_event_previous_fingerprint */
 } it_ev;
 
 typedef struct it_lib {
@@ -350,6 +355,9 @@ size_t it_lib_live_count(const it_lib *l, const char *room);
 const it_ev *it_lib_live(const it_lib *l, const char *room, size_t index);
 /* The live MESSAGE event with this origin-id in room, or NULL. */
 const it_ev *it_lib_live_by_origin(const it_lib *l, const char *room, const char *origin);
+/* Record one libsealroom event into l (user = the it_lib): the on_event
+ * handler it_lib_connect installs, for tests that drive a ctx themselves. */
+void it_lib_record(void *user, const sealroom_event *ev);
 /* Forget all recorded events. */
 void it_lib_clear(it_lib *l);
 /* OCCUPANT_JOINED seen for nick in room (not self)? */

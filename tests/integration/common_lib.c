@@ -34,7 +34,7 @@ static char *sdup(const char *s)
     return s ? strdup(s) : NULL;
 }
 
-static void on_lib_event(void *user, const sealroom_event *ev)
+void it_lib_record(void *user, const sealroom_event *ev)
 {
     it_lib *l = user;
     if (l->nev == l->cap) {
@@ -69,6 +69,15 @@ static void on_lib_event(void *user, const sealroom_event *ev)
     e->last = sdup(sealroom_event_history_last(ev));
     e->complete = sealroom_event_history_complete(ev);
     e->roster_version = sealroom_event_roster_version(ev);
+    e->epoch = sealroom_event_epoch(ev);
+    const unsigned char *pk = sealroom_event_public_key(ev);
+    if (pk) {
+        e->has_pk = true;
+        memcpy(e->pk, pk, sizeof e->pk);
+    }
+    const char *f = sealroom_event_fingerprint(ev), *pf = sealroom_event_previous_fingerprint(ev);
+    snprintf(e->fpr, sizeof e->fpr, "%s", f ? f : "");
+    snprintf(e->prev_fpr, sizeof e->prev_fpr, "%s", pf ? pf : "");
 }
 
 it_lib *it_lib_connect(const char *user)
@@ -87,7 +96,7 @@ it_lib *it_lib_connect(const char *user)
              sealroom_strerror(rc));
     l->id = it_user_identity(l->bare);
     IT_OK(sealroom_client_set_identity(l->client, l->id));
-    sealroom_client_set_event_handler(l->client, on_lib_event, l);
+    sealroom_client_set_event_handler(l->client, it_lib_record, l);
     return l;
 }
 

@@ -14,66 +14,12 @@
 
 /* ------------------------------------------------------------- clients */
 
-static char *sdup(const char *s)
-{
-    return s ? strdup(s) : NULL;
-}
-
 void e2e_record(void *user, const sealroom_event *ev)
 {
     e2e_lib *w = user;
     it_lib *l = w->l;
-    if (l->nev == l->cap) {
-        l->cap = l->cap ? l->cap * 2 : 64;
-        l->ev = realloc(l->ev, l->cap * sizeof *l->ev);
-        IT_CHECK(l->ev != NULL, "out of memory");
-    }
-    if (w->ext_cap < l->cap) {
-        w->ext = realloc(w->ext, l->cap * sizeof *w->ext);
-        IT_CHECK(w->ext != NULL, "out of memory");
-        w->ext_cap = l->cap;
-    }
-    /* The same fields as common_lib.c records, so its helpers work on l. */
-    it_ev *e = &l->ev[l->nev];
-    memset(e, 0, sizeof *e);
-    e->type = sealroom_event_get_type(ev);
-    e->request_id = sealroom_event_request_id(ev);
-    e->kind = sealroom_event_request_kind(ev);
-    e->result = sealroom_event_result(ev);
-    e->error_text = sdup(sealroom_event_error_text(ev));
-    e->room = sdup(sealroom_event_room(ev));
-    e->nick = sdup(sealroom_event_nick(ev));
-    e->jid = sdup(sealroom_event_jid(ev));
-    e->stanza_id = sdup(sealroom_event_stanza_id(ev));
-    e->origin_id = sdup(sealroom_event_origin_id(ev));
-    size_t n = 0;
-    const unsigned char *p = sealroom_event_payload(ev, &n);
-    if (p) {
-        e->payload = malloc(n ? n : 1);
-        IT_CHECK(e->payload != NULL, "out of memory");
-        memcpy(e->payload, p, n);
-        e->payload_len = n;
-    }
-    e->ts = sealroom_event_timestamp_ms(ev);
-    e->history = sealroom_event_is_history(ev);
-    e->self = sealroom_event_is_self(ev);
-    e->first = sdup(sealroom_event_history_first(ev));
-    e->last = sdup(sealroom_event_history_last(ev));
-    e->complete = sealroom_event_history_complete(ev);
-    e->roster_version = sealroom_event_roster_version(ev);
-
-    e2e_ext *x = &w->ext[l->nev];
-    memset(x, 0, sizeof *x);
-    x->epoch = sealroom_event_epoch(ev);
-    const unsigned char *pk = sealroom_event_public_key(ev);
-    if (pk) {
-        x->has_pk = true;
-        memcpy(x->pk, pk, sizeof x->pk);
-    }
-    const char *f = sealroom_event_fingerprint(ev), *pf = sealroom_event_previous_fingerprint(ev);
-    snprintf(x->fpr, sizeof x->fpr, "%s", f ? f : "");
-    snprintf(x->prev_fpr, sizeof x->prev_fpr, "%s", pf ? pf : "");
-    l->nev++;
+    it_lib_record(l, ev);
+    const it_ev *e = &l->ev[l->nev - 1];
     if (e->type == SEALROOM_EVENT_MESSAGE_REJECTED || e->type == SEALROOM_EVENT_FINGERPRINT_CHANGED)
         it_log("%s: event %s in %s from %s origin %s: %d (%s) %s", l->user,
                e->type == SEALROOM_EVENT_MESSAGE_REJECTED ? "MESSAGE_REJECTED"
@@ -129,7 +75,6 @@ void e2e_lib_free(e2e_lib *w)
 {
     if (!w) return;
     it_lib_free(w->l);
-    free(w->ext);
     free(w);
 }
 
@@ -141,7 +86,7 @@ sealroom_ctx *e2e_ctx(e2e_lib *w)
 const e2e_ext *e2e_ext_of(const e2e_lib *w, size_t i)
 {
     IT_CHECK(i < w->l->nev, "event index %zu of %zu", i, w->l->nev);
-    return &w->ext[i];
+    return &w->l->ev[i];
 }
 
 long e2e_find(const e2e_lib *w, sealroom_event_type type, const char *room, size_t from)

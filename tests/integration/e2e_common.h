@@ -19,19 +19,11 @@
 
 /* ---- clients ---- */
 
-/* What common_lib.c's recorder does not keep. Parallel to l->ev. */
-typedef struct e2e_ext {
-    uint64_t epoch;
-    bool has_pk;
-    unsigned char pk[32];            /* sealroom_event_public_key */
-    char fpr[SEALROOM_FINGERPRINTBYTES];      /* sealroom_event_fingerprint, "" if none */
-    char prev_fpr[SEALROOM_FINGERPRINTBYTES]; /* sealroom_event_previous_fingerprint */
-} e2e_ext;
+/* The e2e fields (epoch, keys, fingerprints) are in it_ev itself. */
+typedef it_ev e2e_ext;
 
 typedef struct e2e_lib {
-    it_lib *l;   /* the common client: it_lib_wait, it_lib_done... work on it */
-    e2e_ext *ext;
-    size_t ext_cap;
+    it_lib *l; /* the common client: it_lib_wait, it_lib_done... work on it */
 } e2e_lib;
 
 /* Connect user with the library; with_identity sets the user's
