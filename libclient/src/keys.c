@@ -375,7 +375,17 @@ static void epoch_fetched(sealroom_ctx *ctx, void *arg, xmpp_stanza_t *answer, i
     if (rc == SEALROOM_OK && (!room->roster_known || rv > room->roster.version) && !f->synced) {
         /* Made under a roster we have not verified yet: catch up first. */
         f->synced = true;
-        if (!room->syncing && sr_sync_call(ctx, room->jid, epoch_synced, f) == SEALROOM_OK) {
+        if (room->syncing) {
+            /* Another sync is under way; when it completes, keys are
+             * looked at again (sr_keys_changed) and this fetch repeated. */
+            if (current)
+                room->epoch_fetching = false;
+            else
+                inflight_del(room, f->number);
+            free(f);
+            return;
+        }
+        if (sr_sync_call(ctx, room->jid, epoch_synced, f) == SEALROOM_OK) {
             room->syncing = true;
             return;
         }
@@ -426,7 +436,8 @@ static void epoch_fetched(sealroom_ctx *ctx, void *arg, xmpp_stanza_t *answer, i
                text ? text : ctx->last_error);
         /* The room refused (not a member, say): messages waiting for its
          * epoch fail now rather than ask again on every turn. */
-        if (current && answer && !room->epoch_checked)
+        const char *atype = answer ? xmpp_stanza_get_type(answer) : NULL;
+        if (current && atype && strcmp(atype, "error") == 0 && !room->epoch_checked)
             sr_outbox_fail(ctx, room, rc, text ? text : ctx->last_error);
     }
     bool again = current && room->epoch_refresh;
