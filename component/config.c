@@ -72,7 +72,8 @@ static const char *check_optional_domain(const char *v);
       "Most envelopes (members) one new epoch may carry.")                                         \
     X(vault_fetch_burst, "vault.fetch_burst", CFG_INT, "5", 1, 100000, true, false, NULL,         \
       "Vault fetches a user may make in a row before the rate limit applies (token bucket "       \
-      "size). Vaults resist guessing by Argon2id; this slows an attacker who fetches them.")      \
+      "size). It limits load and online probing through a stolen XMPP password; offline "          \
+      "guessing needs only one fetched vault, and only Argon2id resists that.")                   \
     X(vault_fetch_per_hour, "vault.fetch_per_hour", CFG_INT, "30", 1, 3600000, true, false, NULL, \
       "Vault fetches per hour a user regains after the burst (token refill rate).")
 
