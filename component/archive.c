@@ -556,9 +556,8 @@ static void mam_form(rooms *r, room *rm, xmpp_stanza_t *iq)
 void archive_handle_mam(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *query)
 {
     char sender[SR_BARE_JID_MAX];
-    if (!svc_sender_bare(iq, sender, sizeof sender) || !sr_roster_find(&rm->roster, sender)) {
-        svc_error(r, iq, rm->name, "auth", "forbidden", "not-member",
-                  "only members may read the room's history");
+    if (!svc_require_member(r, rm, iq, sender, sizeof sender,
+                            "only members may read the room's history")) {
         return;
     }
     if (strcmp(xmpp_stanza_get_type(iq), "get") == 0) {

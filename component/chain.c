@@ -533,9 +533,8 @@ out:
 void chain_handle_fetch(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *el)
 {
     char sender[SR_BARE_JID_MAX];
-    if (!svc_sender_bare(iq, sender, sizeof sender) || !sr_roster_find(&rm->roster, sender)) {
-        svc_error(r, iq, rm->name, "auth", "forbidden", "not-member",
-                  "only members may read the roster chain");
+    if (!svc_require_member(r, rm, iq, sender, sizeof sender,
+                            "only members may read the roster chain")) {
         return;
     }
     uint64_t from = 0, max = 50;

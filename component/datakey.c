@@ -120,10 +120,8 @@ void datakey_handle_set(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *el
         svc_error(r, iq, rm->name, "wait", "resource-constraint", NULL, "out of memory");
         return;
     }
-    if (!svc_sender_bare(iq, op->sender, sizeof op->sender) ||
-        !sr_roster_find(&rm->roster, op->sender)) {
-        svc_error(r, iq, rm->name, "auth", "forbidden", "not-member",
-                  "only members may publish data keys");
+    if (!svc_require_member(r, rm, iq, op->sender, sizeof op->sender,
+                            "only members may publish data keys")) {
         goto drop;
     }
     if (!svc_parse_u64(xmpp_stanza_get_attribute(el, "epoch"), &op->epoch)) {
@@ -246,9 +244,7 @@ out:
 void datakey_handle_get(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *el)
 {
     char sender[SR_BARE_JID_MAX];
-    if (!svc_sender_bare(iq, sender, sizeof sender) || !sr_roster_find(&rm->roster, sender)) {
-        svc_error(r, iq, rm->name, "auth", "forbidden", "not-member",
-                  "only members may read data keys");
+    if (!svc_require_member(r, rm, iq, sender, sizeof sender, "only members may read data keys")) {
         return;
     }
     unsigned char ids[DATAKEYS_FETCH_MAX * 16];

@@ -80,9 +80,8 @@ void disco_handle(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *query)
     if (rm) {
         char sender[SR_BARE_JID_MAX];
         /* Room details are for members; others learn only that it exists. */
-        if (!svc_sender_bare(iq, sender, sizeof sender) || !sr_roster_find(&rm->roster, sender)) {
-            svc_error(r, iq, rm->name, "auth", "forbidden", "not-member",
-                      "room details are for members only");
+        if (!svc_require_member(r, rm, iq, sender, sizeof sender,
+                                "room details are for members only")) {
             return;
         }
         if (info) {

@@ -300,10 +300,8 @@ void epoch_handle_set(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *el)
     op->r = r;
     op->rm = rm;
     char text[SR_BARE_JID_MAX + 160];
-    if (!svc_sender_bare(iq, op->sealer, sizeof op->sealer) ||
-        !sr_roster_find(&rm->roster, op->sealer)) {
-        svc_error(r, iq, rm->name, "auth", "forbidden", "not-member",
-                  "only members may start an epoch");
+    if (!svc_require_member(r, rm, iq, op->sealer, sizeof op->sealer,
+                            "only members may start an epoch")) {
         goto drop;
     }
     if (!svc_parse_u64(xmpp_stanza_get_attribute(el, "number"), &op->number) ||
@@ -495,9 +493,7 @@ static read_op *read_op_new(rooms *r, room *rm, xmpp_stanza_t *iq, const char *w
         svc_error(r, iq, rm->name, "wait", "resource-constraint", NULL, "out of memory");
         return NULL;
     }
-    if (!svc_sender_bare(iq, q->requester, sizeof q->requester) ||
-        !sr_roster_find(&rm->roster, q->requester)) {
-        svc_error(r, iq, rm->name, "auth", "forbidden", "not-member", what);
+    if (!svc_require_member(r, rm, iq, q->requester, sizeof q->requester, what)) {
         free(q);
         return NULL;
     }

@@ -50,6 +50,14 @@ bool svc_sender_bare(xmpp_stanza_t *stanza, char *out, size_t outlen)
     return from && sr_jid_normalise_bare(out, outlen, from);
 }
 
+bool svc_require_member(rooms *r, const room *rm, xmpp_stanza_t *iq, char *out, size_t outlen,
+                        const char *why)
+{
+    if (svc_sender_bare(iq, out, outlen) && sr_roster_find(&rm->roster, out)) return true;
+    svc_error(r, iq, rm->name, "auth", "forbidden", "not-member", why);
+    return false;
+}
+
 bool svc_parse_u64(const char *s, uint64_t *out)
 {
     if (!s || !*s || strlen(s) > 19) return false;

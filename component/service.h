@@ -108,6 +108,10 @@ void svc_error(rooms *r, xmpp_stanza_t *req, const char *from, const char *etype
                const char *cond, const char *app, const char *text);
 /* Bare JID of a stanza's sender into out; false if absent or invalid. */
 bool svc_sender_bare(xmpp_stanza_t *stanza, char *out, size_t outlen);
+/* The sender's bare JID into out if it is a member of rm's roster; else
+ * answers forbidden/<not-member/> with why and returns false. */
+bool svc_require_member(rooms *r, const room *rm, xmpp_stanza_t *iq, char *out, size_t outlen,
+                        const char *why);
 bool svc_is_admin(const rooms *r, const char *bare);
 /* Results come back in text format: bytea columns are hex ("\\x..").
  * Decode column (row, col) into out; returns the length, or -1 if it is not
