@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""Independent check of the e2e test vectors in tests/unit/test_e2e.c.
+"""Independent check of the e2e test vectors in tests/unit/test_e2e.c and
+of the multi-cast key distribution vector in tests/unit/test_dmkd.c.
 
 Uses hashlib.blake2b (KDF, fingerprints, digests), the 'cryptography'
 package (Ed25519, X25519, ChaCha20-Poly1305), pure-Python HChaCha20,
@@ -225,6 +226,53 @@ want = b"\x01" + fill(32, 0) + struct.pack(">I", 2) + lp16(BOB) + fingerprint(B)
 ok = plain == want
 print(("ok   " if ok else "FAIL ") + "vault.blob (header, check, AD, plaintext layout; Argon2id from libsodium)")
 fails += not ok
+
+# ---- multi-cast key distribution (tests/unit/test_dmkd.c) ------------------
+DSRC = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "test_dmkd.c")).read()
+def dcheck(name, got):
+    global fails
+    want = re.search(r'expect_hex\("%s",[^"]*"([0-9a-f]+)"\)' % re.escape(name), DSRC, re.S).group(1)
+    ok = want == got.hex()
+    print(("ok   " if ok else "FAIL ") + name + ("" if ok else "\n  py   %s\n  test %s" % (got.hex(), want)))
+    fails += not ok
+G = decode(bytes.fromhex("e2f2ae0a6abc4e71a884a961c500515f58e30b6aa582dd8db6a65945e08d2d76"))
+assert G is not None
+xor = lambda a, b: bytes(x ^ y for x, y in zip(a, b))
+dctx = lp16(ROOM) + struct.pack(">Q", 7) + b"\x5a" * 32 + b"\x09" * 16
+N = 3
+jids = [b"user%03d@example.com" % i for i in range(N)]
+ids = [identity(bytes([i + 1]) * 32) for i in range(N)]
+def commit(jid, k):
+    return hashlib.blake2b(lp8(b"sealroom.dmkd.v1.commitment") + dctx + lp16(jid) + k, digest_size=32).digest()
+rs, ks, Rs, cs = [], [], [], []
+for i in range(N):
+    es1, es2 = bytes([0x80 + i]) * 32, bytes([0x40 + i]) * 32
+    a, b = ids[i]["a"], ids[i]["b"]
+    wide = xor(kdf(a, b"sealroom.dmkd.v1.r.long-term", es1 + dctx, 64), kdf(es2, b"sealroom.dmkd.v1.r.ephemeral", b + dctx, 64))
+    r = int.from_bytes(wide, "little") % L
+    k = xor(kdf(a, b"sealroom.dmkd.v1.k.long-term", es1 + dctx, 32), kdf(es2, b"sealroom.dmkd.v1.k.ephemeral", b + dctx, 32))
+    rs.append(r); ks.append(k); Rs.append(encode(mul(r, G))); cs.append(commit(jids[i], k))
+dcheck("dmkd.c0", cs[0]); dcheck("dmkd.R0", Rs[0])
+sid = hashlib.blake2b(lp8(b"sealroom.dmkd.v1.sid") + dctx + struct.pack(">I", N) +
+                      b"".join(lp16(jids[i]) + cs[i] + Rs[i] for i in range(N)), digest_size=32).digest()
+dcheck("dmkd.sid", sid)
+edge = lambda i, j: kdf(sid, b"sealroom.dmkd.v1.edge", encode(mul(rs[i], decode(Rs[j]))), 32)
+KL = [edge(i, (i - 1) % N) for i in range(N)]
+T = [xor(KL[i], edge(i, (i + 1) % N)) for i in range(N)]
+dcheck("dmkd.T0", T[0])
+kp = b"\xc3" * 32
+for i in range(1, N): kp = xor(kp, ks[i])
+dcheck("dmkd.k_prime", kp)
+Tp = xor(KL[0], ks[0])
+secret = None
+for i in range(N):
+    acc = bytes(32)
+    for j in range(i): acc = xor(acc, T[j])
+    k1 = xor(Tp, xor(acc, KL[i]))
+    assert commit(jids[0], k1) == cs[0]
+    s_i = kdf(xor(kp, k1), b"sealroom.dmkd.v1.epoch-secret", sid + dctx, 32)
+    assert secret in (None, s_i); secret = s_i
+dcheck("dmkd.secret", secret)
 
 print("%d failure(s)" % fails)
 sys.exit(1 if fails else 0)

@@ -76,6 +76,16 @@ const char *sr_e2e_strerror(int err);
 #define SR_E2E_LABEL_MSG_SIG "sealroom.e2e.v1.message.sig"
 #define SR_E2E_LABEL_ENVELOPE "sealroom.e2e.v1.envelope"
 #define SR_E2E_LABEL_REPLAY "sealroom.e2e.v1.replay"
+#define SR_E2E_LABEL_DMKD_R_LONG "sealroom.dmkd.v1.r.long-term"
+#define SR_E2E_LABEL_DMKD_R_EPH "sealroom.dmkd.v1.r.ephemeral"
+#define SR_E2E_LABEL_DMKD_K_LONG "sealroom.dmkd.v1.k.long-term"
+#define SR_E2E_LABEL_DMKD_K_EPH "sealroom.dmkd.v1.k.ephemeral"
+#define SR_E2E_LABEL_DMKD_COMMIT "sealroom.dmkd.v1.commitment"
+#define SR_E2E_LABEL_DMKD_ROUND1 "sealroom.dmkd.v1.round1"
+#define SR_E2E_LABEL_DMKD_SID "sealroom.dmkd.v1.sid"
+#define SR_E2E_LABEL_DMKD_EDGE "sealroom.dmkd.v1.edge"
+#define SR_E2E_LABEL_DMKD_ROUND2 "sealroom.dmkd.v1.round2"
+#define SR_E2E_LABEL_DMKD_SECRET "sealroom.dmkd.v1.epoch-secret"
 
 /* KDF(key, label, in, outlen) as above; outlen 16..64. Returns SR_E2E_OK or
  * SR_E2E_ERR_INVALID. */
