@@ -181,10 +181,8 @@ static void op_finish(chain_op *op)
 {
     rooms *r = op->r;
     room *rm = op->rm;
-    rm->busy = false;
-    room_release(r, rm);
     op_free(op);
-    room_drain(r, rm);
+    room_op_done(r, rm);
 }
 
 static void committed(void *arg, bool ok, PGresult *const *res, int nres, const char *err)

@@ -74,11 +74,9 @@ static void dk_finish(dk_op *op)
 {
     rooms *r = op->r;
     room *rm = op->rm;
-    rm->busy = false;
-    room_release(r, rm);
     xmpp_stanza_release(op->iq);
     free(op);
-    room_drain(r, rm);
+    room_op_done(r, rm);
 }
 
 static void dk_stored(void *arg, bool ok, PGresult *const *res, int nres, const char *err)

@@ -77,10 +77,8 @@ static void op_finish(epoch_op *op)
 {
     rooms *r = op->r;
     room *rm = op->rm;
-    rm->busy = false;
-    room_release(r, rm);
     op_free(op);
-    room_drain(r, rm);
+    room_op_done(r, rm);
 }
 
 static int cmp_env(const void *a, const void *b)

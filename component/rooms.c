@@ -212,6 +212,13 @@ bool room_enqueue(room *rm, xmpp_stanza_t *stanza)
     return true;
 }
 
+void room_op_done(rooms *r, room *rm)
+{
+    rm->busy = false;
+    room_release(r, rm);
+    room_drain(r, rm);
+}
+
 void room_release(rooms *r, room *rm)
 {
     (void)r;

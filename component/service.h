@@ -102,6 +102,10 @@ bool room_enqueue(room *rm, xmpp_stanza_t *stanza);
 /* Handle whatever queued while the room was loading or busy. */
 void room_drain(rooms *r, room *rm);
 void room_release(rooms *r, room *rm);
+/* A write that held the room busy (roster version, epoch, data key) is
+ * over: let the room run again and handle what queued meanwhile. The
+ * caller has freed its own state; rm stays valid through the drain. */
+void room_op_done(rooms *r, room *rm);
 const char *svc_jid(const rooms *r);
 void svc_send(rooms *r, xmpp_stanza_t *stanza); /* sends and releases */
 void svc_error(rooms *r, xmpp_stanza_t *req, const char *from, const char *etype,
