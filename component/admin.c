@@ -82,6 +82,14 @@ static void stats(rooms *r, xmpp_stanza_t *iq, xmpp_stanza_t *form)
     add_number(form, "epochs-created", "Epochs created", r->stats.epochs_created);
     add_number(form, "datakeys-stored", "Data keys stored", r->stats.datakeys_stored);
     add_number(form, "rekey-nudges", "Rekey requests sent", r->stats.rekey_nudges);
+    add_number(form, "dmkd-runs-started", "Key-distribution runs started",
+               r->stats.dmkd_runs_started);
+    add_number(form, "dmkd-runs-committed", "Key-distribution runs that made an epoch",
+               r->stats.dmkd_runs_committed);
+    add_number(form, "dmkd-runs-failed", "Key-distribution runs failed or restarted",
+               r->stats.dmkd_runs_failed);
+    add_number(form, "dmkd-members-dropped", "Member sessions dropped from runs",
+               r->stats.dmkd_members_dropped);
     add_number(form, "vaults-stored", "Vaults stored", r->stats.vaults_stored);
     add_number(form, "vault-fetches", "Vault fetches served", r->stats.vault_fetches);
     add_number(form, "vault-rate-limited", "Vault fetches refused by the rate limit",

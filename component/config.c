@@ -75,7 +75,17 @@ static const char *check_optional_domain(const char *v);
       "size). It limits load and online probing through a stolen XMPP password; offline "          \
       "guessing needs only one fetched vault, and only Argon2id resists that.")                   \
     X(vault_fetch_per_hour, "vault.fetch_per_hour", CFG_INT, "30", 1, 3600000, true, false, NULL, \
-      "Vault fetches per hour a user regains after the burst (token refill rate).")
+      "Vault fetches per hour a user regains after the burst (token refill rate).")               \
+    X(dmkd_coalesce_ms, "dmkd.coalesce_ms", CFG_INT, "2000", 0, 600000, true, false, NULL,       \
+      "Milliseconds a key-distribution run waits after a membership change, so that changes "     \
+      "arriving together make one run and one epoch.")                                             \
+    X(dmkd_round_timeout_ms, "dmkd.round_timeout_ms", CFG_INT, "10000", 100, 600000, true,       \
+      false, NULL,                                                                                 \
+      "Milliseconds a member session has to answer a round of a key-distribution run before "    \
+      "it is dropped and the run restarts without it.")                                            \
+    X(dmkd_retry_ms, "dmkd.retry_ms", CFG_INT, "30000", 0, 3600000, true, false, NULL,            \
+      "Milliseconds before a room tries another run after one failed (a member aborted it or "    \
+      "the members' key confirmations differed).")
 
 #define X_INFO(field, name, type, def, min, max, rel, sec, check, help)                            \
     {name, type, def, rel, sec, help},

@@ -30,6 +30,9 @@ typedef struct config {
     int epoch_max_members;     /* epoch.max_members    10000 (reloadable): envelopes per epoch */
     int vault_fetch_burst;     /* vault.fetch_burst    5 (reloadable): vault fetches in a row */
     int vault_fetch_per_hour;  /* vault.fetch_per_hour 30 (reloadable): sustained fetch rate */
+    int dmkd_coalesce_ms;      /* dmkd.coalesce_ms     2000 (reloadable): fold membership changes */
+    int dmkd_round_timeout_ms; /* dmkd.round_timeout_ms 10000 (reloadable): then drop and restart */
+    int dmkd_retry_ms;         /* dmkd.retry_ms        30000 (reloadable): after a failed run */
 } config;
 
 /* Load from `path` (may be NULL: defaults + environment only). On failure

@@ -56,11 +56,13 @@ void epoch_roster_changed(rooms *r, room *rm, const sr_roster_version *v)
     bool membership = false;
     for (unsigned i = 0; i < v->nops; i++)
         membership |= v->ops[i].kind == SR_OP_ADD || v->ops[i].kind == SR_OP_REMOVE;
-    if (!membership) return;
-    rm->membership_version = v->version;
-    if (rm->current_epoch > 0 && rm->epoch_roster_version < rm->membership_version &&
-        rm->stale_since_ms < 0)
-        rm->stale_since_ms = r->now_ms;
+    if (membership) {
+        rm->membership_version = v->version;
+        if (rm->current_epoch > 0 && rm->epoch_roster_version < rm->membership_version &&
+            rm->stale_since_ms < 0)
+            rm->stale_since_ms = r->now_ms;
+    }
+    dmkd_roster_changed(r, rm, membership);
 }
 
 static void op_free(epoch_op *op)
@@ -146,17 +148,25 @@ static void committed(void *arg, bool ok, PGresult *const *res, int nres, const 
         op_finish(op);
         return;
     }
-    rm->current_epoch = op->number;
-    rm->epoch_roster_version = op->roster_version;
-    rm->epoch_created = strtoll(PQgetvalue(res[1], 0, 0), NULL, 10);
+    svc_send(r, st_iq_result(op->iq, rm->name));
+    epoch_committed(r, rm, op->number, op->roster_version,
+                    strtoll(PQgetvalue(res[1], 0, 0), NULL, 10), op->sealer, op->n);
+    op_finish(op);
+}
+
+void epoch_committed(rooms *r, room *rm, uint64_t number, uint64_t roster_version,
+                     long long created, const char *by, size_t envelopes)
+{
+    rm->current_epoch = number;
+    rm->epoch_roster_version = roster_version;
+    rm->epoch_created = created;
     rm->stale_since_ms = -1;
+    rm->run_requested = false;
     datakey_cache_clear(rm);
     r->stats.epochs_created++;
     log_info(rm->name, "epoch %" PRIu64 " at roster version %" PRIu64 " by %s (%zu envelopes)",
-             op->number, op->roster_version, op->sealer, op->n);
-    svc_send(r, st_iq_result(op->iq, rm->name));
-    announce(r, rm, op->number, op->roster_version);
-    op_finish(op);
+             number, roster_version, by, envelopes);
+    announce(r, rm, number, roster_version);
 }
 
 static void submit_write(epoch_op *op)
@@ -604,13 +614,36 @@ void bundles_handle_get(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *el
     free(list);
 }
 
+void epoch_nudge_room(rooms *r, room *rm, const char *reason, long now_ms)
+{
+    occupant *pick = NULL;
+    for (occupant *o = rm->occupants; o; o = o->next)
+        if (sr_roster_find(&rm->roster, o->bare_jid) &&
+            (!pick || strcmp(o->nick, pick->nick) < 0 ||
+             (strcmp(o->nick, pick->nick) == 0 && strcmp(o->full_jid, pick->full_jid) < 0)))
+            pick = o;
+    if (!pick) return;
+    xmpp_stanza_t *m =
+        st_new(link_ctx(r->link), "message", "headline", rm->name, pick->full_jid, NULL);
+    xmpp_stanza_t *k = m ? st_add(m, "rekey", NS_SEALROOM) : NULL;
+    if (!k) {
+        if (m) xmpp_stanza_release(m);
+        return;
+    }
+    xmpp_stanza_set_attribute(k, "reason", reason);
+    rm->last_nudge_ms = now_ms;
+    r->stats.rekey_nudges++;
+    log_info(rm->name, "asked %s for a new epoch (%s)", pick->full_jid, reason);
+    svc_send(r, m);
+}
+
 void epoch_nudge(rooms *r, long now_ms)
 {
     long long now = (long long)time(NULL);
-    xmpp_ctx_t *ctx = link_ctx(r->link);
     for (size_t i = 0; i < r->nbuckets; i++) {
         for (room *rm = r->buckets[i]; rm; rm = rm->hnext) {
-            if (rm->state != ROOM_READY || rm->busy || !rm->occupants || rm->current_epoch == 0)
+            if (rm->state != ROOM_READY || rm->busy || !rm->occupants || rm->current_epoch == 0 ||
+                rm->run)
                 continue;
             const char *reason = NULL;
             if (rm->epoch_roster_version < rm->membership_version && rm->stale_since_ms >= 0 &&
@@ -618,27 +651,15 @@ void epoch_nudge(rooms *r, long now_ms)
                 reason = "membership";
             else if (now - rm->epoch_created > r->cfg->epoch_max_age)
                 reason = "max-age";
-            if (!reason ||
-                (rm->last_nudge_ms != 0 && now_ms - rm->last_nudge_ms < EPOCH_NUDGE_INTERVAL_MS))
-                continue;
-            occupant *pick = NULL;
-            for (occupant *o = rm->occupants; o; o = o->next)
-                if (sr_roster_find(&rm->roster, o->bare_jid) &&
-                    (!pick || strcmp(o->nick, pick->nick) < 0 ||
-                     (strcmp(o->nick, pick->nick) == 0 && strcmp(o->full_jid, pick->full_jid) < 0)))
-                    pick = o;
-            if (!pick) continue;
-            xmpp_stanza_t *m = st_new(ctx, "message", "headline", rm->name, pick->full_jid, NULL);
-            xmpp_stanza_t *k = m ? st_add(m, "rekey", NS_SEALROOM) : NULL;
-            if (!k) {
-                if (m) xmpp_stanza_release(m);
+            if (!reason) continue;
+            /* Two or more members present agree on the key among themselves. */
+            if (dmkd_candidates(rm) >= 2) {
+                dmkd_schedule(r, rm, 0);
                 continue;
             }
-            xmpp_stanza_set_attribute(k, "reason", reason);
-            rm->last_nudge_ms = now_ms;
-            r->stats.rekey_nudges++;
-            log_info(rm->name, "asked %s for a new epoch (%s)", pick->full_jid, reason);
-            svc_send(r, m);
+            if (rm->last_nudge_ms != 0 && now_ms - rm->last_nudge_ms < EPOCH_NUDGE_INTERVAL_MS)
+                continue;
+            epoch_nudge_room(r, rm, reason, now_ms);
         }
     }
 }

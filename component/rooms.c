@@ -162,6 +162,7 @@ static void room_free(room *rm)
 {
     fanout_discard(rm);
     datakey_cache_clear(rm);
+    dmkd_room_free(rm);
     queue_free(rm);
     occupants_free(rm);
     sr_roster_state_free(&rm->roster);
@@ -316,7 +317,7 @@ static void room_loaded(void *arg, bool ok, PGresult *const *res, int nres, cons
     free(lc);
     room_release(r, rm);
     rm->busy = false;
-    if (!ok || nres != 4 || !room_fill(rm, res)) {
+    if (!ok || nres != 6 || !room_fill(rm, res)) {
         log_error(rm->name, "loading room state failed: %s", ok ? "bad row" : err);
         /* Answer what waited with a temporary error; the next stanza retries the load. */
         rm->state = ROOM_ABSENT;
@@ -334,6 +335,7 @@ static void room_loaded(void *arg, bool ok, PGresult *const *res, int nres, cons
         rm->id = -1;
         return;
     }
+    if (rm->state == ROOM_READY) dmkd_loaded(r, rm, res[4], res[5]);
     room_drain(r, rm);
 }
 
@@ -365,6 +367,15 @@ static void room_load(rooms *r, room *rm)
                 "SELECT d.dkid, d.sender FROM datakeys d JOIN rooms r ON d.room_id = r.room_id "
                 "AND d.epoch = r.current_epoch WHERE r.name = $1",
                 1, p, NULL, NULL);
+    db_unit_add(u,
+                "SELECT d.run_id, d.epoch, d.roster_version, d.roster_hash, d.phase, d.sid, "
+                "d.k_prime FROM dmkd_runs d JOIN rooms r USING (room_id) WHERE r.name = $1",
+                1, p, NULL, NULL);
+    db_unit_add(u,
+                "SELECT p.position, p.jid, p.full_jid, p.r_point, p.commitment, p.sig1, p.t, "
+                "p.second, p.sig2 FROM dmkd_parts p JOIN rooms r USING (room_id) "
+                "WHERE r.name = $1 ORDER BY p.position",
+                1, p, NULL, NULL);
     lc->r = r;
     lc->rm = rm;
     rm->refs++;
@@ -391,6 +402,7 @@ static room *room_get_or_load(rooms *r, const char *name)
     sr_roster_state_init(&rm->roster);
     rm->last_used_ms = r->now_ms;
     rm->stale_since_ms = -1;
+    rm->run_due_ms = -1;
     size_t b = hash_name(name) % r->nbuckets;
     rm->hnext = r->buckets[b];
     r->buckets[b] = rm;
@@ -483,6 +495,8 @@ static void handle_room_iq(rooms *r, room *rm, xmpp_stanza_t *iq)
         datakey_handle_set(r, rm, iq, payload);
     else if (strcmp(ns, NS_SEALROOM) == 0 && get && strcmp(name, "datakeys") == 0)
         datakey_handle_get(r, rm, iq, payload);
+    else if (strcmp(ns, NS_KEYS) == 0)
+        dmkd_handle_iq(r, rm, iq, payload);
     else if (strcmp(ns, NS_MAM) == 0 && strcmp(name, "query") == 0)
         archive_handle_mam(r, rm, iq, payload);
     else if ((strcmp(ns, NS_DISCO_INFO) == 0 || strcmp(ns, NS_DISCO_ITEMS) == 0) && get)
@@ -600,10 +614,31 @@ void rooms_link_state(rooms *r, bool up)
     log_info(svc_jid(r), "link %s", up ? "up" : "down");
 }
 
+/* After a start-up: load the rooms with an unfinished run, which resume it. */
+static void runs_found(void *arg, bool ok, PGresult *const *res, int nres, const char *err)
+{
+    rooms *r = arg;
+    if (!ok || nres != 1) {
+        log_error(NULL, "looking up unfinished key-distribution runs failed: %s", err ? err : "?");
+        r->dmkd_resume_scanned = false;
+        return;
+    }
+    for (int i = 0; i < PQntuples(res[0]); i++) room_get_or_load(r, PQgetvalue(res[0], i, 0));
+}
+
 void rooms_tick(rooms *r, long now_ms)
 {
     r->now_ms = now_ms;
     fanout_flush(r);
+    if (!r->dmkd_resume_scanned && db_is_ready(r->db)) {
+        r->dmkd_resume_scanned = true;
+        db_read1(r->db, "SELECT r.name FROM dmkd_runs d JOIN rooms r USING (room_id)", 0, NULL,
+                 NULL, NULL, runs_found, r);
+    }
+    if (now_ms - r->last_dmkd_tick_ms >= 100) {
+        r->last_dmkd_tick_ms = now_ms;
+        dmkd_tick(r, now_ms);
+    }
     if (now_ms - r->last_nudge_scan_ms >= 1000) {
         r->last_nudge_scan_ms = now_ms;
         epoch_nudge(r, now_ms);
@@ -617,7 +652,8 @@ void rooms_tick(rooms *r, long now_ms)
             room *rm = *pp;
             /* A read in flight keeps the room busy; one that is LOADING but
              * not busy only waits to be read again and may go too. */
-            if (!rm->refs && !rm->busy && !rm->queue && !rm->occupants &&
+            if (!rm->refs && !rm->busy && !rm->queue && !rm->occupants && !rm->run &&
+                rm->run_due_ms < 0 &&
                 now_ms - rm->last_used_ms > ROOM_IDLE_EVICT_MS) {
                 *pp = rm->hnext;
                 room_free(rm);

@@ -67,6 +67,13 @@ typedef struct room {
     long stale_since_ms;           /* when the current epoch became stale; -1: it is not */
     long last_nudge_ms;            /* last <rekey/> sent; 0: never */
     dk_entry *datakeys[DK_BUCKETS]; /* the current epoch's data keys (datakey.c) */
+    /* Multi-cast key distribution (dmkd.c). */
+    struct dmkd_run *run;          /* the run under way, or NULL */
+    long run_due_ms;               /* a run should start then; -1: none wanted */
+    long run_not_before_ms;        /* after a failed run: wait until then */
+    bool run_requested;            /* a member asked for a new epoch: run even if it is fresh */
+    char **run_dropped;            /* bare JIDs dropped from runs since the last epoch */
+    size_t nrun_dropped;
 } room;
 
 struct rooms {
@@ -84,10 +91,13 @@ struct rooms {
     struct {
         unsigned long long messages_stored, messages_deduplicated, requests_refused,
             admin_sessions, epochs_created, datakeys_stored, vaults_stored, vault_fetches,
-            vault_rate_limited, rekey_nudges;
+            vault_rate_limited, rekey_nudges, dmkd_runs_started, dmkd_runs_committed,
+            dmkd_runs_failed, dmkd_members_dropped;
     } stats;
     struct vault_limits *vault_limits; /* vault.c: per-user fetch buckets */
     long last_nudge_scan_ms;
+    bool dmkd_resume_scanned; /* unfinished runs looked up after start-up */
+    long last_dmkd_tick_ms;
     char instance[256];
 };
 
@@ -187,8 +197,34 @@ void bundles_handle_get(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *el
 const char *epoch_unusable(const rooms *r, const room *rm);
 /* After a committed roster version (the cache already updated). */
 void epoch_roster_changed(rooms *r, room *rm, const sr_roster_version *v);
-/* The periodic <rekey/> nudges (rooms_tick). */
+/* The periodic look for rooms needing a new epoch (rooms_tick): a
+ * key-distribution run where two or more member sessions are present, else
+ * a <rekey/> nudge to the one. */
 void epoch_nudge(rooms *r, long now_ms);
+/* Ask one present member session of rm to start a new epoch alone. */
+void epoch_nudge_room(rooms *r, room *rm, const char *reason, long now_ms);
+/* A new epoch is stored: update the cache and tell every present session.
+ * created is the stored creation time (unix seconds). */
+void epoch_committed(rooms *r, room *rm, uint64_t number, uint64_t roster_version,
+                     long long created, const char *by, size_t envelopes);
+
+/* dmkd.c (multi-cast key distribution runs, urn:xmpp:sealroom:keys:0) */
+#define NS_KEYS "urn:xmpp:sealroom:keys:0"
+/* IQ set from a member to a room in NS_KEYS. */
+void dmkd_handle_iq(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *el);
+/* A roster version committed (membership: it added or removed someone). */
+void dmkd_roster_changed(rooms *r, room *rm, bool membership);
+/* Want a run in delay_ms (keeps an earlier wish). */
+void dmkd_schedule(rooms *r, room *rm, long delay_ms);
+/* Member sessions present that could take part (one per member). */
+size_t dmkd_candidates(const room *rm);
+/* Deadlines and scheduled starts (rooms_tick). */
+void dmkd_tick(rooms *r, long now_ms);
+/* The room was read from the database; res holds its run and ring rows
+ * (maybe none): resume that run. */
+void dmkd_loaded(rooms *r, room *rm, const PGresult *run, const PGresult *parts);
+/* Forget everything of rm's runs (the room is freed). */
+void dmkd_room_free(room *rm);
 
 /* datakey.c */
 void datakey_handle_set(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *el);
