@@ -33,6 +33,7 @@ typedef struct dmkd_part {
     bool has[4];                 /* has[p]: answered phase p */
     size_t slice_from, slice_to; /* the absent members it seals to */
     unsigned char *env;          /* its confirmation: own envelope, then its slice */
+    bool *seen;                  /* which of those it sealed */
 } dmkd_part;
 
 typedef struct dmkd_absent {
@@ -72,6 +73,7 @@ static void run_free(dmkd_run *run)
         free(run->parts[i].bare);
         free(run->parts[i].full);
         free(run->parts[i].env);
+        free(run->parts[i].seen);
     }
     free(run->parts);
     for (size_t i = 0; i < run->nabsent; i++) free(run->absent[i].jid);
@@ -660,7 +662,7 @@ static void combine(rooms *r, room *rm)
         return;
     }
     if (rc != DK_COMBINE_OK) {
-        run_fail(r, rm, rc == DK_COMBINE_RING ? "bad-ring" : "aborted", false);
+        run_fail(r, rm, rc == DK_COMBINE_RING ? "key-mismatch" : "aborted", false);
         return;
     }
     run->phase = 3;
@@ -880,10 +882,9 @@ static void handle_confirm(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t 
             }
         }
     }
-    if (!bad && got != want) {
-        snprintf(text, sizeof text, "%zu envelopes expected (yours and %zu absent members), "
-                 "got %zu", want, want - 1, got);
-        bad = "";
+    if (!bad && !seen[0]) {
+        snprintf(text, sizeof text, "envelope for %s: ", pt->bare);
+        bad = "missing: every participant seals its own";
     }
     if (bad) {
         size_t l = strlen(text);
@@ -891,9 +892,17 @@ static void handle_confirm(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t 
         svc_error(r, iq, rm->name, "modify", "not-acceptable", "bad-envelope", text);
         goto out;
     }
+    /* An absent member's bundle that the participant refused (its checks
+     * failed) gets no envelope, as a member without a bundle gets none: the
+     * member is told when it next fetches. */
+    if (got < want)
+        log_warn(rm->name, "%s sealed %zu of the %zu envelopes asked of it", pt->bare, got - 1,
+                 want - 1);
     memcpy(pt->kc, kc, DK_BYTES);
     pt->env = env;
+    pt->seen = seen;
     env = NULL;
+    seen = NULL;
     pt->has[3] = true;
     svc_send(r, st_iq_result(iq, rm->name));
     if (++run->answered == run->n) commit(r, rm);
@@ -970,14 +979,17 @@ static void commit(rooms *r, room *rm)
         for (size_t i = 0; i < run->n; i++) {
             const dmkd_part *pt = &run->parts[i];
             size_t cnt = 1 + pt->slice_to - pt->slice_from;
-            for (size_t k = 0; k < cnt; k++, e++) {
+            for (size_t k = 0; k < cnt; k++) {
+                if (!pt->seen[k]) continue;
                 const char *to = k == 0 ? pt->bare : run->absent[pt->slice_from + k - 1].jid;
                 kt += (size_t)sprintf(tos + kt, "%s%s", e ? "\n" : "", to);
                 ks += (size_t)sprintf(sealers + ks, "%s%s", e ? "\n" : "", pt->bare);
                 memcpy(blobs + e * EC_ENVELOPE_BYTES, pt->env + k * EC_ENVELOPE_BYTES,
                        EC_ENVELOPE_BYTES);
+                e++;
             }
         }
+        nenv = e;
         char id[24], num[24], prev[24], rv[24];
         snprintf(id, sizeof id, "%lld", rm->id);
         snprintf(num, sizeof num, "%" PRIu64, run->epoch);

@@ -532,7 +532,10 @@ void epoch_handle_get(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *el)
     snprintf(num, sizeof num, "%" PRIu64, number);
     const char *p[3] = {id, na ? num : NULL, q->requester};
     db_read1(r->db,
-             "SELECT e.epoch, e.roster_version, e.roster_hash, e.kc, e.sealer, "
+             /* Envelopes of a run have one sealer each: name the one that
+             * sealed the requester's, or the epoch's when it has none. */
+             "SELECT e.epoch, e.roster_version, e.roster_hash, e.kc, COALESCE(v.sealer, "
+             "e.sealer), "
              "(extract(epoch FROM e.created_at) * 1000)::bigint, v.blob FROM epochs e "
              "LEFT JOIN envelopes v ON v.room_id = e.room_id AND v.epoch = e.epoch AND "
              "v.recipient = $3 WHERE e.room_id = $1 AND e.epoch = COALESCE($2::bigint, "
