@@ -82,25 +82,25 @@ static void run_free(dmkd_run *run)
     free(run);
 }
 
-static bool is_dropped(const room *rm, const char *bare)
+static bool is_dropped(const room *rm, const char *full)
 {
     for (size_t i = 0; i < rm->nrun_dropped; i++)
-        if (strcmp(rm->run_dropped[i], bare) == 0) return true;
+        if (strcmp(rm->run_dropped[i], full) == 0) return true;
     return false;
 }
 
-static void drop_member(rooms *r, room *rm, const char *bare)
+static void drop_member(rooms *r, room *rm, const char *full)
 {
-    if (is_dropped(rm, bare)) return;
+    if (is_dropped(rm, full)) return;
     char **n = realloc(rm->run_dropped, (rm->nrun_dropped + 1) * sizeof *n);
     if (!n) return;
     rm->run_dropped = n;
-    if (!(n[rm->nrun_dropped] = strdup(bare))) return;
+    if (!(n[rm->nrun_dropped] = strdup(full))) return;
     rm->nrun_dropped++;
     r->stats.dmkd_members_dropped++;
 }
 
-static void clear_dropped(room *rm)
+void dmkd_epoch_committed(room *rm)
 {
     for (size_t i = 0; i < rm->nrun_dropped; i++) free(rm->run_dropped[i]);
     free(rm->run_dropped);
@@ -116,7 +116,7 @@ void dmkd_room_free(room *rm)
         else run_free(rm->run);
         rm->run = NULL;
     }
-    clear_dropped(rm);
+    dmkd_epoch_committed(rm);
 }
 
 static void b64_attr(xmpp_stanza_t *el, const char *name, const unsigned char *v, size_t n,
@@ -230,10 +230,10 @@ size_t dmkd_candidates(const room *rm)
 {
     size_t n = 0;
     for (const occupant *o = rm->occupants; o; o = o->next) {
-        if (!sr_roster_find(&rm->roster, o->bare_jid) || is_dropped(rm, o->bare_jid)) continue;
+        if (!sr_roster_find(&rm->roster, o->bare_jid) || is_dropped(rm, o->full_jid)) continue;
         bool seen = false;
         for (const occupant *p = rm->occupants; p != o && !seen; p = p->next)
-            seen = strcmp(p->bare_jid, o->bare_jid) == 0;
+            seen = strcmp(p->bare_jid, o->bare_jid) == 0 && !is_dropped(rm, p->full_jid);
         if (!seen) n++;
     }
     return n;
@@ -250,7 +250,8 @@ static const occupant *session_of(const room *rm, const char *bare)
 {
     const occupant *pick = NULL;
     for (const occupant *o = rm->occupants; o; o = o->next)
-        if (strcmp(o->bare_jid, bare) == 0 && (!pick || strcmp(o->full_jid, pick->full_jid) < 0))
+        if (strcmp(o->bare_jid, bare) == 0 && !is_dropped(rm, o->full_jid) &&
+            (!pick || strcmp(o->full_jid, pick->full_jid) < 0))
             pick = o;
     return pick;
 }
@@ -395,7 +396,7 @@ static void bundles_apply(rooms *r, room *rm, dmkd_run *run, bool ok, PGresult *
         for (int i = 0; i < rows; i++) {
             const char *jid = PQgetvalue(b, i, 0);
             const sr_member *m = sr_roster_find(&rm->roster, jid);
-            const occupant *o = m && !is_dropped(rm, jid) ? session_of(rm, jid) : NULL;
+            const occupant *o = m ? session_of(rm, jid) : NULL;
             if (!o || svc_bytea(b, i, 1, parts[n].box, DK_BYTES) != DK_BYTES) continue;
             if (!(parts[n].bare = strdup(jid)) || !(parts[n].full = strdup(o->full_jid))) {
                 run->n = n + 1;
@@ -410,7 +411,7 @@ static void bundles_apply(rooms *r, room *rm, dmkd_run *run, bool ok, PGresult *
             rm->run = NULL;
             run_free(run);
             rm->run_not_before_ms = r->now_ms + r->cfg->dmkd_retry_ms;
-            if (epoch_unusable(r, rm) &&
+            if ((rm->run_requested || epoch_unusable(r, rm)) &&
                 (rm->last_nudge_ms == 0 || r->now_ms - rm->last_nudge_ms >= 60000))
                 epoch_nudge_room(r, rm, rm->current_epoch == 0 ? "none" : "membership", r->now_ms);
             return;
@@ -549,7 +550,7 @@ static void run_start(rooms *r, room *rm)
      * need no run; an explicit request always gets one. */
     if (!rm->run_requested && !epoch_unusable(r, rm)) return;
     if (dmkd_candidates(rm) < 2) {
-        if (epoch_unusable(r, rm) && rm->current_epoch > 0 &&
+        if ((rm->run_requested || epoch_unusable(r, rm)) && rm->current_epoch > 0 &&
             (rm->last_nudge_ms == 0 || r->now_ms - rm->last_nudge_ms >= 60000))
             epoch_nudge_room(r, rm, "membership", r->now_ms);
         return;
@@ -657,7 +658,7 @@ static void combine(rooms *r, room *rm)
     if (rc == DK_COMBINE_COMMITMENT) {
         log_warn(rm->name, "%s revealed a k that does not open its commitment: dropped",
                  run->parts[bad].bare);
-        drop_member(r, rm, run->parts[bad].bare);
+        drop_member(r, rm, run->parts[bad].full);
         run_fail(r, rm, "member-dropped", true);
         return;
     }
@@ -693,7 +694,7 @@ static dmkd_part *answering_part(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_sta
         dmkd_part *pt = &run->parts[i];
         if (strcmp(pt->bare, bare) != 0) continue;
         if (!from || strcmp(pt->full, from) != 0) {
-            svc_error(r, iq, rm->name, "cancel", "conflict", "unknown-run",
+            svc_error(r, iq, rm->name, "cancel", "not-acceptable", "unknown-run",
                       "another session of this member takes part in the run");
             return NULL;
         }
@@ -829,7 +830,7 @@ static void handle_confirm(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t 
     }
     unsigned char kc[DK_BYTES];
     if (!st_b64_decode_exact(kc, sizeof kc, xmpp_stanza_get_attribute(el, "kc"))) {
-        svc_error(r, iq, rm->name, "modify", "not-acceptable", "bad-round",
+        svc_error(r, iq, rm->name, "modify", "not-acceptable", "bad-envelope",
                   "'kc' must be the base64 of 32 bytes");
         return;
     }
@@ -938,7 +939,6 @@ static void committed(void *arg, bool ok, PGresult *const *res, int nres, const 
         rm->run_due_ms = r->now_ms + r->cfg->dmkd_coalesce_ms;
     } else {
         r->stats.dmkd_runs_committed++;
-        clear_dropped(rm);
         epoch_committed(r, rm, run->epoch, run->roster_version,
                         strtoll(PQgetvalue(res[1], 0, 0), NULL, 10), run->parts[0].bare,
                         op->nenv);
@@ -1134,7 +1134,7 @@ void dmkd_tick(rooms *r, long now_ms)
                     if (!run->parts[i].has[run->phase]) {
                         log_warn(rm->name, "%s did not answer round %d in time: dropped",
                                  run->parts[i].full, run->phase);
-                        drop_member(r, rm, run->parts[i].bare);
+                        drop_member(r, rm, run->parts[i].full);
                         late++;
                     }
                 run_fail(r, rm, "timeout", late > 0);

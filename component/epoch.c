@@ -162,6 +162,7 @@ void epoch_committed(rooms *r, room *rm, uint64_t number, uint64_t roster_versio
     rm->epoch_created = created;
     rm->stale_since_ms = -1;
     rm->run_requested = false;
+    dmkd_epoch_committed(rm);
     datakey_cache_clear(rm);
     r->stats.epochs_created++;
     log_info(rm->name, "epoch %" PRIu64 " at roster version %" PRIu64 " by %s (%zu envelopes)",

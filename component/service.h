@@ -225,6 +225,9 @@ void dmkd_tick(rooms *r, long now_ms);
 void dmkd_loaded(rooms *r, room *rm, const PGresult *run, const PGresult *parts);
 /* Forget everything of rm's runs (the room is freed). */
 void dmkd_room_free(room *rm);
+/* An epoch was committed (by a run or by one member): the series of runs
+ * is over, so sessions dropped from it take part again. */
+void dmkd_epoch_committed(room *rm);
 
 /* datakey.c */
 void datakey_handle_set(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *el);

@@ -310,7 +310,11 @@ int sealroom_client_run(sealroom_client *client, uint32_t timeout_ms)
     do {
         if (client->state != LINK_UP)
             return SEALROOM_E_NETWORK;
-        pump(client, SLICE_MS);
+        /* Never wait past the deadline: a caller driving many clients
+         * passes 0 to handle what is ready and move on. */
+        uint64_t now = now_ms();
+        uint64_t left = deadline > now ? deadline - now : 0;
+        pump(client, left < SLICE_MS ? (unsigned long)left : SLICE_MS);
     } while (now_ms() < deadline);
     return client->state == LINK_UP ? SEALROOM_OK : SEALROOM_E_NETWORK;
 }

@@ -18,6 +18,7 @@
 #include "proto/roster.h"
 
 #define SR_NS "urn:xmpp:sealroom:0"
+#define SR_NS_KEYS "urn:xmpp:sealroom:keys:0" /* key distribution runs (keyrun.c) */
 #define SR_NS_SID "urn:xmpp:sid:0"
 #define SR_NS_MUC "http://jabber.org/protocol/muc"
 #define SR_NS_MUC_USER "http://jabber.org/protocol/muc#user"
@@ -39,6 +40,8 @@
 #define SR_DATAKEY_FETCH_MAX 100u  /* ids per <datakeys/> query */
 #define SR_ROTATE_ATTEMPTS 4       /* new-epoch tries before giving up */
 #define SR_SEND_RESEAL_MAX 3       /* re-seals of one message after <stale-epoch/> */
+#define SR_RUN_MAX_AGE_MS (5u * 60u * 1000u) /* run state older than this is dropped */
+#define SR_RUN_WAIT_MS 60000u      /* after mode="run", no new <rekey/> ask before this */
 
 /* pk/sk duplicate e2e.sign_pk/sign_sk for the roster code's benefit. */
 struct sealroom_identity {
@@ -120,9 +123,6 @@ typedef struct sr_request {
     unsigned char *plain;
     size_t plain_len;
     int reseals;
-    /* create, roster updates: a new epoch follows the roster change */
-    bool rotate_after;
-    uint64_t epoch;
     /* account requests */
     sr_e2e_vault_key *vkey;
     sr_e2e_vault_data *vdata;
@@ -220,6 +220,13 @@ typedef struct sr_room {
     size_t ninflight;
     uint32_t *rotate_waiters;    /* request ids completing with the rotation */
     size_t nwaiters;
+    /* asking the room for a new epoch (keys.c) and taking part in its runs */
+    struct sr_keyrun *run;       /* our part in the room's current run (keyrun.c) or NULL */
+    bool rekey_asking;           /* a <rekey/> to the room is in flight */
+    bool run_awaited;            /* the room answered mode="run": an epoch is coming */
+    uint64_t run_awaited_at;     /* when it answered (ms, ctx->now_ms) */
+    uint32_t *rekey_waiters;     /* request ids completing with the next epoch we install */
+    size_t nrekey_waiters;
     /* data keys: ours and others' */
     sr_datakey *dks;
     sr_datakey *send_dk;         /* our current one (in dks) or NULL */
@@ -271,6 +278,7 @@ struct sealroom_ctx {
     unsigned long long vault_ops;
     size_t vault_mem;
     struct sr_fpr_change *changes; /* fingerprint changes awaiting the app */
+    int dmkd_stall;                /* testhook.h: ignore run rounds from this one on (0: off) */
 };
 
 /* A key that did not match its pin, until the app accepts it. */
@@ -369,15 +377,41 @@ void sr_room_keys_free(sr_room *room);
 /* Make sure we hold the service's current epoch and that it is fresh;
  * fetch or start a new one as needed. Calls sr_keys_changed when done. */
 void sr_keys_ensure(sealroom_ctx *ctx, sr_room *room);
-/* Start a new epoch; request_id (0: none) completes with it. */
+/* Start a new epoch alone (the envelope path); request_id (0: none)
+ * completes with it. Only for a new room, the room's <rekey/> nudge and
+ * a <rekey/> answered mode="solo". */
 int sr_rotate(sealroom_ctx *ctx, sr_room *room, uint32_t request_id);
+/* Finish every request waiting for room's next epoch with rc (an epoch
+ * installed or a failed run) and stop waiting for a run. */
+void sr_rekey_waiters_done(sealroom_ctx *ctx, sr_room *room, int rc, const char *text);
 /* Fetch epoch number (0: current) and install it. */
 int sr_epoch_fetch(sealroom_ctx *ctx, sr_room *room, uint64_t number);
-/* A headline from the room: <epoch/> or <rekey/>. */
+/* A headline from the room: <epoch/>, <rekey/>, or a run's round in SR_NS_KEYS. */
 int sr_handle_headline(sealroom_ctx *ctx, sr_room *room, xmpp_stanza_t *st);
 /* Something keys depend on changed: pump the outbox and the inbox. */
 void sr_keys_changed(sealroom_ctx *ctx, sr_room *room);
 sr_datakey *sr_dk_find(const sr_room *room, const unsigned char id[SR_E2E_DATAKEY_ID_BYTES]);
+
+/* keyrun.c: our part in the room's multi-cast key distribution runs
+ * (urn:xmpp:sealroom:keys:0) */
+/* A headline child in SR_NS_KEYS: round1, round2, round3 or failed. */
+void sr_keyrun_headline(sealroom_ctx *ctx, sr_room *room, xmpp_stanza_t *el);
+/* Go on with a round 1 that waited for a roster sync (after any sync). */
+void sr_keyrun_resume(sealroom_ctx *ctx, sr_room *room);
+/* True while we take part in a run of room (state past its age is dropped). */
+bool sr_keyrun_active(sealroom_ctx *ctx, sr_room *room);
+/* The room announced epoch number: drop run state it makes moot. */
+void sr_keyrun_epoch_seen(sealroom_ctx *ctx, sr_room *room, uint64_t number);
+/* The room's <epoch/> of number as fetched (rv, hash, kc verified against
+ * the chain by the caller). 1: it is the epoch of the run we confirmed,
+ * its secret is in secret and the run is over; 0: not ours (use the
+ * envelope); negative: it is our run's epoch but not the key we agreed
+ * (KEY_AGREEMENT_FAILED emitted, nothing to install). */
+int sr_keyrun_take(sealroom_ctx *ctx, sr_room *room, uint64_t number, uint64_t rv,
+                   const unsigned char hash[32], const unsigned char kc[32],
+                   unsigned char secret[32]);
+/* Wipe and free room's run state. */
+void sr_keyrun_free(sr_room *room);
 
 /* outbox (rooms.c): seal waiting messages when keys allow */
 void sr_outbox_pump(sealroom_ctx *ctx, sr_room *room);

@@ -1,8 +1,11 @@
 /* Room keys on the client (xep/sealroom.xml "Epochs", "Data Keys"): the
  * verified roster history (who was a member, with which key, at every
- * version), the epochs we hold (fetched envelopes checked against KC_e),
- * starting a new epoch by sealing S_e to every member, and the headlines
- * by which the room announces epochs or asks for one. */
+ * version), the epochs we hold (fetched envelopes checked against KC_e, or
+ * the key our key agreement run derived), asking the room for a new epoch
+ * (<rekey/> in urn:xmpp:sealroom:keys:0: the room runs a key agreement, or
+ * tells us to start the epoch alone), starting one alone by sealing S_e to
+ * every member, and the headlines by which the room announces epochs,
+ * nudges us, or drives a run (keyrun.c). */
 #include "internal.h"
 
 #include <inttypes.h>
@@ -179,6 +182,10 @@ void sr_room_keys_free(sr_room *room)
     free(room->rotate_waiters);
     room->rotate_waiters = NULL;
     room->nwaiters = 0;
+    free(room->rekey_waiters);
+    room->rekey_waiters = NULL;
+    room->nrekey_waiters = 0;
+    sr_keyrun_free(room);
     free(room->epoch_inflight);
     room->epoch_inflight = NULL;
     room->ninflight = 0;
@@ -218,7 +225,8 @@ static void epoch_install(sealroom_ctx *ctx, sr_room *room, sr_epoch *e)
     room->epochs = e;
     if (e->number > room->service_epoch)
         room->service_epoch = e->number;
-    if (e->number > room->epoch_current) {
+    bool newer = e->number > room->epoch_current;
+    if (newer) {
         room->epoch_current = e->number;
         sealroom_event ev = {0};
         ev.type = SEALROOM_EVENT_EPOCH_CHANGED;
@@ -239,6 +247,9 @@ static void epoch_install(sealroom_ctx *ctx, sr_room *room, sr_epoch *e)
             d->fail_rc = SEALROOM_E_DECRYPT;
         }
     }
+    /* Whoever asked for a new epoch has one now. */
+    if (newer)
+        sr_rekey_waiters_done(ctx, room, SEALROOM_OK, NULL);
 }
 
 /* ---- fetching an epoch ---- */
@@ -322,6 +333,16 @@ static int epoch_open(sealroom_ctx *ctx, sr_room *room, xmpp_stanza_t *el, uint6
         return sr_fail(ctx, SEALROOM_E_VERIFY,
                        "epoch %" PRIu64 " names a roster hash that is not our verified chain's",
                        number);
+    /* The epoch of a run we confirmed comes from the key we derived, once
+     * the room's KC_e shows it is that key (our envelope is not needed). */
+    int took = sr_keyrun_take(ctx, room, number, roster_version, hash, kc, secret);
+    if (took < 0)
+        return took;
+    if (took > 0) {
+        *out = epoch_new(room, number, roster_version, hash, secret);
+        sodium_memzero(secret, sizeof secret);
+        return *out ? SEALROOM_OK : sr_fail(ctx, SEALROOM_E_NOMEM, "out of memory");
+    }
     xmpp_stanza_t *envel = NULL;
     for (xmpp_stanza_t *c = xmpp_stanza_get_children(el); c; c = xmpp_stanza_get_next(c)) {
         const char *name = xmpp_stanza_is_tag(c) ? xmpp_stanza_get_name(c) : NULL;
@@ -755,6 +776,109 @@ int sr_rotate(sealroom_ctx *ctx, sr_room *room, uint32_t request_id)
     return SEALROOM_OK;
 }
 
+/* ---- asking the room for a new epoch ---- */
+
+void sr_rekey_waiters_done(sealroom_ctx *ctx, sr_room *room, int rc, const char *text)
+{
+    uint32_t *w = room->rekey_waiters;
+    size_t n = room->nrekey_waiters;
+    room->rekey_waiters = NULL;
+    room->nrekey_waiters = 0;
+    room->run_awaited = false;
+    char copy[sizeof ctx->last_error];
+    snprintf(copy, sizeof copy, "%s", text ? text : "");
+    for (size_t i = 0; i < n; i++) {
+        sr_request *r = sr_request_by_id(ctx, w[i]);
+        if (!r)
+            continue;
+        sealroom_event ev = {0};
+        ev.epoch = room->epoch_current;
+        ev.roster_version = room->roster.version;
+        sr_request_done(ctx, r, rc, rc < 0 ? copy : NULL, &ev);
+    }
+    free(w);
+}
+
+/* The room said we are the only member online: the epoch is ours to
+ * start, for every request that asked. */
+static void rekey_solo(sealroom_ctx *ctx, sr_room *room)
+{
+    uint32_t *w = room->rekey_waiters;
+    size_t n = room->nrekey_waiters;
+    room->rekey_waiters = NULL;
+    room->nrekey_waiters = 0;
+    room->run_awaited = false;
+    sr_log(ctx, SEALROOM_LOG_INFO, "%s: no other member online; starting the new epoch alone",
+           room->jid);
+    if (n == 0 && sr_rotate(ctx, room, 0) < 0)
+        sr_log(ctx, SEALROOM_LOG_WARN, "%s: new epoch not started: %s", room->jid,
+               ctx->last_error);
+    for (size_t i = 0; i < n; i++) {
+        sr_request *r = sr_request_by_id(ctx, w[i]);
+        int rc = r ? sr_rotate(ctx, room, w[i]) : SEALROOM_OK;
+        if (rc < 0)
+            sr_request_fail(ctx, r, rc);
+    }
+    free(w);
+}
+
+static void rekey_answered(sealroom_ctx *ctx, void *arg, xmpp_stanza_t *answer, int rc,
+                           const char *text)
+{
+    sr_room *room = arg;
+    room->rekey_asking = false;
+    xmpp_stanza_t *el = answer && rc == SEALROOM_OK ? sr_child(answer, "rekey", SR_NS_KEYS) : NULL;
+    const char *mode = el ? xmpp_stanza_get_attribute(el, "mode") : NULL;
+    if (mode && strcmp(mode, "solo") == 0) {
+        rekey_solo(ctx, room);
+        return;
+    }
+    if (mode && strcmp(mode, "run") == 0) {
+        /* The room's run brings the epoch (EPOCH_CHANGED); until then, or
+         * SR_RUN_WAIT_MS, nobody here asks again. */
+        room->run_awaited = true;
+        room->run_awaited_at = ctx->now_ms;
+        sr_log(ctx, SEALROOM_LOG_INFO, "%s: the room runs a key agreement for a new epoch",
+               room->jid);
+        return;
+    }
+    char copy[sizeof ctx->last_error];
+    if (rc == SEALROOM_OK)
+        rc = sr_fail(ctx, SEALROOM_E_PROTOCOL, "malformed <rekey/> answer");
+    else if (text)
+        snprintf(ctx->last_error, sizeof ctx->last_error, "%s", text);
+    snprintf(copy, sizeof copy, "%s", ctx->last_error);
+    sr_log(ctx, SEALROOM_LOG_WARN, "%s: asking for a new epoch failed: %s", room->jid, copy);
+    sr_rekey_waiters_done(ctx, room, rc, copy);
+    /* As with a failed rotation: messages waiting for the epoch would only
+     * ask again at once; a lost link is the exception. */
+    if (rc != SEALROOM_E_NETWORK && rc != SEALROOM_E_TIMEOUT && ctx->link_up)
+        sr_outbox_fail(ctx, room, rc, copy);
+    sr_keys_changed(ctx, room);
+}
+
+/* <rekey xmlns=SR_NS_KEYS/> to the room, unless one is in flight. */
+static int rekey_ask(sealroom_ctx *ctx, sr_room *room)
+{
+    if (room->rekey_asking)
+        return SEALROOM_OK;
+    xmpp_stanza_t *el = sr_el(ctx->xmpp, "rekey", SR_NS_KEYS);
+    if (!el)
+        return sr_fail(ctx, SEALROOM_E_NOMEM, "out of memory");
+    int rc = sr_iq_call(ctx, "set", room->jid, el, rekey_answered, room);
+    if (rc == SEALROOM_OK)
+        room->rekey_asking = true;
+    return rc;
+}
+
+/* The room said mode="run" recently enough that its epoch is still due. */
+static bool run_awaited(const sealroom_ctx *ctx, const sr_room *room)
+{
+    return room->run_awaited &&
+           !(ctx->have_time && ctx->now_ms >= room->run_awaited_at &&
+             ctx->now_ms - room->run_awaited_at >= SR_RUN_WAIT_MS);
+}
+
 int sealroom_room_rekey(sealroom_ctx *ctx, uint32_t *request_id, const char *room_name)
 {
     char jid[SR_BARE_JID_MAX];
@@ -769,24 +893,28 @@ int sealroom_room_rekey(sealroom_ctx *ctx, uint32_t *request_id, const char *roo
         return sr_fail(ctx, SEALROOM_E_STATE, "the link to the server is down");
     sr_room *room = sr_room_get(ctx, jid);
     sr_request *r = room ? sr_request_new(ctx, SEALROOM_REQ_REKEY) : NULL;
-    if (!r || !(r->room = sr_strdup(jid))) {
+    uint32_t *w = r ? realloc(room->rekey_waiters, (room->nrekey_waiters + 1) * sizeof *w) : NULL;
+    if (w)
+        room->rekey_waiters = w;
+    if (!w || !(r->room = sr_strdup(jid))) {
         if (r) {
             sr_request_unlink(ctx, r);
             sr_request_free(r);
         }
         return sr_fail(ctx, SEALROOM_E_NOMEM, "out of memory");
     }
-    uint32_t id = r->id;
-    /* A rotation already under way started before this request: it may
-     * not cover what the caller wants renewed, so queue a fresh one. */
-    rc = sr_rotate(ctx, room, id);
+    w[room->nrekey_waiters++] = r->id;
+    /* Asked afresh even while a run is awaited: that run may have begun
+     * before this request and not renew what the caller wants renewed. */
+    rc = rekey_ask(ctx, room);
     if (rc < 0) {
+        room->nrekey_waiters--;
         sr_request_unlink(ctx, r);
         sr_request_free(r);
         return rc;
     }
     if (request_id)
-        *request_id = id;
+        *request_id = r->id;
     return SEALROOM_OK;
 }
 
@@ -819,7 +947,7 @@ static void ensure_synced(sealroom_ctx *ctx, void *arg, xmpp_stanza_t *answer, i
 
 void sr_keys_ensure(sealroom_ctx *ctx, sr_room *room)
 {
-    if (!ctx->link_up || !ctx->identity || room->rotating || room->syncing)
+    if (!ctx->link_up || !ctx->identity || room->rotating || room->syncing || room->rekey_asking)
         return;
     if (!room->roster_known) {
         if (sr_sync_call(ctx, room->jid, ensure_synced, room) == SEALROOM_OK)
@@ -833,12 +961,20 @@ void sr_keys_ensure(sealroom_ctx *ctx, sr_room *room)
     if (room->epoch_fetching)
         return;
     sr_epoch *cur = sr_epoch_find(room, room->epoch_current);
-    if (room->epoch_rotate || !cur || cur->roster_version < room->membership_version)
-        sr_rotate(ctx, room, 0);
+    if (!room->epoch_rotate && cur && cur->roster_version >= room->membership_version)
+        return;
+    /* A run we take part in, or one the room promised, brings the epoch;
+     * otherwise the room decides whether a run or we alone make it. */
+    if (sr_keyrun_active(ctx, room) || run_awaited(ctx, room))
+        return;
+    if (rekey_ask(ctx, room) < 0)
+        sr_log(ctx, SEALROOM_LOG_WARN, "%s: cannot ask for a new epoch: %s", room->jid,
+               ctx->last_error);
 }
 
 void sr_keys_changed(sealroom_ctx *ctx, sr_room *room)
 {
+    sr_keyrun_resume(ctx, room);
     sr_outbox_pump(ctx, room);
     sr_inbox_pump(ctx, room);
 }
@@ -849,12 +985,18 @@ int sr_handle_headline(sealroom_ctx *ctx, sr_room *room, xmpp_stanza_t *st)
 {
     xmpp_stanza_t *ep = sr_child(st, "epoch", SR_NS);
     xmpp_stanza_t *rk = sr_child(st, "rekey", SR_NS);
+    xmpp_stanza_t *run = sr_child(st, NULL, SR_NS_KEYS);
+    if (run) {
+        sr_keyrun_headline(ctx, room, run);
+        return 1;
+    }
     if (ep) {
         uint64_t number;
         if (!sr_parse_u64(xmpp_stanza_get_attribute(ep, "number"), &number) || number == 0)
             return 1;
         if (number > room->service_epoch)
             room->service_epoch = number;
+        sr_keyrun_epoch_seen(ctx, room, number);
         /* A new epoch supersedes our data key and any stale verdict. */
         if (number > room->epoch_current && ctx->identity) {
             room->epoch_checked = false;
@@ -863,6 +1005,8 @@ int sr_handle_headline(sealroom_ctx *ctx, sr_room *room, xmpp_stanza_t *st)
         return 1;
     }
     if (rk && ctx->identity) {
+        /* The room's nudge: we are the one member online, so we start the
+         * epoch alone (the envelope path). */
         const char *reason = xmpp_stanza_get_attribute(rk, "reason");
         sr_log(ctx, SEALROOM_LOG_INFO, "%s asks for a new epoch (%s)", room->jid,
                reason ? reason : "no reason given");

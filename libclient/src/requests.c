@@ -164,6 +164,7 @@ static const struct {
     {"bad-envelope", SEALROOM_E_VERIFY},     {"no-epoch", SEALROOM_E_NO_KEY},
     {"stale-epoch", SEALROOM_E_STALE},       {"bad-point", SEALROOM_E_PROTOCOL},
     {"datakey-conflict", SEALROOM_E_CONFLICT}, {"bad-payload", SEALROOM_E_PROTOCOL},
+    {"unknown-run", SEALROOM_E_CONFLICT},    {"bad-round", SEALROOM_E_PROTOCOL},
 };
 
 const char *sr_error_app(xmpp_stanza_t *st)
@@ -776,9 +777,6 @@ static int commit_own(sealroom_ctx *ctx, sr_request *r, xmpp_stanza_t *iq)
     room->roster_known = true;
     sr_room_hist_commit(room, h, reset);
     free(h);
-    for (unsigned i = 0; i < r->pending->nops; i++)
-        if (r->pending->ops[i].kind != SR_OP_ROLE)
-            r->rotate_after = true;
     emit_roster_changed(ctx, room);
     return SEALROOM_OK;
 }
@@ -1082,13 +1080,12 @@ int sr_handle_iq(sealroom_ctx *ctx, xmpp_stanza_t *st)
             rc = commit_own(ctx, r, st);
             if (rc < 0)
                 break;
-            if (r->rotate_after) {
-                /* Added or removed: the room moves to a new epoch before
-                 * the change counts as done. */
-                rc = sr_rotate(ctx, sr_room_get(ctx, r->room), r->id);
-                break;
-            }
+            /* An added or removed member gets its new epoch from the
+             * room's key agreement run among the members online, not from
+             * us alone (keyrun.c). */
             ev.roster_version = r->pending->version;
+            const sr_room *room = sr_room_find(ctx, r->room);
+            ev.epoch = room ? room->epoch_current : 0;
             sr_request_done(ctx, r, SEALROOM_OK, NULL, &ev);
             return 1;
         }

@@ -1,5 +1,6 @@
 /* Test-only enumeration of the secrets a ctx holds (testhook.h): lets the
- * integration tests prove that none of them reaches the service. Hidden
+ * integration tests prove that none of them reaches the service; and the
+ * switch that makes a ctx stop answering key distribution rounds. Hidden
  * from the shared library's exports like every internal symbol. */
 #include "testhook.h"
 
@@ -30,4 +31,10 @@ void sr_testhook_secrets(const sealroom_ctx *ctx, sr_testhook_secret_fn fn, void
             if (d->state == SR_DK_READY)
                 fn(user, "datakey.p", room->jid, d->epoch, d->p, sizeof d->p);
     }
+}
+
+void sr_testhook_dmkd_stall(sealroom_ctx *ctx, int from_round)
+{
+    if (ctx)
+        ctx->dmkd_stall = from_round;
 }

@@ -18,6 +18,11 @@
  * (sealroom_ctx_set_key_store). Rooms move to a new key epoch whenever a
  * member is added or removed, when the epoch is older than the service's
  * maximum age, or on request; a removed member cannot read later epochs.
+ * The members online at the time agree on the new epoch's key in a
+ * key-distribution run the service coordinates but cannot read (the
+ * library takes part by itself and checks every round against the
+ * verified roster); a member alone in the room starts the epoch by
+ * itself.
  * Every roster version is signed and the whole chain is verified before it
  * is trusted, and every received message is checked (sender's membership
  * at the roster version it names, signature, decryption, replay) before it
@@ -153,7 +158,9 @@ typedef enum sealroom_event_type {
     SEALROOM_EVENT_ROSTER_CHANGED = 6, /* the verified roster of a room advanced */
     SEALROOM_EVENT_MESSAGE_REJECTED = 7,   /* a room message failed a check: not shown */
     SEALROOM_EVENT_FINGERPRINT_CHANGED = 8,/* a user's identity key is not the pinned one */
-    SEALROOM_EVENT_EPOCH_CHANGED = 9       /* a room moved to a new key epoch we hold */
+    SEALROOM_EVENT_EPOCH_CHANGED = 9,      /* a room moved to a new key epoch we hold */
+    SEALROOM_EVENT_KEY_AGREEMENT_FAILED = 10 /* our part in a room's key agreement run
+                                              * stopped on a failed check */
 } sealroom_event_type;
 
 /* What a request was; sealroom_event_request_kind() on REQUEST_DONE. */
@@ -187,12 +194,21 @@ typedef struct sealroom_event sealroom_event;
 
 SEALROOM_API sealroom_event_type sealroom_event_get_type(const sealroom_event *ev);
 /* REQUEST_DONE: the id filled in when the request was made, its kind, and
- * its result (SEALROOM_OK or a negative code). */
+ * its result (SEALROOM_OK or a negative code). KEY_AGREEMENT_FAILED: the
+ * result is the check that failed: VERIFY (a signature, a roster version
+ * or hash that is not our verified chain's or predates its last
+ * membership change, a non-member in the ring or as us, an epoch the room
+ * made from another key than the one we agreed on), DECRYPT (the agreed
+ * key does not open the representative's commitment: a round was
+ * altered), PROTOCOL (a ring whose structure is impossible, rounds of the
+ * run repeated with other values, a round of another run, a run for an
+ * epoch we hold), or the code of a local failure (NOMEM). */
 SEALROOM_API uint32_t sealroom_event_request_id(const sealroom_event *ev);
 SEALROOM_API int sealroom_event_request_kind(const sealroom_event *ev);
 SEALROOM_API int sealroom_event_result(const sealroom_event *ev);
 /* REQUEST_DONE on failure: "condition[/app-condition]: server text" or a
- * local explanation. REMOVED: the reason given by the room, if any. */
+ * local explanation. REMOVED: the reason given by the room, if any.
+ * KEY_AGREEMENT_FAILED: what failed, in English. */
 SEALROOM_API const char *sealroom_event_error_text(const sealroom_event *ev);
 /* Bare room JID (all types except identity requests). */
 SEALROOM_API const char *sealroom_event_room(const sealroom_event *ev);
@@ -226,7 +242,8 @@ SEALROOM_API const unsigned char *sealroom_event_public_key(const sealroom_event
  * EPOCH_CHANGED: the roster version the epoch was made under. */
 SEALROOM_API uint64_t sealroom_event_roster_version(const sealroom_event *ev);
 /* EPOCH_CHANGED, REQUEST_DONE of REKEY/CREATE/ROSTER_UPDATE, MESSAGE: the
- * key epoch (1 for a new room; 0 when unknown). */
+ * key epoch (1 for a new room; 0 when unknown). KEY_AGREEMENT_FAILED: the
+ * epoch the failed run was to make. */
 SEALROOM_API uint64_t sealroom_event_epoch(const sealroom_event *ev);
 /* FINGERPRINT_CHANGED: jid names the user, sealroom_event_public_key gives
  * the new signing key, and these give the new and the pinned fingerprint
@@ -237,7 +254,13 @@ SEALROOM_API uint64_t sealroom_event_epoch(const sealroom_event *ev);
  * sealed to it). */
 SEALROOM_API const char *sealroom_event_fingerprint(const sealroom_event *ev);
 SEALROOM_API const char *sealroom_event_previous_fingerprint(const sealroom_event *ev);
-/* MESSAGE_REJECTED: why (sealroom_event_result gives the code, e.g. VERIFY,
+/* KEY_AGREEMENT_FAILED: room names the room. The library wiped its state
+ * of the run, installed nothing and told the room to abort the run
+ * (unless the room had made its epoch already, which we then refuse); the
+ * room keeps its current epoch until a later run (or a member alone)
+ * makes a new one. Repeated failures mean the service, or a member, is
+ * misbehaving: tell the user.
+ * MESSAGE_REJECTED: why (sealroom_event_result gives the code, e.g. VERIFY,
  * DECRYPT, FORBIDDEN for a sender who was not a member, REPLAY, PROTOCOL;
  * sealroom_event_error_text the detail); room, nick, jid (the claimed
  * sender), stanza_id, origin_id and is_history are set as for MESSAGE. */
@@ -408,7 +431,10 @@ SEALROOM_API SEALROOM_WARN_UNUSED int sealroom_room_create(sealroom_ctx *ctx,
 /* Add jid with role (MEMBER, ADMIN or OWNER). pk is the member's identity
  * key (32 bytes, borrowed) or NULL to fetch the registered one first. The
  * core syncs the roster first if it has none for this room and, if someone
- * else changed it meanwhile (STALE), syncs and retries once. */
+ * else changed it meanwhile (STALE), syncs and retries once. Completes
+ * when the room has taken the signed version (the epoch in the completion
+ * is the one we hold then); the room then runs a key agreement for the
+ * new membership, and EPOCH_CHANGED follows when we hold its epoch. */
 SEALROOM_API SEALROOM_WARN_UNUSED int sealroom_room_add_member(sealroom_ctx *ctx,
                                                                uint32_t *request_id,
                                                                const char *room, const char *jid,
@@ -485,12 +511,19 @@ SEALROOM_API SEALROOM_WARN_UNUSED int sealroom_room_history(sealroom_ctx *ctx,
                                                             const char *room,
                                                             const char *before_id, unsigned max);
 
-/* Start a new key epoch for room now (a member may ask at any time, e.g.
- * after suspecting a device was compromised). The library also does this
- * by itself when the room is created, after it adds or removes a member,
- * and before sending when the epoch is older than the service's maximum
- * age or older than the latest membership change. Completion carries the
- * new epoch (sealroom_event_epoch). */
+/* Ask the room for a new key epoch now (a member may ask at any time,
+ * e.g. after suspecting a device was compromised). The room answers that
+ * it runs a key agreement among the members online (the request then
+ * completes when the library holds the epoch that run makes), or, when we
+ * are the only member online, the library starts the epoch itself and
+ * seals it to every member. The library asks by itself before sending
+ * when the epoch is older than the service's maximum age or older than
+ * the latest membership change, and starts epoch 1 of a room it creates;
+ * adding or removing a member does not start an epoch on this device (the
+ * room runs a key agreement for it). Completion carries the new epoch
+ * (sealroom_event_epoch); it fails with the run's code if our part in the
+ * run fails a check (see SEALROOM_EVENT_KEY_AGREEMENT_FAILED), FORBIDDEN
+ * if we are not a member, TIMEOUT if no epoch came in time. */
 SEALROOM_API SEALROOM_WARN_UNUSED int sealroom_room_rekey(sealroom_ctx *ctx, uint32_t *request_id,
                                                           const char *room);
 
@@ -571,8 +604,9 @@ SEALROOM_API SEALROOM_WARN_UNUSED int sealroom_client_wait(sealroom_client *clie
                                                            uint32_t request_id,
                                                            uint32_t timeout_ms);
 
-/* Run the loop for timeout_ms, delivering events. Returns OK, or NETWORK
- * if the link is down. */
+/* Run the loop for timeout_ms, delivering events; 0 handles what is ready
+ * without waiting (to drive many clients from one thread). Returns OK, or
+ * NETWORK if the link is down. */
 SEALROOM_API int sealroom_client_run(sealroom_client *client, uint32_t timeout_ms);
 
 /* 1 while the stream is up, else 0. */
