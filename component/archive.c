@@ -92,17 +92,19 @@ static void reflect(rooms *r, room *rm, xmpp_stanza_t *m, const char *sender_ful
                     const char *client_id, const char *seq, size_t payload_len)
 {
     bool use_fanout = r->cfg->fanout_jid && *r->cfg->fanout_jid;
+    if (use_fanout) {
+        /* The sender's copy rides in the batch too (with its own id), so
+         * every session sees the room's messages in archive order. */
+        xmpp_stanza_del_attribute(m, "to");
+        xmpp_stanza_set_id(m, seq);
+        fanout_queue(r, rm, m, sender_full, client_id ? client_id : seq, payload_len);
+        return;
+    }
     for (occupant *o = rm->occupants; o; o = o->next) {
         bool is_sender = strcmp(o->full_jid, sender_full) == 0;
-        if (use_fanout && !is_sender) continue;
         xmpp_stanza_set_to(m, o->full_jid);
         xmpp_stanza_set_id(m, is_sender && client_id ? client_id : seq);
         link_send(r->link, m);
-    }
-    if (use_fanout) {
-        xmpp_stanza_del_attribute(m, "to");
-        xmpp_stanza_set_id(m, seq);
-        fanout_queue(r, rm, m, sender_full, payload_len);
     }
 }
 

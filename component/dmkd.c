@@ -230,10 +230,11 @@ size_t dmkd_candidates(const room *rm)
 {
     size_t n = 0;
     for (const occupant *o = rm->occupants; o; o = o->next) {
-        if (!sr_roster_find(&rm->roster, o->bare_jid) || is_dropped(rm, o->full_jid)) continue;
+        if (!o->dmkd || !sr_roster_find(&rm->roster, o->bare_jid) || is_dropped(rm, o->full_jid))
+            continue;
         bool seen = false;
         for (const occupant *p = rm->occupants; p != o && !seen; p = p->next)
-            seen = strcmp(p->bare_jid, o->bare_jid) == 0 && !is_dropped(rm, p->full_jid);
+            seen = p->dmkd && strcmp(p->bare_jid, o->bare_jid) == 0 && !is_dropped(rm, p->full_jid);
         if (!seen) n++;
     }
     return n;
@@ -250,7 +251,7 @@ static const occupant *session_of(const room *rm, const char *bare)
 {
     const occupant *pick = NULL;
     for (const occupant *o = rm->occupants; o; o = o->next)
-        if (strcmp(o->bare_jid, bare) == 0 && !is_dropped(rm, o->full_jid) &&
+        if (o->dmkd && strcmp(o->bare_jid, bare) == 0 && !is_dropped(rm, o->full_jid) &&
             (!pick || strcmp(o->full_jid, pick->full_jid) < 0))
             pick = o;
     return pick;
@@ -1053,7 +1054,9 @@ static void handle_rekey(rooms *r, room *rm, xmpp_stanza_t *iq)
     bool run = rm->run || dmkd_candidates(rm) >= 2;
     if (run && !rm->run) {
         rm->run_requested = true;
-        dmkd_schedule(r, rm, 0);
+        /* A run already due (a membership change being folded) keeps its
+         * time: the member who made the change asks right after it. */
+        if (rm->run_due_ms < 0) dmkd_schedule(r, rm, 0);
     }
     xmpp_stanza_t *res = st_iq_result(iq, rm->name);
     xmpp_stanza_t *el = res ? st_add(res, "rekey", NS_KEYS) : NULL;

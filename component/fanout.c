@@ -67,7 +67,7 @@ static void flush_room(rooms *r, room *rm)
 }
 
 void fanout_queue(rooms *r, room *rm, xmpp_stanza_t *m, const char *sender_full,
-                  size_t payload_len)
+                  const char *sender_id, size_t payload_len)
 {
     if (!rm->fanout_listed) {
         rm->fanout_listed = true;
@@ -89,6 +89,7 @@ void fanout_queue(rooms *r, room *rm, xmpp_stanza_t *m, const char *sender_full,
         return;
     }
     xmpp_stanza_set_attribute(item, "except", sender_full);
+    xmpp_stanza_set_attribute(item, "self-id", sender_id);
     /* The messages are delivered as they are: they must be in the client namespace. */
     xmpp_stanza_set_ns(copy, "jabber:client");
     rm->fanout_count++;

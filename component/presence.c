@@ -60,12 +60,14 @@ static void write_occupancy(rooms *r, room *rm, const occupant *o, bool present)
     snprintf(id, sizeof id, "%lld", rm->id);
     int rc;
     if (present) {
-        const char *p[5] = {id, o->full_jid, o->nick, o->bare_jid, r->instance};
+        const char *p[6] = {id, o->full_jid, o->nick, o->bare_jid, r->instance,
+                            o->dmkd ? "t" : "f"};
         rc = db_unit_add(u,
-                         "INSERT INTO occupants (room_id, full_jid, nick, bare_jid, instance) "
-                         "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (room_id, full_jid) DO UPDATE "
-                         "SET nick = EXCLUDED.nick, instance = EXCLUDED.instance",
-                         5, p, NULL, NULL);
+                         "INSERT INTO occupants (room_id, full_jid, nick, bare_jid, instance, "
+                         "dmkd) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (room_id, full_jid) "
+                         "DO UPDATE SET nick = EXCLUDED.nick, instance = EXCLUDED.instance, "
+                         "dmkd = EXCLUDED.dmkd",
+                         6, p, NULL, NULL);
     } else {
         const char *p[2] = {id, o->full_jid};
         rc = db_unit_add(u, "DELETE FROM occupants WHERE room_id = $1 AND full_jid = $2", 2, p,
@@ -202,6 +204,10 @@ void presence_handle(rooms *r, room *rm, xmpp_stanza_t *pres, const char *nick)
                   "out of memory");
         return;
     }
+    /* Only sessions that say so are asked into key-distribution runs:
+     * others (older clients, plain XMPP clients) would be timed out of every
+     * run. */
+    o->dmkd = st_child(pres, "keys", NS_KEYS) != NULL;
     o->next = rm->occupants;
     rm->occupants = o;
     write_occupancy(r, rm, o, true);

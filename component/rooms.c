@@ -231,7 +231,8 @@ static int cmp_member(const void *a, const void *b)
     return strcmp(((const sr_member *)a)->jid, ((const sr_member *)b)->jid);
 }
 
-static void add_loaded_occupant(room *rm, const char *full, const char *bare, const char *nick)
+static void add_loaded_occupant(room *rm, const char *full, const char *bare, const char *nick,
+                                bool dmkd)
 {
     occupant *o = calloc(1, sizeof *o);
     if (!o) return;
@@ -245,6 +246,7 @@ static void add_loaded_occupant(room *rm, const char *full, const char *bare, co
         free(o);
         return;
     }
+    o->dmkd = dmkd;
     o->next = rm->occupants;
     rm->occupants = o;
 }
@@ -297,7 +299,7 @@ static bool room_fill(room *rm, PGresult *const *res)
     occupants_free(rm);
     for (int i = 0; i < PQntuples(res[2]); i++)
         add_loaded_occupant(rm, PQgetvalue(res[2], i, 0), PQgetvalue(res[2], i, 2),
-                            PQgetvalue(res[2], i, 1));
+                            PQgetvalue(res[2], i, 1), strcmp(PQgetvalue(res[2], i, 3), "t") == 0);
     rm->state = ROOM_READY;
     return true;
 }
@@ -360,7 +362,7 @@ static void room_load(rooms *r, room *rm)
                 "WHERE r.name = $1",
                 1, p, NULL, NULL);
     db_unit_add(u,
-                "SELECT o.full_jid, o.nick, o.bare_jid FROM occupants o JOIN rooms r USING "
+                "SELECT o.full_jid, o.nick, o.bare_jid, o.dmkd FROM occupants o JOIN rooms r USING "
                 "(room_id) WHERE r.name = $1",
                 1, p, NULL, NULL);
     db_unit_add(u,

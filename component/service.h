@@ -18,6 +18,7 @@ typedef struct occupant {
     char *full_jid;
     char *bare_jid;
     char *nick;
+    bool dmkd; /* its join presence said it takes part in key-distribution runs */
     struct occupant *next;
 } occupant;
 
@@ -173,12 +174,13 @@ void admin_list_commands(rooms *r, xmpp_stanza_t *iq);
 void admin_handle_command(rooms *r, xmpp_stanza_t *iq, xmpp_stanza_t *cmd);
 
 /* fanout.c */
-/* Queue message m (borrowed: copied; no 'to') for every occupant but
- * sender_full, through the fan-out service. */
+/* Queue message m (borrowed: copied; no 'to') for every occupant through
+ * the fan-out service; sender_full gets its copy with id sender_id. */
 void fanout_queue(rooms *r, room *rm, xmpp_stanza_t *m, const char *sender_full,
-                  size_t payload_len);
+                  const char *sender_id, size_t payload_len);
 /* Send every queued batch; called once per loop turn. */
 void fanout_flush(rooms *r);
+
 /* Drop a room's queued batch (the room is being freed). */
 void fanout_discard(room *rm);
 

@@ -35,3 +35,7 @@ CREATE TABLE dmkd_parts (
     sig2       bytea  CHECK (length(sig2) = 64),
     PRIMARY KEY (room_id, position)
 );
+
+-- Whether the occupant's join presence announced that it takes part in
+-- runs (<keys xmlns='urn:xmpp:sealroom:keys:0'/>): only those are asked.
+ALTER TABLE occupants ADD COLUMN dmkd boolean NOT NULL DEFAULT false;

@@ -6,9 +6,11 @@
 -- to the host this module is loaded on, carrying XEP-0033 bcc <addresses/>
 -- and either
 --   * the message itself (plain XEP-0033), or
---   * a <batch xmlns='urn:xmpp:sealroom:fanout:0'> of <item except='JID'>
---     elements, each holding one message and naming the occupant that must
---     not receive it (its sender, who has its own copy already);
+--   * a <batch xmlns='urn:xmpp:sealroom:fanout:0'> of <item except='JID'
+--     self-id='ID'> elements, each holding one message and naming its
+--     sender's session, which gets its copy with the id it gave the message
+--     (self-id; without it, no copy), in its place among the others so that
+--     every session sees the room's messages in archive order;
 -- and Prosody delivers every message to every address, parsing the list once
 -- and writing each occupant's messages together — the way its own MUC fans
 -- out.
@@ -75,7 +77,7 @@ module:hook("message/host", function (event)
 		return true;
 	end
 
-	local messages, excepts, m = {}, {}, 0;
+	local messages, excepts, self_ids, m = {}, {}, {}, 0;
 	for item in batch:childtags("item", xmlns_fanout) do
 		local message = item.tags[1];
 		-- A batch carries only the component's own room messages.
@@ -88,16 +90,23 @@ module:hook("message/host", function (event)
 				if child.attr.xmlns == "jabber:client" then child.attr.xmlns = nil; end
 			end
 			m = m + 1;
-			messages[m], excepts[m] = message, item.attr.except;
+			messages[m], excepts[m], self_ids[m] = message, item.attr.except, item.attr["self-id"];
 		end
 	end
 	for i = 1, n do
 		local to = targets[i];
 		for j = 1, m do
+			local message = messages[j];
 			if excepts[j] ~= to then
-				local message = messages[j];
 				message.attr.to = to;
 				module:send(message);
+			elseif self_ids[j] then
+				-- The sender's own copy, in its place in the room's order,
+				-- carrying the id the sender gave the message.
+				local id = message.attr.id;
+				message.attr.to, message.attr.id = to, self_ids[j];
+				module:send(message);
+				message.attr.id = id;
 			end
 		end
 	end

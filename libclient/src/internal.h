@@ -381,6 +381,9 @@ void sr_keys_ensure(sealroom_ctx *ctx, sr_room *room);
  * completes with it. Only for a new room, the room's <rekey/> nudge and
  * a <rekey/> answered mode="solo". */
 int sr_rotate(sealroom_ctx *ctx, sr_room *room, uint32_t request_id);
+/* Ask the room for a new epoch and complete request_id when one is
+ * installed (or made by us when the room says we are alone). */
+int sr_rekey_wait(sealroom_ctx *ctx, sr_room *room, uint32_t request_id);
 /* Finish every request waiting for room's next epoch with rc (an epoch
  * installed or a failed run) and stop waiting for a run. */
 void sr_rekey_waiters_done(sealroom_ctx *ctx, sr_room *room, int rc, const char *text);

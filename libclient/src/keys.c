@@ -879,6 +879,19 @@ static bool run_awaited(const sealroom_ctx *ctx, const sr_room *room)
              ctx->now_ms - room->run_awaited_at >= SR_RUN_WAIT_MS);
 }
 
+int sr_rekey_wait(sealroom_ctx *ctx, sr_room *room, uint32_t request_id)
+{
+    uint32_t *w = realloc(room->rekey_waiters, (room->nrekey_waiters + 1) * sizeof *w);
+    if (!w)
+        return sr_fail(ctx, SEALROOM_E_NOMEM, "out of memory");
+    room->rekey_waiters = w;
+    w[room->nrekey_waiters++] = request_id;
+    int rc = rekey_ask(ctx, room);
+    if (rc < 0)
+        room->nrekey_waiters--;
+    return rc;
+}
+
 int sealroom_room_rekey(sealroom_ctx *ctx, uint32_t *request_id, const char *room_name)
 {
     char jid[SR_BARE_JID_MAX];

@@ -1081,10 +1081,17 @@ int sr_handle_iq(sealroom_ctx *ctx, xmpp_stanza_t *st)
             if (rc < 0)
                 break;
             /* An added or removed member gets its new epoch from the
-             * room's key agreement run among the members online, not from
-             * us alone (keyrun.c). */
+             * room's key agreement run among the members online (keyrun.c),
+             * or from us when we are alone. The change is done when that
+             * epoch is: a removed member reads nothing sent after it. */
+            bool membership = false;
+            for (unsigned i = 0; i < r->pending->nops; i++)
+                membership |= r->pending->ops[i].kind == SR_OP_ADD ||
+                              r->pending->ops[i].kind == SR_OP_REMOVE;
+            sr_room *room = sr_room_find(ctx, r->room);
+            if (membership && room && sr_rekey_wait(ctx, room, r->id) == SEALROOM_OK)
+                return 1;
             ev.roster_version = r->pending->version;
-            const sr_room *room = sr_room_find(ctx, r->room);
             ev.epoch = room ? room->epoch_current : 0;
             sr_request_done(ctx, r, SEALROOM_OK, NULL, &ev);
             return 1;

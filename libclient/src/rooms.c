@@ -138,6 +138,11 @@ static xmpp_stanza_t *occupant_presence(sealroom_ctx *ctx, sr_room *room, bool j
         ok = x && xmpp_stanza_add_child_ex(p, x, 0) == XMPP_EOK;
         if (!ok && x)
             xmpp_stanza_release(x);
+        /* We take part in key-distribution runs (xep "Participants"). */
+        xmpp_stanza_t *k = ok ? sr_el(ctx->xmpp, "keys", SR_NS_KEYS) : NULL;
+        ok = k && xmpp_stanza_add_child_ex(p, k, 0) == XMPP_EOK;
+        if (!ok && k)
+            xmpp_stanza_release(k);
     }
     if (ok && !join)
         ok = xmpp_stanza_set_type(p, "unavailable") == XMPP_EOK;

@@ -926,11 +926,12 @@ static bool match_join_answer(xmpp_stanza_t *st, const void *arg)
     return false;
 }
 
-xmpp_stanza_t *it_raw_join(it_raw *rc, const char *room, const char *nick)
+static xmpp_stanza_t *join_as(it_raw *rc, const char *room, const char *nick, bool keys)
 {
     join_match jm;
     snprintf(jm.occupant, sizeof jm.occupant, "%s/%s", room, nick);
-    it_raw_send(rc, "<presence to='%s'><x xmlns='%s'/></presence>", jm.occupant, IT_NS_MUC);
+    it_raw_send(rc, "<presence to='%s'><x xmlns='%s'/>%s</presence>", jm.occupant, IT_NS_MUC,
+                keys ? "<keys xmlns='urn:xmpp:sealroom:keys:0'/>" : "");
     xmpp_stanza_t *st =
         it_raw_expect(rc, match_join_answer, &jm, IT_TIMEOUT_MS, "answer to a join");
     if (strcmp(attr(st, "type"), "error") != 0) {
@@ -941,15 +942,30 @@ xmpp_stanza_t *it_raw_join(it_raw *rc, const char *room, const char *nick)
     return st;
 }
 
-void it_raw_join_ok(it_raw *rc, const char *room, const char *nick)
+xmpp_stanza_t *it_raw_join(it_raw *rc, const char *room, const char *nick)
 {
-    xmpp_stanza_t *st = it_raw_join(rc, room, nick);
+    return join_as(rc, room, nick, false);
+}
+
+static void join_ok(it_raw *rc, const char *room, const char *nick, bool keys)
+{
+    xmpp_stanza_t *st = join_as(rc, room, nick, keys);
     if (strcmp(attr(st, "type"), "error") == 0) {
         char *x = it_stanza_xml(st);
         it_fail(__FILE__, __LINE__, "join", "%s could not join %s as %s: %s", rc->full, room, nick,
                 x);
     }
     xmpp_stanza_release(st);
+}
+
+void it_raw_join_ok(it_raw *rc, const char *room, const char *nick)
+{
+    join_ok(rc, room, nick, false);
+}
+
+void it_raw_join_keys_ok(it_raw *rc, const char *room, const char *nick)
+{
+    join_ok(rc, room, nick, true);
 }
 
 void it_raw_leave(it_raw *rc, const char *room, const char *nick)

@@ -245,6 +245,9 @@ void it_raw_e2e_ready(it_raw *owner, it_room *room, it_raw *const *senders, size
  * status 110, or the error), after the subject when it succeeded. */
 xmpp_stanza_t *it_raw_join(it_raw *rc, const char *room, const char *nick);
 void it_raw_join_ok(it_raw *rc, const char *room, const char *nick);
+/* Join announcing that this session takes part in key-distribution runs
+ * (<keys xmlns='urn:xmpp:sealroom:keys:0'/>), as libsealroom does. */
+void it_raw_join_keys_ok(it_raw *rc, const char *room, const char *nick);
 void it_raw_leave(it_raw *rc, const char *room, const char *nick);
 /* Send a groupchat message with a sealed payload (b64 text as given) and
  * origin-id (NULL: none). */
@@ -355,6 +358,11 @@ size_t it_lib_live_count(const it_lib *l, const char *room);
 const it_ev *it_lib_live(const it_lib *l, const char *room, size_t index);
 /* The live MESSAGE event with this origin-id in room, or NULL. */
 const it_ev *it_lib_live_by_origin(const it_lib *l, const char *room, const char *origin);
+/* Clients made by it_lib_connect and e2e_connect are tracked: while a test
+ * waits on one (it_lib_wait, it_lib_until) the others run too, as real
+ * clients would. it_lib_track adds a client made otherwise. */
+void it_lib_track(it_lib *l);
+void it_lib_pump_others(const it_lib *self);
 /* Record one libsealroom event into l (user = the it_lib): the on_event
  * handler it_lib_connect installs, for tests that drive a ctx themselves. */
 void it_lib_record(void *user, const sealroom_event *ev);

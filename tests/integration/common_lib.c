@@ -29,6 +29,35 @@ sealroom_identity *it_user_identity(const char *bare)
 
 /* ------------------------------------------------------ libsealroom client */
 
+/* Every connected client. Waiting on one runs the others too, as real
+ * clients run side by side: a key-distribution run needs every member
+ * session present to answer its rounds. */
+#define IT_LIB_MAX 256
+static it_lib *live_libs[IT_LIB_MAX];
+
+void it_lib_track(it_lib *l)
+{
+    for (size_t i = 0; i < IT_LIB_MAX; i++)
+        if (!live_libs[i]) {
+            live_libs[i] = l;
+            return;
+        }
+    IT_CHECK(false, "more than %d library clients", IT_LIB_MAX);
+}
+
+static void untrack(const it_lib *l)
+{
+    for (size_t i = 0; i < IT_LIB_MAX; i++)
+        if (live_libs[i] == l) live_libs[i] = NULL;
+}
+
+void it_lib_pump_others(const it_lib *self)
+{
+    for (size_t i = 0; i < IT_LIB_MAX; i++)
+        if (live_libs[i] && live_libs[i] != self && live_libs[i]->client)
+            (void)sealroom_client_run(live_libs[i]->client, 0);
+}
+
 static char *sdup(const char *s)
 {
     return s ? strdup(s) : NULL;
@@ -97,6 +126,7 @@ it_lib *it_lib_connect(const char *user)
     l->id = it_user_identity(l->bare);
     IT_OK(sealroom_client_set_identity(l->client, l->id));
     sealroom_client_set_event_handler(l->client, it_lib_record, l);
+    it_lib_track(l);
     return l;
 }
 
@@ -123,6 +153,7 @@ void it_lib_clear(it_lib *l)
 void it_lib_free(it_lib *l)
 {
     if (!l) return;
+    untrack(l);
     sealroom_client_free(l->client);
     sealroom_identity_free(l->id);
     it_lib_clear(l);
@@ -137,7 +168,17 @@ sealroom_ctx *it_lib_ctx(it_lib *l)
 
 int it_lib_wait(it_lib *l, uint32_t req)
 {
-    return sealroom_client_wait(l->client, req, IT_TIMEOUT_MS);
+    uint64_t end = it_mono_ms() + IT_TIMEOUT_MS;
+    for (;;) {
+        const it_ev *d = it_lib_done(l, req);
+        if (d) return d->result;
+        if (it_mono_ms() >= end) return SEALROOM_E_TIMEOUT;
+        if (sealroom_client_run(l->client, 2) != SEALROOM_OK) {
+            d = it_lib_done(l, req);
+            return d ? d->result : SEALROOM_E_NETWORK;
+        }
+        it_lib_pump_others(l);
+    }
 }
 
 void it_lib_wait_ok_at(const char *file, int line, it_lib *l, uint32_t req, const char *what)
@@ -166,7 +207,8 @@ bool it_lib_until(it_lib *l, bool (*pred)(it_lib *l, const void *arg), const voi
     for (;;) {
         if (pred(l, arg)) return true;
         if (it_mono_ms() >= end) return false;
-        sealroom_client_run(l->client, 20);
+        sealroom_client_run(l->client, 5);
+        it_lib_pump_others(l);
     }
 }
 

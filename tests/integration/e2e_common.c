@@ -61,6 +61,7 @@ e2e_lib *e2e_connect(const char *user, bool with_identity)
         IT_OK(sealroom_client_set_identity(l->client, l->id));
     }
     sealroom_client_set_event_handler(l->client, e2e_record, w);
+    it_lib_track(l);
     /* Any vault this ctx seals (creation, saving pins) stays quick. */
     e2e_fast_vault(w);
     return w;

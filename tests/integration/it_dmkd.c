@@ -33,6 +33,7 @@ static e2e_lib *u[MAX_USERS];
 static char names[MAX_USERS][32];
 static size_t nusers;
 static char room[256];
+static size_t nadmins; /* make_room makes u[1..nadmins] admins */
 
 /* ---- helpers ---- */
 
@@ -166,7 +167,8 @@ static void make_room(const char *prefix)
 {
     it_new_room(room, sizeof room, prefix);
     it_lib_create(u[0]->l, room);
-    for (size_t i = 1; i < nusers; i++) it_lib_add(u[0]->l, room, names[i], SEALROOM_ROLE_MEMBER);
+    for (size_t i = 1; i < nusers; i++)
+        it_lib_add(u[0]->l, room, names[i], i <= nadmins ? SEALROOM_ROLE_ADMIN : SEALROOM_ROLE_MEMBER);
     if (nusers > 20) it_log("%zu members added", nusers);
     for (size_t i = 0; i < nusers; i++) {
         uint32_t req = 0;
@@ -255,14 +257,16 @@ static void scenario_groups(void)
 static void scenario_removal(void)
 {
     connect_users(5, base_users);
+    nadmins = 1;
     make_room("dmkd-removal");
+    nadmins = 0;
     uint64_t before = settled_epoch();
     /* Two removals in quick succession: one run, one epoch. */
     uint32_t r1 = 0, r2 = 0;
     IT_OK(sealroom_room_remove_member(e2e_ctx(u[0]), &r1, room, u[3]->l->bare));
+    IT_OK(sealroom_room_remove_member(e2e_ctx(u[1]), &r2, room, u[4]->l->bare));
     it_lib_wait_ok(u[0]->l, r1, "removing dave");
-    IT_OK(sealroom_room_remove_member(e2e_ctx(u[0]), &r2, room, u[4]->l->bare));
-    it_lib_wait_ok(u[0]->l, r2, "removing eve");
+    it_lib_wait_ok(u[1]->l, r2, "removing eve");
     size_t stay[3] = {0, 1, 2};
     IT_CHECK(wait_epoch(stay, 3, before + 1, RUN_TIMEOUT_MS), "no epoch after the removals");
     pump_all(1500); /* a second run would have made another epoch by now */

@@ -1079,7 +1079,7 @@ static void session_drop(void)
 {
     it_log("9: a session is dropped, the member's other session takes part");
     it_raw *main_rc = alice.rc;
-    it_raw_join_ok(alice2, room.jid, "alice");
+    it_raw_join_keys_ok(alice2, room.jid, "alice");
     bool main_first = strcmp(it_raw_full(main_rc), it_raw_full(alice2)) < 0;
     it_raw *stalled = main_first ? main_rc : alice2, *other = main_first ? alice2 : main_rc;
     member *p[2] = {&alice, &bob};
@@ -1127,10 +1127,10 @@ int main(void)
     /* The run those changes schedule (after dmkd.coalesce_ms) finds nobody
      * present and gives up; only then do the members come. */
     it_sleep_ms(1000);
-    it_raw_join_ok(carol.rc, room.jid, "carol");
+    it_raw_join_keys_ok(carol.rc, room.jid, "carol");
     rekey(&carol, "solo");
-    it_raw_join_ok(alice.rc, room.jid, "alice");
-    it_raw_join_ok(bob.rc, room.jid, "bob");
+    it_raw_join_keys_ok(alice.rc, room.jid, "alice");
+    it_raw_join_keys_ok(bob.rc, room.jid, "bob");
 
     happy_run();
     dropped_commitment();

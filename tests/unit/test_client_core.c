@@ -9,7 +9,10 @@
  * changes with their new epochs, join/leave, sealing and the outbox with
  * resends after a lost link, receiving (decrypt, and every refusal:
  * tampering, non-members, wrong-epoch headers, replays, bad envelopes),
- * history, the vault, error mapping, timeouts, and garbage input. */
+ * history, the vault, error mapping, timeouts, and garbage input. The
+ * fake also plays the component's part of multi-cast key distribution
+ * runs (dmkd-wire.md), with members that are library contexts or are
+ * simulated with e2e/dmkd.c, honestly or as an attacker rewriting rounds. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -25,12 +28,14 @@
 
 #include <sealroom/sealroom.h>
 
+#include "e2e/dmkd.h"
 #include "e2e/envelope.h"
 #include "e2e/message.h"
 #include "internal.h"
 #include "proto/b64.h"
 #include "proto/jid.h"
 #include "proto/roster.h"
+#include "testhook.h"
 
 #define SVC "rooms.localhost"
 #define ROOM "team@rooms.localhost"
@@ -72,6 +77,7 @@ typedef struct fs_epoch {
     sr_e2e_epoch_keys keys;
     char sealer[64];
     char env[NUSERS][256]; /* base64 envelope per user, "" if none */
+    int env_sealer[NUSERS]; /* 1 + who sealed it when not sealer (a run's envelopes), or 0 */
     bool expired;
 } fs_epoch;
 
@@ -105,6 +111,10 @@ typedef struct fsvc {
     bool vault_hidden;
     unsigned n_chain, n_bundles, n_epoch_get, n_epoch_get_numbered, n_epoch_set, n_epoch_refused;
     unsigned n_datakey_set, n_datakeys_get, n_vault_get, n_vault_set;
+    /* key distribution: the answer to <rekey/>, and what members told us */
+    const char *rekey_mode; /* "solo", "run", or "refuse" (not a member) */
+    unsigned n_rekey, n_abort;
+    char abort_run[32], abort_reason[512];
 } fsvc;
 
 typedef struct fixture {
@@ -215,6 +225,7 @@ static fsvc *fs_new(void)
     for (int u = 0; u < NUSERS; u++)
         fs_user_rekey(s, u, (unsigned char)(u + 1));
     sr_roster_state_init(&s->roster);
+    s->rekey_mode = "solo";
     return s;
 }
 
@@ -516,12 +527,16 @@ static void fs_epoch_get(fixture *f, xmpp_stanza_t *iq, xmpp_stanza_t *el)
     const fs_epoch *e = &s->ep[number - 1];
     int me = user_index(f->own_bare);
     char *h = b64_of(e->hash, 32), *kc = b64_of(e->kc, 32);
+    /* The sealer of the envelope handed out (a run's envelopes have
+     * several): the envelopes table's, as the component must answer. */
+    const char *sealer =
+        me >= 0 && e->env[me][0] && e->env_sealer[me] ? user_jid[e->env_sealer[me] - 1] : e->sealer;
     sbuf b = {0};
     sb_add(&b,
            "<epoch xmlns='" SR_NS "' number='%" PRIu64 "' roster-version='%" PRIu64
            "' roster-hash='%s' kc='%s' sealer='%s' created='2026-11-01T10:00:00Z' "
            "max-age='86400'%s%s>",
-           number, e->rv, h, kc, e->sealer, e->rv < s->membership_version ? " stale='true'" : "",
+           number, e->rv, h, kc, sealer, e->rv < s->membership_version ? " stale='true'" : "",
            e->expired ? " expired='true'" : "");
     if (me >= 0 && e->env[me][0])
         sb_add(&b, "<envelope to='%s'>%s</envelope>", user_jid[me], e->env[me]);
@@ -771,6 +786,29 @@ static void fs_identity(fixture *f, xmpp_stanza_t *iq, xmpp_stanza_t *el, bool s
     fs_answer(f, iq, NULL);
 }
 
+/* <rekey xmlns=keys/>: a run, or "start it yourself" (rekey_mode). */
+static void fs_rekey(fixture *f, xmpp_stanza_t *iq, xmpp_stanza_t *el)
+{
+    char inner[128];
+    f->svc->n_rekey++;
+    if (strcmp(f->svc->rekey_mode, "refuse") == 0) {
+        fs_error(f, iq, "cancel", "forbidden", "not-member", NULL);
+        return;
+    }
+    snprintf(inner, sizeof inner, "<rekey xmlns='" SR_NS_KEYS "' mode='%s'/>", f->svc->rekey_mode);
+    fs_answer(f, iq, inner);
+}
+
+/* <abort/> from a member who caught the run misbehaving. */
+static void fs_abort(fixture *f, xmpp_stanza_t *iq, xmpp_stanza_t *el)
+{
+    fsvc *s = f->svc;
+    s->n_abort++;
+    copy_str(s->abort_run, sizeof s->abort_run, xmpp_stanza_get_attribute(el, "run"));
+    copy_str(s->abort_reason, sizeof s->abort_reason, xmpp_stanza_get_attribute(el, "reason"));
+    fs_answer(f, iq, NULL);
+}
+
 /* Answers every captured IQ the fake service handles by itself, including
  * those the answers provoke, until none is left or max were answered.
  * Stanzas the test takes (out_stanza) are left alone. Returns how many
@@ -804,6 +842,11 @@ static size_t settle_max(fixture *f, size_t max)
             h = fs_datakey_set;
         else if (get && strcmp(child, "datakeys") == 0)
             h = fs_datakeys_get;
+        else if (set && strcmp(child, "rekey") == 0 && xmpp_stanza_get_ns(el) &&
+                 strcmp(xmpp_stanza_get_ns(el), SR_NS_KEYS) == 0)
+            h = fs_rekey;
+        else if (set && strcmp(child, "abort") == 0)
+            h = fs_abort;
         else if (get && strcmp(child, "bundles") == 0)
             kind = 1;
         else if (strcmp(child, "vault") == 0)
@@ -1637,8 +1680,9 @@ static void test_create_and_update(void **state)
     expect_epoch_done(f, req, 1, 0, only_alice, 1);
     assert_int_equal(done_event(f, req)->kind, SEALROOM_REQ_ROOM_CREATE);
 
-    /* Add bob without a key: the core fetches his registered key first,
-     * then seals a new epoch to both members. */
+    /* Add bob without a key: the core fetches his registered key first.
+     * The new epoch is the room's key agreement run's to make, not ours:
+     * the change is done once the room took it. */
     f->nev = 0;
     assert_int_equal(
         sealroom_room_add_member(f->ctx, &req, "team", "bob@localhost", SEALROOM_ROLE_MEMBER, NULL),
@@ -1653,11 +1697,30 @@ static void test_create_and_update(void **state)
     fs_apply(f, v);
     free(v);
     answer_head(f, id, &s->roster);
-    assert_null(done_event(f, req));
+    const ev_copy *e = done_event(f, req);
+    assert_non_null(e);
+    assert_int_equal(e->result, SEALROOM_OK);
+    assert_int_equal(e->roster_version, 1);
+    assert_int_equal(e->epoch, 1);
     settle(f);
+    assert_int_equal(s->nep, 1);
+    assert_int_equal(s->n_bundles, 1);
+    assert_int_equal(count_out_with(f, "iq", "rekey"), 0);
+    assert_null(find_event(f, SEALROOM_EVENT_EPOCH_CHANGED));
+    assert_int_equal(sealroom_room_member_count(f->ctx, ROOM), 2);
+    /* Asked for one while alone online, we seal it to both members. */
+    f->nev = 0;
+    assert_int_equal(sealroom_room_rekey(f->ctx, &req, "team"), SEALROOM_OK);
+    xmpp_stanza_t *ask = peek_out_with(f, "iq", "rekey");
+    assert_non_null(ask);
+    assert_string_equal(xmpp_stanza_get_type(ask), "set");
+    assert_string_equal(xmpp_stanza_get_to(ask), ROOM);
+    assert_non_null(xmpp_stanza_get_child_by_name_and_ns(ask, "rekey", SR_NS_KEYS));
+    xmpp_stanza_release(ask);
+    settle(f);
+    assert_int_equal(s->n_rekey, 1);
     const int alice_bob[] = {U_ALICE, U_BOB};
     expect_epoch_done(f, req, 2, 1, alice_bob, 2);
-    assert_int_equal(sealroom_room_member_count(f->ctx, ROOM), 2);
 
     /* Local refusals need no round trip. */
     size_t before = f->nout;
@@ -1700,7 +1763,7 @@ static void test_create_and_update(void **state)
     fs_apply(f, v);
     free(v);
     answer_head(f, id, &s->roster);
-    const ev_copy *e = done_event(f, req);
+    e = done_event(f, req);
     assert_int_equal(e->result, SEALROOM_OK);
     assert_int_equal(e->roster_version, 3);
     assert_int_equal(sealroom_room_member_count(f->ctx, ROOM), 3);
@@ -1737,7 +1800,8 @@ static void test_create_and_update(void **state)
                   "hash='AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA='/>");
     assert_int_equal(done_event(f, req)->result, SEALROOM_E_VERIFY);
 
-    /* Removing carol for real: the next epoch is not sealed to her. */
+    /* Removing carol for real: done without an epoch of ours; the next
+     * one (here ours, alone online) is not sealed to her. */
     f->nev = 0;
     assert_int_equal(sealroom_room_remove_member(f->ctx, &req, ROOM, "carol@localhost"),
                      SEALROOM_OK);
@@ -1746,7 +1810,11 @@ static void test_create_and_update(void **state)
     fs_apply(f, v);
     free(v);
     answer_head(f, id, &s->roster);
-    assert_null(done_event(f, req));
+    assert_int_equal(done_event(f, req)->result, SEALROOM_OK);
+    settle(f);
+    assert_int_equal(s->nep, 2);
+    f->nev = 0;
+    assert_int_equal(sealroom_room_rekey(f->ctx, &req, "team"), SEALROOM_OK);
     settle(f);
     expect_epoch_done(f, req, 3, 4, alice_bob, 2);
     assert_int_equal(s->n_epoch_refused, 0);
@@ -3002,6 +3070,1144 @@ static void test_garbage(void **state)
     free(buf);
 }
 
+/* ---- key distribution runs: the fake plays the component ---- */
+
+/* A run participant: a library context (f), or a member the fake
+ * simulates with e2e/dmkd.c (f NULL). */
+typedef struct fr_part {
+    int u;
+    fixture *f;
+    sr_e2e_dmkd_member m;
+    unsigned char R[32], c[32], sig1[64];
+    unsigned char T[32], second[32], sig2[64];
+    unsigned char kc[32], secret[32];
+} fr_part;
+
+#define FR_MAXP 4
+
+typedef struct frun {
+    fsvc *s;
+    unsigned char id[16];
+    char idb64[32];
+    uint64_t epoch, rv;
+    unsigned char hash[32];
+    sr_e2e_dmkd_ctx dctx;
+    size_t n;
+    fr_part p[FR_MAXP]; /* ring order: p[0] is the representative U_1 */
+    unsigned char sid[32], kprime[32], Tp[FR_MAXP][32];
+    int slice[NUSERS]; /* offline members, sealed to by p[slice_to] */
+    size_t nslice, slice_to;
+    char env[NUSERS][256];  /* the envelopes the participants sealed */
+    int env_sealer[NUSERS]; /* 1 + who sealed env[u] */
+} frun;
+
+/* A run at the service's head for epoch nep + 1 over users in ring order
+ * (fx[i] the library context of users[i], NULL: simulated). */
+static void fr_start(frun *r, fsvc *s, const int *users, fixture *const *fx, size_t n)
+{
+    assert_true(n >= 2 && n <= FR_MAXP);
+    memset(r, 0, sizeof *r);
+    r->s = s;
+    randombytes_buf(r->id, sizeof r->id);
+    assert_true(sr_b64_encode(r->idb64, sizeof r->idb64, r->id, sizeof r->id));
+    r->epoch = s->nep + 1;
+    r->rv = s->roster.version;
+    memcpy(r->hash, s->heads[r->rv], 32);
+    sr_e2e_dmkd_ctx c = {ROOM, r->epoch, r->hash, r->id};
+    r->dctx = c;
+    r->n = n;
+    for (size_t i = 0; i < n; i++) {
+        r->p[i].u = users[i];
+        r->p[i].f = fx ? fx[i] : NULL;
+    }
+}
+
+static void fr_headline(fixture *f, const char *inner)
+{
+    assert_int_equal(feed(f, "<message type='headline' from='" ROOM "' to='%s'>%s</message>",
+                          f->own_full, inner),
+                     1);
+}
+
+/* The newest untaken IQ set carrying <child xmlns=keys/>, taken (the
+ * test answers it as the component), or NULL. */
+static xmpp_stanza_t *fr_take(fixture *f, const char *child)
+{
+    for (size_t i = f->nout; i-- > 0;) {
+        if (f->handled[i]) continue;
+        xmpp_stanza_t *st = xmpp_stanza_new_from_string(f->xmpp, f->out[i]);
+        assert_non_null(st);
+        if (strcmp(xmpp_stanza_get_name(st), "iq") == 0 &&
+            xmpp_stanza_get_child_by_name_and_ns(st, child, SR_NS_KEYS)) {
+            f->handled[i] = true;
+            assert_string_equal(xmpp_stanza_get_type(st), "set");
+            assert_string_equal(xmpp_stanza_get_to(st), ROOM);
+            return st;
+        }
+        xmpp_stanza_release(st);
+    }
+    return NULL;
+}
+
+static char *fr_round1_xml(const frun *r)
+{
+    sbuf b = {0};
+    char *h = b64_of(r->hash, 32);
+    sb_add(&b,
+           "<round1 xmlns='" SR_NS_KEYS "' run='%s' epoch='%" PRIu64 "' roster-version='%" PRIu64
+           "' roster-hash='%s'/>",
+           r->idb64, r->epoch, r->rv, h);
+    free(h);
+    return b.s;
+}
+
+/* Participant i's round 1; a library context gets xml (NULL: the honest
+ * headline), and its answer is checked as the component checks it and
+ * stored. False if it sent none. */
+static bool fr_round1_one(frun *r, size_t i, const char *xml)
+{
+    fr_part *p = &r->p[i];
+    const sr_e2e_identity *id = &r->s->id[p->u];
+    if (!p->f) {
+        assert_int_equal(sr_e2e_dmkd_round1(&p->m, &r->dctx, user_jid[p->u], id->dmkd_a,
+                                            id->dmkd_b, NULL, NULL),
+                         SR_E2E_OK);
+        memcpy(p->R, p->m.R, 32);
+        memcpy(p->c, p->m.c, 32);
+        assert_int_equal(
+            sr_e2e_dmkd_round1_sign(p->sig1, &r->dctx, user_jid[p->u], p->R, p->c, id->sign_sk),
+            SR_E2E_OK);
+        return true;
+    }
+    char *own = xml ? NULL : fr_round1_xml(r);
+    fr_headline(p->f, xml ? xml : own);
+    free(own);
+    settle(p->f); /* a chain sync first, when the run's roster is new to it */
+    xmpp_stanza_t *iq = fr_take(p->f, "round1");
+    if (!iq) return false;
+    xmpp_stanza_t *el = xmpp_stanza_get_child_by_name_and_ns(iq, "round1", SR_NS_KEYS);
+    assert_string_equal(xmpp_stanza_get_attribute(el, "run"), r->idb64);
+    assert_true(sr_b64_decode_exact(p->R, 32, xmpp_stanza_get_attribute(el, "R")));
+    assert_true(sr_b64_decode_exact(p->c, 32, xmpp_stanza_get_attribute(el, "c")));
+    assert_true(sr_b64_decode_exact(p->sig1, 64, xmpp_stanza_get_attribute(el, "sig")));
+    assert_int_equal(
+        sr_e2e_dmkd_round1_verify(p->sig1, &r->dctx, user_jid[p->u], p->R, p->c, id->sign_pk),
+        SR_E2E_OK);
+    fs_answer(p->f, iq, NULL);
+    xmpp_stanza_release(iq);
+    return true;
+}
+
+static void fr_round1(frun *r)
+{
+    for (size_t i = 0; i < r->n; i++)
+        assert_true(fr_round1_one(r, i, NULL));
+}
+
+/* The ring is fixed: sid over (jid, c, R) in ring order. */
+static void fr_sid(frun *r)
+{
+    const char *jids[FR_MAXP];
+    unsigned char c[FR_MAXP][32], R[FR_MAXP][32];
+    for (size_t i = 0; i < r->n; i++) {
+        jids[i] = user_jid[r->p[i].u];
+        memcpy(c[i], r->p[i].c, 32);
+        memcpy(R[i], r->p[i].R, 32);
+    }
+    assert_int_equal(sr_e2e_dmkd_sid(r->sid, &r->dctx, r->n, jids, (const unsigned char(*)[32])c,
+                                     (const unsigned char(*)[32])R),
+                     SR_E2E_OK);
+}
+
+/* Round 2 as the component sends it, before an attacker touches it. */
+typedef struct fr_r2 {
+    const char *run;
+    unsigned char sid[32];
+    uint64_t n, pos;
+    int who[3]; /* left, right, representative */
+    unsigned char R[3][32], c[3][32], sig[3][64];
+} fr_r2;
+
+static void fr_r2_make(const frun *r, size_t i, fr_r2 *m)
+{
+    size_t idx[3] = {(i + r->n - 1) % r->n, (i + 1) % r->n, 0};
+    m->run = r->idb64;
+    memcpy(m->sid, r->sid, 32);
+    m->n = r->n;
+    m->pos = i + 1;
+    for (int k = 0; k < 3; k++) {
+        const fr_part *p = &r->p[idx[k]];
+        m->who[k] = p->u;
+        memcpy(m->R[k], p->R, 32);
+        memcpy(m->c[k], p->c, 32);
+        memcpy(m->sig[k], p->sig1, 64);
+    }
+}
+
+static char *fr_r2_xml(const frun *r, const fr_r2 *m)
+{
+    static const char *const names[3] = {"left", "right", "representative"};
+    sbuf b = {0};
+    char *sid = b64_of(m->sid, 32);
+    sb_add(&b,
+           "<round2 xmlns='" SR_NS_KEYS "' run='%s' epoch='%" PRIu64 "' sid='%s' n='%" PRIu64
+           "' position='%" PRIu64 "'>",
+           m->run, r->epoch, sid, m->n, m->pos);
+    for (int k = 0; k < 3; k++) {
+        char *R = b64_of(m->R[k], 32), *c = b64_of(m->c[k], 32), *sig = b64_of(m->sig[k], 64);
+        sb_add(&b, "<%s jid='%s' R='%s' c='%s' sig='%s'/>", names[k], user_jid[m->who[k]], R, c,
+               sig);
+        free(R);
+        free(c);
+        free(sig);
+    }
+    sb_add(&b, "</round2>");
+    free(sid);
+    return b.s;
+}
+
+/* Participant i's round 2 (after fr_sid), as fr_round1_one. */
+static bool fr_round2_one(frun *r, size_t i, const char *xml)
+{
+    fr_part *p = &r->p[i];
+    const sr_e2e_identity *id = &r->s->id[p->u];
+    if (!p->f) {
+        const fr_part *l = &r->p[(i + r->n - 1) % r->n], *rt = &r->p[(i + 1) % r->n];
+        assert_int_equal(sr_e2e_dmkd_round2(&p->m, p->T, p->second, r->sid, l->R, rt->R, i == 0),
+                         SR_E2E_OK);
+        assert_int_equal(sr_e2e_dmkd_round2_sign(p->sig2, r->sid, user_jid[p->u], p->T,
+                                                 p->second, id->sign_sk),
+                         SR_E2E_OK);
+        return true;
+    }
+    char *own = NULL;
+    if (!xml) {
+        fr_r2 m;
+        fr_r2_make(r, i, &m);
+        own = fr_r2_xml(r, &m);
+    }
+    fr_headline(p->f, xml ? xml : own);
+    free(own);
+    settle(p->f);
+    xmpp_stanza_t *iq = fr_take(p->f, "round2");
+    if (!iq) return false;
+    xmpp_stanza_t *el = xmpp_stanza_get_child_by_name_and_ns(iq, "round2", SR_NS_KEYS);
+    assert_string_equal(xmpp_stanza_get_attribute(el, "run"), r->idb64);
+    assert_true(sr_b64_decode_exact(p->T, 32, xmpp_stanza_get_attribute(el, "T")));
+    assert_true(sr_b64_decode_exact(p->second, 32, xmpp_stanza_get_attribute(el, "second")));
+    assert_true(sr_b64_decode_exact(p->sig2, 64, xmpp_stanza_get_attribute(el, "sig")));
+    assert_int_equal(
+        sr_e2e_dmkd_round2_verify(p->sig2, r->sid, user_jid[p->u], p->T, p->second, id->sign_pk),
+        SR_E2E_OK);
+    fs_answer(p->f, iq, NULL);
+    xmpp_stanza_release(iq);
+    return true;
+}
+
+static void fr_round2(frun *r)
+{
+    fr_sid(r);
+    for (size_t i = 0; i < r->n; i++)
+        assert_true(fr_round2_one(r, i, NULL));
+}
+
+/* The component's step: commitments of k_2..k_n, the T's, k' and T'_i. */
+static void fr_server(frun *r)
+{
+    const char *jids[FR_MAXP];
+    unsigned char c[FR_MAXP][32], T[FR_MAXP][32], k[FR_MAXP][32], ks[32];
+    for (size_t i = 0; i < r->n; i++) {
+        jids[i] = user_jid[r->p[i].u];
+        memcpy(c[i], r->p[i].c, 32);
+        memcpy(T[i], r->p[i].T, 32);
+        memcpy(k[i], r->p[i].second, 32); /* k[0] is T', never looked at */
+    }
+    randombytes_buf(ks, sizeof ks);
+    size_t bad;
+    assert_int_equal(sr_e2e_dmkd_server(r->kprime, r->Tp, &bad, &r->dctx, r->n, jids,
+                                        (const unsigned char(*)[32])c,
+                                        (const unsigned char(*)[32])T,
+                                        (const unsigned char(*)[32])k, ks),
+                     SR_E2E_OK);
+}
+
+/* Round 3 for participant i with T'_i (tpi), or an attacker's. */
+static char *fr_round3_xml_ex(const frun *r, size_t i, const unsigned char tpi[32])
+{
+    sbuf b = {0};
+    char *kp = b64_of(r->kprime, 32), *ti = b64_of(tpi, 32), *tp = b64_of(r->p[0].second, 32);
+    sb_add(&b,
+           "<round3 xmlns='" SR_NS_KEYS "' run='%s' epoch='%" PRIu64
+           "' k-prime='%s' t-prime-i='%s' t-prime='%s'>",
+           r->idb64, r->epoch, kp, ti, tp);
+    for (size_t j = 0; i == r->slice_to && j < r->nslice; j++) {
+        const fs_reg *g = &r->s->reg[r->slice[j]];
+        char *k = b64_of(g->ed, 32), *x = b64_of(g->x, 32), *bs = b64_of(g->bsig, 64);
+        sb_add(&b, "<seal jid='%s' key='%s' box-key='%s' bundle-sig='%s'/>",
+               user_jid[r->slice[j]], k, x, bs);
+        free(k);
+        free(x);
+        free(bs);
+    }
+    sb_add(&b, "</round3>");
+    free(kp);
+    free(ti);
+    free(tp);
+    return b.s;
+}
+
+/* Participant i's round 3 (after fr_server): its <confirm/> checked as
+ * the component checks it, and more, since the fake holds every sealing
+ * key: envelopes exactly to itself and its slice, sealed by it, all one
+ * secret, which KC_e confirms. */
+static bool fr_round3_one(frun *r, size_t i, const char *xml)
+{
+    fr_part *p = &r->p[i];
+    fsvc *s = r->s;
+    if (!p->f) {
+        sr_e2e_epoch_keys keys;
+        assert_int_equal(sr_e2e_dmkd_derive(p->secret, &p->m, r->sid, &r->dctx,
+                                            user_jid[r->p[0].u], r->p[0].c, r->kprime, r->Tp[i],
+                                            r->p[0].second),
+                         SR_E2E_OK);
+        assert_int_equal(sr_e2e_epoch_derive(&keys, p->secret, ROOM, r->epoch, r->hash), SR_E2E_OK);
+        memcpy(p->kc, keys.kc, 32);
+        sr_e2e_envelope_ctx ectx = {ROOM,           r->epoch,          r->hash, user_jid[p->u],
+                                    user_jid[p->u], s->reg[p->u].x};
+        unsigned char env[SR_E2E_ENVELOPE_BYTES];
+        assert_int_equal(sr_e2e_envelope_seal(env, &ectx, p->secret, s->id[p->u].sign_sk),
+                         SR_E2E_OK);
+        assert_true(sr_b64_encode(r->env[p->u], sizeof r->env[p->u], env, sizeof env));
+        r->env_sealer[p->u] = p->u + 1;
+        return true;
+    }
+    char *own = xml ? NULL : fr_round3_xml_ex(r, i, r->Tp[i]);
+    fr_headline(p->f, xml ? xml : own);
+    free(own);
+    settle(p->f);
+    xmpp_stanza_t *iq = fr_take(p->f, "confirm");
+    if (!iq) return false;
+    xmpp_stanza_t *el = xmpp_stanza_get_child_by_name_and_ns(iq, "confirm", SR_NS_KEYS);
+    assert_string_equal(xmpp_stanza_get_attribute(el, "run"), r->idb64);
+    assert_true(sr_b64_decode_exact(p->kc, 32, xmpp_stanza_get_attribute(el, "kc")));
+    bool seen[NUSERS] = {false}, have = false;
+    size_t count = 0;
+    for (xmpp_stanza_t *c = xmpp_stanza_get_children(el); c; c = xmpp_stanza_get_next(c)) {
+        if (!xmpp_stanza_is_tag(c)) continue;
+        assert_string_equal(xmpp_stanza_get_name(c), "envelope");
+        int u = user_index(xmpp_stanza_get_attribute(c, "to"));
+        assert_true(u >= 0 && !seen[u]);
+        bool wanted = u == p->u;
+        for (size_t j = 0; i == r->slice_to && j < r->nslice; j++)
+            wanted |= r->slice[j] == u;
+        assert_true(wanted);
+        seen[u] = true;
+        char *text = xmpp_stanza_get_text(c);
+        unsigned char blob[SR_E2E_ENVELOPE_BYTES], secret[32];
+        assert_true(sr_b64_decode_exact(blob, sizeof blob, text));
+        sr_e2e_envelope_ctx ectx = {ROOM,        r->epoch,   r->hash, user_jid[p->u],
+                                    user_jid[u], s->reg[u].x};
+        assert_int_equal(sr_e2e_envelope_open(secret, blob, sizeof blob, &ectx,
+                                              s->id[p->u].sign_pk, s->id[u].box_sk),
+                         SR_E2E_OK);
+        if (have) assert_memory_equal(secret, p->secret, 32);
+        memcpy(p->secret, secret, 32);
+        have = true;
+        snprintf(r->env[u], sizeof r->env[u], "%s", text);
+        r->env_sealer[u] = p->u + 1;
+        xmpp_free(p->f->xmpp, text);
+        count++;
+    }
+    assert_int_equal(count, 1 + (i == r->slice_to ? r->nslice : 0));
+    assert_int_equal(sr_e2e_epoch_confirm(p->kc, p->secret, ROOM, r->epoch, r->hash), SR_E2E_OK);
+    fs_answer(p->f, iq, NULL);
+    xmpp_stanza_release(iq);
+    return true;
+}
+
+static void fr_round3(frun *r)
+{
+    fr_server(r);
+    for (size_t i = 0; i < r->n; i++)
+        assert_true(fr_round3_one(r, i, NULL));
+}
+
+static void fr_announce(fsvc *s, fixture *const *listeners, size_t nl)
+{
+    for (size_t i = 0; i < nl; i++) {
+        char inner[256];
+        snprintf(inner, sizeof inner,
+                 "<epoch xmlns='" SR_NS "' number='%zu' roster-version='%" PRIu64 "'/>", s->nep,
+                 s->ep[s->nep - 1].rv);
+        fr_headline(listeners[i], inner);
+        settle(listeners[i]);
+    }
+}
+
+/* Every KC_e equal: the epoch is stored with the envelopes and announced
+ * to the library contexts in listeners (each fetches it). */
+static void fr_commit(frun *r, fixture *const *listeners, size_t nl)
+{
+    fsvc *s = r->s;
+    for (size_t i = 1; i < r->n; i++)
+        assert_memory_equal(r->p[i].kc, r->p[0].kc, 32);
+    assert_true(s->nep < FS_MAXE);
+    assert_int_equal(s->nep + 1, r->epoch);
+    fs_epoch *e = &s->ep[s->nep];
+    memset(e, 0, sizeof *e);
+    e->rv = r->rv;
+    memcpy(e->hash, r->hash, 32);
+    memcpy(e->kc, r->p[0].kc, 32);
+    memcpy(e->secret, r->p[0].secret, 32);
+    assert_int_equal(sr_e2e_epoch_derive(&e->keys, e->secret, ROOM, r->epoch, e->hash), SR_E2E_OK);
+    snprintf(e->sealer, sizeof e->sealer, "%s", user_jid[r->p[0].u]);
+    memcpy(e->env, r->env, sizeof e->env);
+    memcpy(e->env_sealer, r->env_sealer, sizeof e->env_sealer);
+    s->nep++;
+    fr_announce(s, listeners, nl);
+}
+
+static void fr_full(frun *r)
+{
+    fr_round1(r);
+    fr_round2(r);
+    fr_round3(r);
+}
+
+/* Another member's library context on the fake service, with its
+ * identity and the room's verified roster. */
+static fixture *fr_member(fsvc *s, int u, const char *full)
+{
+    fixture *g = calloc(1, sizeof *g);
+    assert_non_null(g);
+    client_init(g, full, s);
+    unsigned char seed[32];
+    memset(seed, u + 1, sizeof seed);
+    assert_int_equal(sealroom_identity_import(&g->alice, seed, sizeof seed), SEALROOM_OK);
+    assert_int_equal(sealroom_ctx_set_identity(g->ctx, g->alice), SEALROOM_OK);
+    uint32_t req;
+    assert_int_equal(sealroom_room_sync(g->ctx, &req, "team"), SEALROOM_OK);
+    settle(g);
+    assert_int_equal(done_event(g, req)->result, SEALROOM_OK);
+    return g;
+}
+
+static const sr_epoch *held_epoch(fixture *f, uint64_t number)
+{
+    const sr_room *room = sr_room_find(f->ctx, ROOM);
+    assert_non_null(room);
+    return sr_epoch_find(room, number);
+}
+
+static bool run_state(fixture *f)
+{
+    const sr_room *room = sr_room_find(f->ctx, ROOM);
+    return room && room->run;
+}
+
+/* alice, bob and carol are members (version 2); alice holds epoch 1
+ * (made at version 1, so stale) and is in the room. */
+static void dmkd_room(fixture *f)
+{
+    fs_room_setup(f);
+    fs_version(f, U_ALICE, SR_OP_ADD, U_CAROL, SR_ROLE_MEMBER);
+    join_ready(f);
+}
+
+/* A run with alice (the library) at each place of the ring, the others
+ * simulated, dave offline with his envelope sealed by alice: everyone
+ * gets one key, and dave opens his envelope later. */
+static void test_dmkd_run(void **state)
+{
+    fixture *f = *state;
+    fsvc *s = f->svc;
+    dmkd_room(f);
+    /* dave joins the roster while alice is in the room: the run names a
+     * version alice syncs first. */
+    fs_version(f, U_ALICE, SR_OP_ADD, U_DAVE, SR_ROLE_MEMBER);
+    frun *r = calloc(1, sizeof *r);
+    assert_non_null(r);
+    static const int rings[3][3] = {
+        {U_ALICE, U_BOB, U_CAROL}, {U_BOB, U_ALICE, U_CAROL}, {U_BOB, U_CAROL, U_ALICE}};
+    for (size_t pos = 0; pos < 3; pos++) {
+        fixture *fx[3] = {NULL, NULL, NULL};
+        fx[pos] = f;
+        fr_start(r, s, rings[pos], fx, 3);
+        r->slice[0] = U_DAVE;
+        r->nslice = 1;
+        r->slice_to = pos;
+        f->nev = 0;
+        fr_full(r);
+        assert_true(run_state(f));
+        assert_null(find_event(f, SEALROOM_EVENT_EPOCH_CHANGED));
+        fr_commit(r, &f, 1);
+        const ev_copy *c = find_event(f, SEALROOM_EVENT_EPOCH_CHANGED);
+        assert_non_null(c);
+        assert_int_equal(c->epoch, r->epoch);
+        assert_int_equal(c->roster_version, 3);
+        const sr_epoch *e = held_epoch(f, r->epoch);
+        assert_non_null(e);
+        for (size_t i = 0; i < 3; i++)
+            if (i != pos) assert_memory_equal(e->secret, r->p[i].secret, 32);
+        assert_memory_equal(e->secret, r->p[pos].secret, 32);
+        assert_null(find_event(f, SEALROOM_EVENT_KEY_AGREEMENT_FAILED));
+        assert_false(run_state(f));
+        assert_int_equal(s->n_abort, 0);
+    }
+    /* No envelope path was taken by alice: the fake got no epoch set. */
+    assert_int_equal(s->n_epoch_set, 0);
+    /* dave, offline throughout, opens the envelope alice sealed to him
+     * (not the representative's: bob sealed nothing to him). */
+    fixture *d = fr_member(s, U_DAVE, "dave@localhost/pc");
+    fr_announce(s, &d, 1);
+    const sr_epoch *de = held_epoch(d, 4);
+    assert_non_null(de);
+    assert_memory_equal(de->secret, held_epoch(f, 4)->secret, 32);
+    client_free(d);
+    free(r);
+}
+
+/* Library contexts agree among themselves: two (the ring of two, carol
+ * offline and sealed to by bob), then three. */
+static void test_dmkd_contexts(void **state)
+{
+    fixture *f = *state;
+    fsvc *s = f->svc;
+    dmkd_room(f);
+    fixture *b = fr_member(s, U_BOB, "bob@localhost/phone");
+    fixture *c = fr_member(s, U_CAROL, "carol@localhost/pad");
+    fixture *all[3] = {f, b, c};
+    frun *r = calloc(1, sizeof *r);
+    assert_non_null(r);
+
+    const int two[2] = {U_ALICE, U_BOB};
+    fr_start(r, s, two, all, 2);
+    r->slice[0] = U_CAROL;
+    r->nslice = 1;
+    r->slice_to = 1;
+    fr_full(r);
+    fr_commit(r, all, 3);
+    for (int i = 0; i < 3; i++) {
+        const sr_epoch *e = held_epoch(all[i], 2);
+        assert_non_null(e);
+        assert_memory_equal(e->secret, s->ep[1].secret, 32);
+        assert_false(run_state(all[i]));
+    }
+
+    const int three[3] = {U_BOB, U_ALICE, U_CAROL};
+    fixture *ring[3] = {b, f, c};
+    fr_start(r, s, three, ring, 3);
+    fr_full(r);
+    fr_commit(r, all, 3);
+    for (int i = 0; i < 3; i++) {
+        const sr_epoch *e = held_epoch(all[i], 3);
+        assert_non_null(e);
+        assert_memory_equal(e->secret, s->ep[2].secret, 32);
+        assert_null(find_event(all[i], SEALROOM_EVENT_KEY_AGREEMENT_FAILED));
+    }
+    assert_int_equal(s->n_abort, 0);
+    client_free(b);
+    client_free(c);
+    free(r);
+}
+
+/* The room resends a round (as after its restart): the same answer each
+ * time, byte for byte. */
+static void test_dmkd_idempotent(void **state)
+{
+    fixture *f = *state;
+    fsvc *s = f->svc;
+    dmkd_room(f);
+    frun *r = calloc(1, sizeof *r);
+    assert_non_null(r);
+    const int ring[2] = {U_BOB, U_ALICE};
+    fixture *fx[2] = {NULL, f};
+    fr_start(r, s, ring, fx, 2);
+    char *x1 = fr_round1_xml(r);
+    assert_true(fr_round1_one(r, 0, NULL));
+    assert_true(fr_round1_one(r, 1, x1));
+    fr_part first = r->p[1];
+    assert_true(fr_round1_one(r, 1, x1));
+    assert_memory_equal(r->p[1].R, first.R, 32);
+    assert_memory_equal(r->p[1].c, first.c, 32);
+    assert_memory_equal(r->p[1].sig1, first.sig1, 64);
+
+    fr_sid(r);
+    fr_r2 m;
+    fr_r2_make(r, 1, &m);
+    char *x2 = fr_r2_xml(r, &m);
+    assert_true(fr_round2_one(r, 0, NULL));
+    assert_true(fr_round2_one(r, 1, x2));
+    first = r->p[1];
+    assert_true(fr_round2_one(r, 1, x2));
+    assert_memory_equal(r->p[1].T, first.T, 32);
+    assert_memory_equal(r->p[1].second, first.second, 32);
+    assert_memory_equal(r->p[1].sig2, first.sig2, 64);
+    /* An old round 1 of the run once more: still the same answer. */
+    assert_true(fr_round1_one(r, 1, x1));
+    assert_memory_equal(r->p[1].R, first.R, 32);
+
+    fr_server(r);
+    char *x3 = fr_round3_xml_ex(r, 1, r->Tp[1]);
+    assert_true(fr_round3_one(r, 0, NULL));
+    assert_true(fr_round3_one(r, 1, x3));
+    char env[256];
+    snprintf(env, sizeof env, "%s", r->env[U_ALICE]);
+    memcpy(first.kc, r->p[1].kc, 32);
+    assert_true(fr_round3_one(r, 1, x3));
+    assert_string_equal(r->env[U_ALICE], env);
+    assert_memory_equal(r->p[1].kc, first.kc, 32);
+    assert_int_equal(s->n_abort, 0);
+    fr_commit(r, &f, 1);
+    assert_non_null(held_epoch(f, 2));
+    assert_memory_equal(held_epoch(f, 2)->secret, r->p[0].secret, 32);
+    free(x1);
+    free(x2);
+    free(x3);
+    free(r);
+}
+
+/* The room abandons a run: the state is gone, later rounds of it are
+ * not answered, nothing is reported as an attack; a failed headline of
+ * another run changes nothing. */
+static void test_dmkd_failed_headline(void **state)
+{
+    fixture *f = *state;
+    fsvc *s = f->svc;
+    dmkd_room(f);
+    frun *r = calloc(1, sizeof *r);
+    assert_non_null(r);
+    const int ring[2] = {U_ALICE, U_BOB};
+    fixture *fx[2] = {f, NULL};
+    fr_start(r, s, ring, fx, 2);
+    fr_round1(r);
+    fr_headline(f, "<failed xmlns='" SR_NS_KEYS "' run='AAAAAAAAAAAAAAAAAAAAAA==' reason='timeout'/>");
+    assert_true(run_state(f));
+    fr_sid(r);
+    assert_true(fr_round2_one(r, 0, NULL));
+    assert_true(fr_round2_one(r, 1, NULL));
+    char inner[256];
+    snprintf(inner, sizeof inner,
+             "<failed xmlns='" SR_NS_KEYS "' run='%s' reason='member-dropped'/>", r->idb64);
+    fr_headline(f, inner);
+    assert_false(run_state(f));
+    fr_server(r);
+    assert_false(fr_round3_one(r, 0, NULL));
+    settle(f);
+    assert_int_equal(s->n_abort, 0);
+    assert_null(find_event(f, SEALROOM_EVENT_KEY_AGREEMENT_FAILED));
+    assert_null(find_event(f, SEALROOM_EVENT_EPOCH_CHANGED));
+    /* The next run goes ahead. */
+    fr_start(r, s, ring, fx, 2);
+    fr_full(r);
+    fr_commit(r, &f, 1);
+    assert_non_null(held_epoch(f, 2));
+    free(r);
+}
+
+/* The test hook's stalled session ignores round 2 but keeps its state:
+ * the round resent (after the room's restart) is answered once the
+ * stall ends. */
+static void test_dmkd_stall_hook(void **state)
+{
+    fixture *f = *state;
+    fsvc *s = f->svc;
+    dmkd_room(f);
+    frun *r = calloc(1, sizeof *r);
+    assert_non_null(r);
+    const int ring[2] = {U_BOB, U_ALICE};
+    fixture *fx[2] = {NULL, f};
+    fr_start(r, s, ring, fx, 2);
+    fr_round1(r);
+    fr_sid(r);
+    assert_true(fr_round2_one(r, 0, NULL));
+    sr_testhook_dmkd_stall(f->ctx, 2);
+    assert_false(fr_round2_one(r, 1, NULL));
+    assert_true(run_state(f));
+    sr_testhook_dmkd_stall(f->ctx, 0);
+    assert_true(fr_round2_one(r, 1, NULL));
+    fr_round3(r);
+    fr_commit(r, &f, 1);
+    assert_non_null(held_epoch(f, 2));
+    free(r);
+}
+
+/* Run state older than five minutes is dropped. */
+static void test_dmkd_expiry(void **state)
+{
+    fixture *f = *state;
+    fsvc *s = f->svc;
+    dmkd_room(f);
+    frun *r = calloc(1, sizeof *r);
+    assert_non_null(r);
+    const int ring[2] = {U_BOB, U_ALICE};
+    fixture *fx[2] = {NULL, f};
+    sealroom_ctx_tick(f->ctx, 1000);
+    fr_start(r, s, ring, fx, 2);
+    fr_round1(r);
+    sealroom_ctx_tick(f->ctx, 1000 + SR_RUN_MAX_AGE_MS - 1);
+    fr_sid(r);
+    assert_true(fr_round2_one(r, 0, NULL));
+    assert_true(fr_round2_one(r, 1, NULL));
+    sealroom_ctx_tick(f->ctx, 1000 + SR_RUN_MAX_AGE_MS);
+    fr_server(r);
+    assert_false(fr_round3_one(r, 1, NULL));
+    assert_false(run_state(f));
+    settle(f);
+    assert_int_equal(s->n_abort, 0);
+    assert_null(find_event(f, SEALROOM_EVENT_KEY_AGREEMENT_FAILED));
+    free(r);
+}
+
+/* Alice's run failed with code, for the reason why names: the event, the
+ * run's <abort/> (unless the run was over), no epoch installed, no state
+ * kept. */
+static void expect_run_failed(fixture *f, const frun *r, int code, const char *why, bool aborted,
+                              unsigned aborts)
+{
+    fsvc *s = f->svc;
+    settle(f);
+    assert_int_equal(count_events(f, SEALROOM_EVENT_KEY_AGREEMENT_FAILED), 1);
+    const ev_copy *e = find_event(f, SEALROOM_EVENT_KEY_AGREEMENT_FAILED);
+    if (e->result != code)
+        fail_msg("failed with %s (%s), not %s", sealroom_strerror(e->result), e->error_text,
+                 sealroom_strerror(code));
+    assert_string_equal(e->room, ROOM);
+    assert_int_equal(e->epoch, r->epoch);
+    if (!strstr(e->error_text, why)) fail_msg("failed for '%s', not for '%s'", e->error_text, why);
+    assert_int_equal(s->n_abort, aborts + aborted);
+    if (aborted) {
+        assert_string_equal(s->abort_run, r->idb64);
+        assert_string_equal(s->abort_reason, e->error_text);
+    }
+    assert_null(find_event(f, SEALROOM_EVENT_EPOCH_CHANGED));
+    assert_false(run_state(f));
+    if (r->epoch > 1) assert_null(held_epoch(f, r->epoch));
+    uint64_t held;
+    assert_int_equal(sealroom_room_epoch(f->ctx, &held, "team"), SEALROOM_OK);
+    assert_int_equal(held, 1);
+}
+
+/* A fresh run of alice (library, at ring place alice_at) with bob and
+ * carol simulated, or with users; the events so far forgotten. */
+static void attack_start(fixture *f, frun *r, const int *users, size_t alice_at, unsigned *aborts)
+{
+    static const int abc[3] = {U_ALICE, U_BOB, U_CAROL};
+    fixture *fx[3] = {NULL, NULL, NULL};
+    fx[alice_at] = f;
+    fr_start(r, f->svc, users ? users : abc, fx, 3);
+    f->nev = 0;
+    *aborts = f->svc->n_abort;
+}
+
+/* The fake service rewrites the rounds on their way to alice: every
+ * rewrite makes the run fail on her with the code of the check that
+ * caught it, and she tells the room to abort. */
+static void test_dmkd_attacks(void **state)
+{
+    fixture *f = *state;
+    fsvc *s = f->svc;
+    dmkd_room(f);
+    frun *r = calloc(1, sizeof *r), *old = calloc(1, sizeof *old);
+    assert_non_null(r);
+    assert_non_null(old);
+    unsigned aborts;
+    fr_r2 m;
+    char *x;
+
+    /* A forged roster hash in round 1; a rekey request waiting for the
+     * run fails with it. */
+    uint32_t req;
+    s->rekey_mode = "run";
+    assert_int_equal(sealroom_room_rekey(f->ctx, &req, "team"), SEALROOM_OK);
+    settle(f);
+    attack_start(f, r, NULL, 0, &aborts);
+    r->hash[7] ^= 0x40;
+    x = fr_round1_xml(r);
+    r->hash[7] ^= 0x40;
+    assert_false(fr_round1_one(r, 0, x));
+    free(x);
+    expect_run_failed(f, r, SEALROOM_E_VERIFY, "roster hash", true, aborts);
+    assert_int_equal(done_event(f, req)->result, SEALROOM_E_VERIFY);
+
+    /* A neighbour's R substituted (its signature no longer verifies). */
+    attack_start(f, r, NULL, 0, &aborts);
+    fr_round1(r);
+    fr_sid(r);
+    fr_r2_make(r, 0, &m);
+    unsigned char sc[32];
+    crypto_core_ristretto255_scalar_random(sc);
+    assert_int_equal(crypto_scalarmult_ristretto255_base(m.R[0], sc), 0);
+    x = fr_r2_xml(r, &m);
+    assert_false(fr_round2_one(r, 0, x));
+    free(x);
+    expect_run_failed(f, r, SEALROOM_E_VERIFY, "carol@localhost (our left neighbour) does not verify",
+                      true, aborts);
+    /* Its later rounds are not answered. */
+    assert_true(fr_round2_one(r, 1, NULL));
+    assert_true(fr_round2_one(r, 2, NULL));
+    memset(r->p[0].T, 0, 32);
+    assert_false(fr_round2_one(r, 0, NULL));
+
+    /* T'_i altered: the representative's commitment does not open. */
+    static const int bac[3] = {U_BOB, U_ALICE, U_CAROL};
+    attack_start(f, r, bac, 1, &aborts);
+    fr_round1(r);
+    fr_round2(r);
+    fr_server(r);
+    unsigned char tpi[32];
+    memcpy(tpi, r->Tp[1], 32);
+    tpi[0] ^= 1;
+    x = fr_round3_xml_ex(r, 1, tpi);
+    assert_false(fr_round3_one(r, 1, x));
+    free(x);
+    expect_run_failed(f, r, SEALROOM_E_DECRYPT, "commitment of the representative bob@localhost",
+                      true, aborts);
+
+    /* A round 2 of an older run replayed into the next one: as it was,
+     * and with the run id rewritten (signed for the other run). */
+    attack_start(f, old, bac, 1, &aborts);
+    fr_round1(old);
+    fr_sid(old);
+    fr_r2_make(old, 1, &m);
+    char *replay = fr_r2_xml(old, &m);
+    assert_true(fr_round2_one(old, 1, replay));
+    attack_start(f, r, bac, 1, &aborts);
+    fr_round1(r);
+    fr_headline(f, replay);
+    settle(f);
+    assert_null(fr_take(f, "round2"));
+    expect_run_failed(f, r, SEALROOM_E_PROTOCOL, "of another run", true, aborts);
+    attack_start(f, r, bac, 1, &aborts);
+    fr_round1(r);
+    m.run = r->idb64;
+    x = fr_r2_xml(r, &m);
+    assert_false(fr_round2_one(r, 1, x));
+    free(x);
+    expect_run_failed(f, r, SEALROOM_E_VERIFY, "does not verify", true, aborts);
+    free(replay);
+
+    /* dave, not in the signed roster, put into the ring next to alice
+     * (with a valid round 1 under his own key). */
+    static const int abd[3] = {U_ALICE, U_BOB, U_DAVE};
+    attack_start(f, r, abd, 0, &aborts);
+    fr_round1(r);
+    fr_sid(r);
+    assert_false(fr_round2_one(r, 0, NULL));
+    expect_run_failed(f, r, SEALROOM_E_VERIFY, "dave@localhost (our left neighbour), not a member",
+                      true, aborts);
+
+    /* The representative somewhere else than position 1: alice named
+     * representative at position 2, bob named it while alice is at 1,
+     * carol (position 2) named it to alice at position 3. */
+    attack_start(f, r, bac, 1, &aborts);
+    fr_round1(r);
+    fr_sid(r);
+    fr_r2_make(r, 1, &m);
+    m.who[2] = U_ALICE;
+    memcpy(m.R[2], r->p[1].R, 32);
+    memcpy(m.c[2], r->p[1].c, 32);
+    memcpy(m.sig[2], r->p[1].sig1, 64);
+    x = fr_r2_xml(r, &m);
+    assert_false(fr_round2_one(r, 1, x));
+    free(x);
+    expect_run_failed(f, r, SEALROOM_E_PROTOCOL, "representative off position 1", true, aborts);
+    attack_start(f, r, NULL, 0, &aborts);
+    fr_round1(r);
+    fr_sid(r);
+    fr_r2_make(r, 0, &m);
+    m.who[2] = U_BOB;
+    memcpy(m.R[2], r->p[1].R, 32);
+    memcpy(m.c[2], r->p[1].c, 32);
+    memcpy(m.sig[2], r->p[1].sig1, 64);
+    x = fr_r2_xml(r, &m);
+    assert_false(fr_round2_one(r, 0, x));
+    free(x);
+    expect_run_failed(f, r, SEALROOM_E_PROTOCOL, "another member as it at position 1", true,
+                      aborts);
+    static const int bca[3] = {U_BOB, U_CAROL, U_ALICE};
+    attack_start(f, r, bca, 2, &aborts);
+    fr_round1(r);
+    fr_sid(r);
+    fr_r2_make(r, 2, &m);
+    m.who[2] = U_CAROL; /* carol, at position 2, named the representative */
+    memcpy(m.R[2], r->p[1].R, 32);
+    memcpy(m.c[2], r->p[1].c, 32);
+    memcpy(m.sig[2], r->p[1].sig1, 64);
+    x = fr_r2_xml(r, &m);
+    assert_false(fr_round2_one(r, 2, x));
+    free(x);
+    expect_run_failed(f, r, SEALROOM_E_PROTOCOL, "at a place other than position 1", true, aborts);
+    /* The representative on alice's left with another round 1 than the
+     * one named as the representative's; alice as the representative
+     * with a round 1 not hers. */
+    attack_start(f, r, bac, 1, &aborts);
+    fr_round1(r);
+    fr_sid(r);
+    fr_r2_make(r, 1, &m);
+    m.R[2][0] ^= 1;
+    x = fr_r2_xml(r, &m);
+    assert_false(fr_round2_one(r, 1, x));
+    free(x);
+    expect_run_failed(f, r, SEALROOM_E_PROTOCOL, "two different round 1s", true, aborts);
+    attack_start(f, r, NULL, 0, &aborts);
+    fr_round1(r);
+    fr_sid(r);
+    fr_r2_make(r, 0, &m);
+    memcpy(m.R[2], r->p[1].R, 32);
+    x = fr_r2_xml(r, &m);
+    assert_false(fr_round2_one(r, 0, x));
+    free(x);
+    expect_run_failed(f, r, SEALROOM_E_PROTOCOL, "a round 1 that is not ours", true, aborts);
+
+    /* A ring of two with different members on either side. */
+    static const int ba[2] = {U_BOB, U_ALICE};
+    fixture *fx2[2] = {NULL, f};
+    f->nev = 0;
+    aborts = s->n_abort;
+    fr_start(r, s, ba, fx2, 2);
+    fr_round1(r);
+    fr_sid(r);
+    fr_r2_make(r, 1, &m);
+    m.who[1] = U_CAROL;
+    x = fr_r2_xml(r, &m);
+    assert_false(fr_round2_one(r, 1, x));
+    free(x);
+    expect_run_failed(f, r, SEALROOM_E_PROTOCOL, "two different neighbours in a ring of two", true,
+                      aborts);
+
+    /* Round 1 of the run again with another epoch. */
+    attack_start(f, r, NULL, 0, &aborts);
+    fr_round1(r);
+    r->epoch++;
+    x = fr_round1_xml(r);
+    r->epoch--;
+    assert_false(fr_round1_one(r, 0, x));
+    free(x);
+    expect_run_failed(f, r, SEALROOM_E_PROTOCOL, "round 1 of this run came again", true, aborts);
+
+    /* Round 2 and round 3 of the run again with other values. */
+    attack_start(f, r, NULL, 0, &aborts);
+    fr_round1(r);
+    fr_round2(r);
+    fr_r2_make(r, 0, &m);
+    m.sid[0] ^= 1;
+    x = fr_r2_xml(r, &m);
+    assert_false(fr_round2_one(r, 0, x));
+    free(x);
+    expect_run_failed(f, r, SEALROOM_E_PROTOCOL, "round 2 of this run came again", true, aborts);
+    attack_start(f, r, NULL, 0, &aborts);
+    fr_full(r);
+    r->kprime[0] ^= 1;
+    x = fr_round3_xml_ex(r, 0, r->Tp[0]);
+    assert_false(fr_round3_one(r, 0, x));
+    free(x);
+    expect_run_failed(f, r, SEALROOM_E_PROTOCOL, "round 3 of this run came again", true, aborts);
+
+    /* A run under the roster before carol was added, with that
+     * version's true hash: the new key would reach whom a later change
+     * removed. */
+    static const int ab2[2] = {U_ALICE, U_BOB};
+    fixture *fxo[2] = {f, NULL};
+    f->nev = 0;
+    aborts = s->n_abort;
+    fr_start(r, s, ab2, fxo, 2);
+    r->rv = 1;
+    memcpy(r->hash, s->heads[1], 32);
+    assert_false(fr_round1_one(r, 0, NULL));
+    expect_run_failed(f, r, SEALROOM_E_VERIFY, "before the membership change", true, aborts);
+
+    /* A run for an epoch alice holds already. */
+    attack_start(f, r, NULL, 0, &aborts);
+    r->epoch = r->dctx.epoch = 1;
+    assert_false(fr_round1_one(r, 0, NULL));
+    expect_run_failed(f, r, SEALROOM_E_PROTOCOL, "but we hold epoch 1", true, aborts);
+
+    /* The room commits another key than the one the run agreed on (it
+     * gave alice and bob different k'): alice installs nothing. */
+    fixture *fx3[2] = {f, NULL};
+    f->nev = 0;
+    aborts = s->n_abort;
+    static const int ab[2] = {U_ALICE, U_BOB};
+    fr_start(r, s, ab, fx3, 2);
+    fr_full(r);
+    assert_true(run_state(f));
+    assert_int_equal(fs_new_epoch(f, U_BOB, FS_EPOCH_GOOD), r->epoch);
+    fr_announce(s, &f, 1);
+    expect_run_failed(f, r, SEALROOM_E_VERIFY, "not the key our run agreed on", false, aborts);
+
+    /* dave, not a member, is asked to take part: he refuses. */
+    fixture *d = fr_member(s, U_DAVE, "dave@localhost/pc");
+    static const int dab[3] = {U_DAVE, U_ALICE, U_BOB};
+    fixture *fxd[3] = {d, NULL, NULL};
+    aborts = s->n_abort;
+    fr_start(r, s, dab, fxd, 3);
+    assert_false(fr_round1_one(r, 0, NULL));
+    settle(d);
+    const ev_copy *de = find_event(d, SEALROOM_EVENT_KEY_AGREEMENT_FAILED);
+    assert_non_null(de);
+    assert_int_equal(de->result, SEALROOM_E_VERIFY);
+    assert_non_null(strstr(de->error_text, "we are not a member"));
+    assert_int_equal(s->n_abort, aborts + 1);
+    assert_false(run_state(d));
+    client_free(d);
+    free(r);
+    free(old);
+}
+
+/* Offline members in alice's slice get an envelope only if their sealing
+ * key checks out like a fetched bundle: a box key the server swapped in
+ * (bundle signature fails), a non-member, a key that is not the roster's
+ * are skipped, and the run goes on. */
+static void test_dmkd_slice_checks(void **state)
+{
+    fixture *f = *state;
+    fsvc *s = f->svc;
+    dmkd_room(f);
+    frun *r = calloc(1, sizeof *r);
+    assert_non_null(r);
+    static const int ab[2] = {U_ALICE, U_BOB};
+    fixture *fx[2] = {f, NULL};
+    fr_start(r, s, ab, fx, 2);
+    fr_round1(r);
+    fr_round2(r);
+    fr_server(r);
+    assert_true(fr_round3_one(r, 1, NULL));
+    unsigned char evil[32], evil_sk[32];
+    crypto_box_keypair(evil, evil_sk);
+    const fs_reg *c = &s->reg[U_CAROL], *d = &s->reg[U_DAVE], *b = &s->reg[U_BOB];
+    char *ck = b64_of(c->ed, 32), *cbs = b64_of(c->bsig, 64), *ev = b64_of(evil, 32);
+    char *dk = b64_of(d->ed, 32), *dx = b64_of(d->x, 32), *dbs = b64_of(d->bsig, 64);
+    char *bk = b64_of(b->ed, 32), *cx = b64_of(c->x, 32);
+    char *x = fr_round3_xml_ex(r, 0, r->Tp[0]);
+    sbuf seals = {0};
+    sb_add(&seals, "<seal jid='carol@localhost' key='%s' box-key='%s' bundle-sig='%s'/>", ck, ev,
+           cbs);
+    sb_add(&seals, "<seal jid='dave@localhost' key='%s' box-key='%s' bundle-sig='%s'/>", dk, dx,
+           dbs);
+    sb_add(&seals, "<seal jid='carol@localhost' key='%s' box-key='%s' bundle-sig='%s'/>", bk, cx,
+           cbs);
+    char *end = strstr(x, "</round3>");
+    assert_non_null(end);
+    *end = '\0';
+    sbuf xml = {0};
+    sb_add(&xml, "%s%s</round3>", x, seals.s);
+    /* Only alice's own envelope (fr_round3_one checks the count). */
+    assert_true(fr_round3_one(r, 0, xml.s));
+    assert_int_equal(r->env[U_CAROL][0], '\0');
+    assert_int_equal(r->env[U_DAVE][0], '\0');
+    fr_commit(r, &f, 1);
+    assert_non_null(held_epoch(f, 2));
+    assert_null(find_event(f, SEALROOM_EVENT_KEY_AGREEMENT_FAILED));
+    sodium_memzero(evil_sk, sizeof evil_sk);
+    free(xml.s);
+    free(seals.s);
+    free(x);
+    free(ck);
+    free(cbs);
+    free(ev);
+    free(dk);
+    free(dx);
+    free(dbs);
+    free(bk);
+    free(cx);
+    free(r);
+}
+
+/* Who makes a new epoch: the room's run when it says mode="run" (for a
+ * message waiting under a stale epoch, asked once; for an explicit
+ * rekey, which completes with the run's epoch), we alone when it says
+ * mode="solo" or nudges us; a refusal fails the request. */
+static void test_dmkd_rekey_modes(void **state)
+{
+    fixture *f = *state;
+    fsvc *s = f->svc;
+    dmkd_room(f);
+    frun *r = calloc(1, sizeof *r);
+    assert_non_null(r);
+    static const int abc[3] = {U_ALICE, U_BOB, U_CAROL};
+    fixture *fx[3] = {f, NULL, NULL};
+
+    s->rekey_mode = "run";
+    uint32_t sreq, sreq2, req;
+    char origin[64];
+    assert_int_equal(sealroom_room_send(f->ctx, &sreq, origin, sizeof origin, "team",
+                                        (const unsigned char *)"new key", 7),
+                     SEALROOM_OK);
+    settle(f);
+    assert_int_equal(s->n_rekey, 1);
+    assert_int_equal(s->n_epoch_set, 0);
+    assert_int_equal(count_out_with(f, "message", NULL), 0);
+    /* More waiting messages do not ask again while the run is due. */
+    assert_int_equal(sealroom_room_send(f->ctx, &sreq2, NULL, 0, "team",
+                                        (const unsigned char *)"more", 4),
+                     SEALROOM_OK);
+    settle(f);
+    assert_int_equal(s->n_rekey, 1);
+    fr_start(r, s, abc, fx, 3);
+    fr_full(r);
+    fr_commit(r, &f, 1);
+    settle(f);
+    assert_int_equal(s->n_epoch_set, 0);
+    xmpp_stanza_t *msg = peek_out_with(f, "message", "sealed");
+    assert_non_null(msg);
+    unsigned char plain[16];
+    size_t n;
+    uint64_t rv;
+    assert_int_equal(open_sent(f, msg, plain, sizeof plain, &n, &rv)->epoch, 2);
+    assert_int_equal(rv, 2);
+    xmpp_stanza_release(msg);
+
+    /* An explicit rekey while the room runs one. */
+    f->nev = 0;
+    assert_int_equal(sealroom_room_rekey(f->ctx, &req, "team"), SEALROOM_OK);
+    settle(f);
+    assert_int_equal(s->n_rekey, 2);
+    assert_null(done_event(f, req));
+    fr_start(r, s, abc, fx, 3);
+    fr_full(r);
+    fr_commit(r, &f, 1);
+    const ev_copy *e = done_event(f, req);
+    assert_non_null(e);
+    assert_int_equal(e->result, SEALROOM_OK);
+    assert_int_equal(e->kind, SEALROOM_REQ_REKEY);
+    assert_int_equal(e->epoch, 3);
+
+    /* Alone online: we seal the new epoch to every member. */
+    s->rekey_mode = "solo";
+    f->nev = 0;
+    assert_int_equal(sealroom_room_rekey(f->ctx, &req, "team"), SEALROOM_OK);
+    settle(f);
+    assert_int_equal(s->n_epoch_set, 1);
+    e = done_event(f, req);
+    assert_non_null(e);
+    assert_int_equal(e->result, SEALROOM_OK);
+    assert_int_equal(e->epoch, 4);
+    assert_string_equal(s->ep[3].sealer, "alice@localhost");
+    for (int u = U_ALICE; u <= U_CAROL; u++)
+        assert_int_not_equal(s->ep[3].env[u][0], '\0');
+
+    /* The room's nudge (the one member online): a solo epoch too. */
+    f->nev = 0;
+    fr_headline(f, "<rekey xmlns='" SR_NS "' reason='expired'/>");
+    settle(f);
+    assert_int_equal(s->n_epoch_set, 2);
+    e = find_event(f, SEALROOM_EVENT_EPOCH_CHANGED);
+    assert_non_null(e);
+    assert_int_equal(e->epoch, 5);
+
+    /* A room that refuses. */
+    s->rekey_mode = "refuse";
+    f->nev = 0;
+    assert_int_equal(sealroom_room_rekey(f->ctx, &req, "team"), SEALROOM_OK);
+    settle(f);
+    e = done_event(f, req);
+    assert_non_null(e);
+    assert_int_equal(e->result, SEALROOM_E_FORBIDDEN);
+    assert_int_equal(s->n_epoch_set, 2);
+    free(r);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -3037,6 +4243,15 @@ int main(void)
         T(test_vault),
         T(test_fuzz_sealed),
         T(test_garbage),
+        T(test_dmkd_run),
+        T(test_dmkd_contexts),
+        T(test_dmkd_idempotent),
+        T(test_dmkd_failed_headline),
+        T(test_dmkd_stall_hook),
+        T(test_dmkd_expiry),
+        T(test_dmkd_attacks),
+        T(test_dmkd_slice_checks),
+        T(test_dmkd_rekey_modes),
     };
     return cmocka_run_group_tests_name("client_core", tests, NULL, NULL);
 }

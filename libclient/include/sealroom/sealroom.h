@@ -431,10 +431,13 @@ SEALROOM_API SEALROOM_WARN_UNUSED int sealroom_room_create(sealroom_ctx *ctx,
 /* Add jid with role (MEMBER, ADMIN or OWNER). pk is the member's identity
  * key (32 bytes, borrowed) or NULL to fetch the registered one first. The
  * core syncs the roster first if it has none for this room and, if someone
- * else changed it meanwhile (STALE), syncs and retries once. Completes
- * when the room has taken the signed version (the epoch in the completion
- * is the one we hold then); the room then runs a key agreement for the
- * new membership, and EPOCH_CHANGED follows when we hold its epoch. */
+ * else changed it meanwhile (STALE), syncs and retries once. The room
+ * then makes a new epoch for the new membership (a key agreement run among
+ * the members online, changes close together folded into one, or our own
+ * epoch if we are alone); the request completes when we hold that epoch
+ * (its number in the completion, after EPOCH_CHANGED). The same holds for
+ * sealroom_room_remove_member: once it completes, the removed member can
+ * read nothing sent later. */
 SEALROOM_API SEALROOM_WARN_UNUSED int sealroom_room_add_member(sealroom_ctx *ctx,
                                                                uint32_t *request_id,
                                                                const char *room, const char *jid,
