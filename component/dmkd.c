@@ -1068,6 +1068,10 @@ static void handle_rekey(rooms *r, room *rm, xmpp_stanza_t *iq)
     xmpp_stanza_set_attribute(el, "mode", run ? "run" : "solo");
     log_info(rm->name, "%s asked for a new epoch: %s", bare, run ? "run" : "solo");
     svc_send(r, res);
+    /* Due now: start without waiting for the next tick. */
+    if (!rm->run && rm->run_due_ms >= 0 && rm->run_due_ms <= r->now_ms &&
+        r->now_ms >= rm->run_not_before_ms)
+        run_start(r, rm);
 }
 
 static void handle_abort(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *el)

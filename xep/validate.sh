@@ -35,10 +35,12 @@ for caption, body in examples:
     except Exception as e:
         bad += 1
         print('example "%s": %s' % (caption, e))
-schema = re.search(r"<section1 topic='XML Schema'.*?<!\[CDATA\[\s*(.*?)\]\]>", text, re.S)
-if not schema:
-    print('no XML Schema section'); sys.exit(1)
-open(sys.argv[2] + '/schema.xsd', 'w', encoding='utf-8').write(schema.group(1))
+section = re.search(r"<section1 topic='XML Schema'.*?</section1>", text, re.S)
+schemas = re.findall(r"<!\[CDATA\[\s*(.*?)\]\]>", section.group(0), re.S) if section else []
+if len(schemas) < 2:
+    print('the XML Schema section needs the urn:xmpp:sealroom:0 and :keys:0 schemas'); sys.exit(1)
+open(sys.argv[2] + '/schema.xsd', 'w', encoding='utf-8').write(schemas[0])
+open(sys.argv[2] + '/schema-keys.xsd', 'w', encoding='utf-8').write(schemas[1])
 print('%d examples, %d not well-formed' % (len(examples), bad))
 sys.exit(1 if bad else 0)
 EOF
@@ -56,4 +58,18 @@ cat >"$TMP/sample.xml" <<'EOF'
 EOF
 printf "<stale-version xmlns='urn:xmpp:sealroom:0'/>\n" >"$TMP/sample2.xml"
 xmllint --noout --schema "$TMP/schema.xsd" "$TMP/sample.xml" "$TMP/sample2.xml"
+# The key-distribution schema: a round 2 headline's payload and the join marker.
+cat >"$TMP/sample3.xml" <<'EOF'
+<round2 xmlns='urn:xmpp:sealroom:keys:0' run='AAAAAAAAAAAAAAAAAAAAAA==' epoch='2'
+        sid='AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=' n='2' position='1'>
+  <left jid='bob@localhost' R='AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA='
+        c='AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=' sig='AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=='/>
+  <right jid='bob@localhost' R='AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA='
+         c='AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=' sig='AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=='/>
+  <representative jid='alice@localhost' R='AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA='
+                  c='AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=' sig='AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=='/>
+</round2>
+EOF
+printf "<keys xmlns='urn:xmpp:sealroom:keys:0'/>\n" >"$TMP/sample4.xml"
+xmllint --noout --schema "$TMP/schema-keys.xsd" "$TMP/sample3.xml" "$TMP/sample4.xml"
 echo "schema: ok"
