@@ -2,7 +2,8 @@
  * answers SHOW in its own protocol): XEP-0050 ad-hoc commands on the service
  * JID, for the bare JIDs in admin.jids only. "stats" reports the counters an
  * operator needs to see the daemon is healthy: link, database and group
- * commit, rooms and occupants in the cache, messages stored and refused. */
+ * commit, rooms and occupants in the cache, messages stored and refused;
+ * "sweep" the progress of the archive re-keying sweep (sweep.h). */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,8 +13,10 @@
 #include "log.h"
 #include "service.h"
 #include "stanza.h"
+#include "sweep.h"
 
 #define NODE_STATS "stats"
+#define NODE_SWEEP "sweep"
 
 static void add_field(xmpp_stanza_t *form, const char *var, const char *label, const char *value)
 {
@@ -50,6 +53,12 @@ void admin_list_commands(rooms *r, xmpp_stanza_t *iq)
             xmpp_stanza_set_attribute(item, "jid", svc_jid(r));
             xmpp_stanza_set_attribute(item, "node", NODE_STATS);
             xmpp_stanza_set_attribute(item, "name", "Service statistics");
+        }
+        item = st_add(q, "item", NULL);
+        if (item) {
+            xmpp_stanza_set_attribute(item, "jid", svc_jid(r));
+            xmpp_stanza_set_attribute(item, "node", NODE_SWEEP);
+            xmpp_stanza_set_attribute(item, "name", "Archive sweep progress");
         }
     }
     svc_send(r, reply);
@@ -104,6 +113,24 @@ static void stats(rooms *r, xmpp_stanza_t *iq, xmpp_stanza_t *form)
     (void)iq;
 }
 
+static void sweep_progress(xmpp_stanza_t *form)
+{
+    sweep_stats st;
+    sweep_get_stats(sweep_running(), &st);
+    xmpp_stanza_set_attribute(form, "type", "result");
+    st_add_text(form, "title", NULL, "sealroomd archive sweep");
+    add_number(form, "threads", "Worker threads", st.threads);
+    add_field(form, "scan", "Scan for rooms behind at start", st.scan_done ? "done" : "pending");
+    add_number(form, "rooms-pending", "Rooms queued or being swept", st.rooms_pending);
+    add_number(form, "rooms-done", "Room sweeps completed", st.rooms_done);
+    add_number(form, "headers-rekeyed", "Headers re-keyed", st.headers_rekeyed);
+    add_number(form, "batches", "Batches committed", st.batches);
+    add_number(form, "headers-behind", "Headers behind their room's epoch (last counted)",
+               st.headers_behind);
+    add_number(form, "reconnects", "Database reconnects", st.reconnects);
+    add_number(form, "errors", "Room slices given up on a database error", st.errors);
+}
+
 void admin_handle_command(rooms *r, xmpp_stanza_t *iq, xmpp_stanza_t *cmd)
 {
     char sender[SR_BARE_JID_MAX];
@@ -118,13 +145,13 @@ void admin_handle_command(rooms *r, xmpp_stanza_t *iq, xmpp_stanza_t *cmd)
     }
     const char *node = xmpp_stanza_get_attribute(cmd, "node");
     const char *action = xmpp_stanza_get_attribute(cmd, "action");
-    if (!node || strcmp(node, NODE_STATS) != 0) {
+    if (!node || (strcmp(node, NODE_STATS) != 0 && strcmp(node, NODE_SWEEP) != 0)) {
         svc_error(r, iq, svc_jid(r), "cancel", "item-not-found", NULL, "no such command");
         return;
     }
     if (action && strcmp(action, "execute") != 0 && strcmp(action, "complete") != 0) {
         svc_error(r, iq, svc_jid(r), "modify", "bad-request", NULL,
-                  "stats completes in one step: execute it");
+                  "admin commands complete in one step: execute them");
         return;
     }
     xmpp_stanza_t *reply = st_iq_result(iq, svc_jid(r));
@@ -136,11 +163,14 @@ void admin_handle_command(rooms *r, xmpp_stanza_t *iq, xmpp_stanza_t *cmd)
         return;
     }
     char session[32];
-    snprintf(session, sizeof session, "stats-%" PRIu64, (uint64_t)++r->stats.admin_sessions);
-    xmpp_stanza_set_attribute(c, "node", NODE_STATS);
+    snprintf(session, sizeof session, "%s-%" PRIu64, node, (uint64_t)++r->stats.admin_sessions);
+    xmpp_stanza_set_attribute(c, "node", node);
     xmpp_stanza_set_attribute(c, "status", "completed");
     xmpp_stanza_set_attribute(c, "sessionid", session);
-    stats(r, iq, form);
+    if (strcmp(node, NODE_SWEEP) == 0)
+        sweep_progress(form);
+    else
+        stats(r, iq, form);
     log_info(sender, "admin command %s", node);
     svc_send(r, reply);
 }

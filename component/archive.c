@@ -344,7 +344,7 @@ void archive_handle_groupchat(rooms *r, room *rm, xmpp_stanza_t *msg)
                         "SELECT seq, nick, payload, false FROM messages WHERE room_id = $1 AND "
                         "sender = $2 AND origin_id = $3",
                         3, p, NULL, NULL) != 0 ||
-            db_unit_add(u, "SELECT epoch, sender FROM datakeys WHERE room_id = $1 AND dkid = $2",
+            db_unit_add(u, "SELECT created_epoch, sender FROM datakeys WHERE room_id = $1 AND dkid = $2",
                         2, q, ql, qf) != 0)
             goto oom;
         free(raw);
@@ -365,7 +365,7 @@ void archive_handle_groupchat(rooms *r, room *rm, xmpp_stanza_t *msg)
                     "r AS (UPDATE rooms SET last_seq = last_seq + 1 WHERE room_id = $1 "
                     "AND NOT EXISTS (SELECT 1 FROM dup) AND current_epoch = $6 "
                     "AND EXISTS (SELECT 1 FROM datakeys WHERE room_id = $1 AND dkid = $7 "
-                    "AND sender = $2 AND epoch = $6) RETURNING last_seq), "
+                    "AND sender = $2 AND created_epoch = $6) RETURNING last_seq), "
                     "ins AS (INSERT INTO messages (room_id, seq, sender, nick, origin_id, payload) "
                     "SELECT $1, r.last_seq, $2, $3, $4, $5 FROM r "
                     "ON CONFLICT (room_id, sender, origin_id) WHERE origin_id IS NOT NULL "

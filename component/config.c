@@ -85,7 +85,12 @@ static const char *check_optional_domain(const char *v);
       "it is dropped and the run restarts without it.")                                            \
     X(dmkd_retry_ms, "dmkd.retry_ms", CFG_INT, "30000", 0, 3600000, true, false, NULL,            \
       "Milliseconds before a room tries another run after one failed (a member aborted it or "    \
-      "the members' key confirmations differed).")
+      "the members' key confirmations differed).")                                                  \
+    X(sweep_threads, "archive.sweep_threads", CFG_INT, "2", 1, 64, false, false, NULL,            \
+      "Worker threads re-keying archived data-key headers to their room's current epoch, each "   \
+      "with its own database connection; they share even one big room.")                          \
+    X(sweep_batch, "archive.sweep_batch", CFG_INT, "1000", 1, 100000, false, false, NULL,         \
+      "Headers re-keyed per transaction by a sweep worker.")
 
 #define X_INFO(field, name, type, def, min, max, rel, sec, check, help)                            \
     {name, type, def, rel, sec, help},

@@ -33,6 +33,8 @@ typedef struct config {
     int dmkd_coalesce_ms;      /* dmkd.coalesce_ms     2000 (reloadable): fold membership changes */
     int dmkd_round_timeout_ms; /* dmkd.round_timeout_ms 10000 (reloadable): then drop and restart */
     int dmkd_retry_ms;         /* dmkd.retry_ms        30000 (reloadable): after a failed run */
+    int sweep_threads;         /* archive.sweep_threads 2: archive re-keying worker threads */
+    int sweep_batch;           /* archive.sweep_batch  1000: headers re-keyed per transaction */
 } config;
 
 /* Load from `path` (may be NULL: defaults + environment only). On failure

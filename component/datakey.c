@@ -15,6 +15,7 @@
 #include "e2echeck.h"
 #include "jid.h"
 #include "log.h"
+#include "rekey.h"
 #include "service.h"
 #include "stanza.h"
 
@@ -166,12 +167,12 @@ void datakey_handle_set(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *el
      * insert or an idempotent resend from a clash. */
     if (!u || !op->iq ||
         db_unit_add(u,
-                    "INSERT INTO datakeys (room_id, dkid, sender, epoch, header) "
-                    "SELECT $1, $2, $3, $4, $5 FROM rooms WHERE room_id = $1 AND current_epoch = $4 "
+                    "INSERT INTO datakeys (room_id, dkid, sender, epoch, created_epoch, header) "
+                    "SELECT $1, $2, $3, $4, $4, $5 FROM rooms WHERE room_id = $1 AND current_epoch = $4 "
                     "ON CONFLICT (room_id, dkid) DO NOTHING",
                     5, p, l, f) != 0 ||
         db_unit_add(u,
-                    "SELECT sender, epoch, header FROM datakeys WHERE room_id = $1 AND dkid = $2",
+                    "SELECT sender, created_epoch, header FROM datakeys WHERE room_id = $1 AND dkid = $2",
                     2, q, ql, qf) != 0) {
         db_unit_free(u);
         if (op->iq) xmpp_stanza_release(op->iq);
@@ -216,11 +217,26 @@ static void dk_fetched(void *arg, bool ok, PGresult *const *res, int nres, const
         if (svc_bytea(res[0], i, 0, dkid, sizeof dkid) != (long)sizeof dkid ||
             svc_bytea(res[0], i, 3, header, sizeof header) != (long)sizeof header)
             continue;
+        /* The lazy path: a header behind the current epoch leaves re-keyed
+         * to it when the room holds every token between, so members of the
+         * current epoch read the whole archive before any sweep. */
+        uint64_t epoch = strtoull(PQgetvalue(res[0], i, 1), NULL, 10), c = rm->current_epoch;
+        char ep[24];
+        snprintf(ep, sizeof ep, "%" PRIu64, epoch);
+        if (epoch < c) {
+            unsigned char delta[32], moved[32];
+            if (token_chain_delta(rm, epoch, c, delta) && rk_apply(moved, delta, header)) {
+                memcpy(header, moved, sizeof header);
+                snprintf(ep, sizeof ep, "%" PRIu64, c);
+                r->stats.headers_rekeyed_lazily++;
+            }
+            sodium_memzero(delta, sizeof delta);
+        }
         char *id = st_b64_encode(dkid, sizeof dkid), *h = st_b64_encode(header, sizeof header);
         xmpp_stanza_t *el = id && h ? st_add_text(list, "datakey", NULL, h) : NULL;
         if (el) {
             xmpp_stanza_set_attribute(el, "id", id);
-            xmpp_stanza_set_attribute(el, "epoch", PQgetvalue(res[0], i, 1));
+            xmpp_stanza_set_attribute(el, "epoch", ep);
             xmpp_stanza_set_attribute(el, "sender", PQgetvalue(res[0], i, 2));
         }
         free(id);

@@ -10,10 +10,10 @@
 #include "stanza.h"
 
 static const char *const service_features[] = {
-    NS_DISCO_INFO, NS_DISCO_ITEMS, NS_MUC, NS_MAM, NS_SID, NS_SEALROOM, NS_KEYS, NS_PING, NS_COMMANDS, NULL};
+    NS_DISCO_INFO, NS_DISCO_ITEMS, NS_MUC, NS_MAM, NS_SID, NS_SEALROOM, NS_KEYS, NS_ARCHIVE, NS_PING, NS_COMMANDS, NULL};
 static const char *const room_features[] = {
     NS_DISCO_INFO, NS_MUC,           "muc_membersonly", "muc_persistent", "muc_hidden",
-    "muc_nonanonymous", "muc_unmoderated", NS_MAM, NS_SID, NS_SEALROOM, NS_KEYS, NULL};
+    "muc_nonanonymous", "muc_unmoderated", NS_MAM, NS_SID, NS_SEALROOM, NS_KEYS, NS_ARCHIVE, NULL};
 
 static void send_info(rooms *r, xmpp_stanza_t *iq, const char *from, const char *name,
                       const char *const *features)

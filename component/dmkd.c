@@ -19,6 +19,7 @@
 
 #include "dmkdcore.h"
 #include "e2echeck.h"
+#include "rekey.h"
 #include "log.h"
 #include "service.h"
 #include "stanza.h"
@@ -30,6 +31,8 @@ typedef struct dmkd_part {
     unsigned char R[DK_BYTES], c[DK_BYTES], sig1[DK_SIG_BYTES];
     unsigned char T[DK_BYTES], second[DK_BYTES], sig2[DK_SIG_BYTES];
     unsigned char kc[DK_BYTES];
+    unsigned char check[DK_BYTES]; /* the epoch's check header as this member computed it */
+    bool has_check;
     bool has[4];                 /* has[p]: answered phase p */
     size_t slice_from, slice_to; /* the absent members it seals to */
     unsigned char *env;          /* its confirmation: own envelope, then its slice */
@@ -829,10 +832,18 @@ static void handle_confirm(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t 
         svc_send(r, st_iq_result(iq, rm->name));
         return;
     }
-    unsigned char kc[DK_BYTES];
+    unsigned char kc[DK_BYTES], check[DK_BYTES];
     if (!st_b64_decode_exact(kc, sizeof kc, xmpp_stanza_get_attribute(el, "kc"))) {
         svc_error(r, iq, rm->name, "modify", "not-acceptable", "bad-envelope",
                   "'kc' must be the base64 of 32 bytes");
+        return;
+    }
+    /* The check header of archive re-encryption (absent from clients
+     * before 0.3: the epoch then has none). */
+    const char *chk = xmpp_stanza_get_attribute(el, "check");
+    if (chk && (!st_b64_decode_exact(check, sizeof check, chk) || !rk_point_ok(check))) {
+        svc_error(r, iq, rm->name, "modify", "not-acceptable", "bad-envelope",
+                  "'check' must be the base64 of a ristretto255 point");
         return;
     }
     size_t want = 1 + pt->slice_to - pt->slice_from;
@@ -901,6 +912,8 @@ static void handle_confirm(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t 
         log_warn(rm->name, "%s sealed %zu of the %zu envelopes asked of it", pt->bare, got - 1,
                  want - 1);
     memcpy(pt->kc, kc, DK_BYTES);
+    pt->has_check = chk != NULL;
+    if (chk) memcpy(pt->check, check, DK_BYTES);
     pt->env = env;
     pt->seen = seen;
     env = NULL;
@@ -953,7 +966,10 @@ static void commit(rooms *r, room *rm)
 {
     dmkd_run *run = rm->run;
     for (size_t i = 1; i < run->n; i++)
-        if (sodium_memcmp(run->parts[i].kc, run->parts[0].kc, DK_BYTES) != 0) {
+        if (sodium_memcmp(run->parts[i].kc, run->parts[0].kc, DK_BYTES) != 0 ||
+            run->parts[i].has_check != run->parts[0].has_check ||
+            (run->parts[0].has_check &&
+             memcmp(run->parts[i].check, run->parts[0].check, DK_BYTES) != 0)) {
             log_error(rm->name, "key confirmations differ (%s and %s): the members do not hold "
                       "one key", run->parts[0].bare, run->parts[i].bare);
             run_fail(r, rm, "key-mismatch", false);
@@ -1001,15 +1017,17 @@ static void commit(rooms *r, room *rm)
                           "UPDATE rooms SET current_epoch = $2 WHERE room_id = $1 AND "
                           "current_epoch = $3 AND roster_version = $4",
                           4, p1, NULL, NULL);
-        const char *p2[6] = {id, num, rv, (const char *)run->roster_hash,
-                             (const char *)run->parts[0].kc, run->parts[0].bare};
-        int l2[6] = {-1, -1, -1, DK_BYTES, DK_BYTES, -1}, f2[6] = {0, 0, 0, 1, 1, 0};
+        const char *p2[7] = {id, num, rv, (const char *)run->roster_hash,
+                             (const char *)run->parts[0].kc, run->parts[0].bare,
+                             run->parts[0].has_check ? (const char *)run->parts[0].check : NULL};
+        int l2[7] = {-1, -1, -1, DK_BYTES, DK_BYTES, -1, DK_BYTES};
+        int f2[7] = {0, 0, 0, 1, 1, 0, 1};
         rc |= db_unit_add(u,
                           "INSERT INTO epochs (room_id, epoch, roster_version, roster_hash, kc, "
-                          "sealer) SELECT $1, $2, $3, $4, $5, $6 FROM rooms WHERE room_id = $1 "
-                          "AND current_epoch = $2 AND roster_version = $3 "
+                          "sealer, check_header) SELECT $1, $2, $3, $4, $5, $6, $7 FROM rooms "
+                          "WHERE room_id = $1 AND current_epoch = $2 AND roster_version = $3 "
                           "RETURNING extract(epoch FROM created_at)::bigint",
-                          6, p2, l2, f2);
+                          7, p2, l2, f2);
         const char *p3[5] = {id, num, tos, sealers, (const char *)blobs};
         int l3[5] = {-1, -1, -1, -1, (int)(nenv * EC_ENVELOPE_BYTES)}, f3[5] = {0, 0, 0, 0, 1};
         rc |= db_unit_add(u,

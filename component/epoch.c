@@ -17,6 +17,7 @@
 
 #include "e2echeck.h"
 #include "jid.h"
+#include "rekey.h"
 #include "log.h"
 #include "service.h"
 #include "stanza.h"
@@ -37,6 +38,8 @@ typedef struct epoch_op {
     xmpp_stanza_t *iq;
     uint64_t number, roster_version;
     unsigned char kc[32];
+    unsigned char check[32]; /* the epoch's check header H_c (archive re-encryption) */
+    bool has_check;
     unsigned char hash[SR_ROSTER_HASH_BYTES];
     char sealer[SR_BARE_JID_MAX];
     size_t n;
@@ -204,14 +207,15 @@ static void submit_write(epoch_op *op)
                           "UPDATE rooms SET current_epoch = $2 WHERE room_id = $1 AND "
                           "current_epoch = $3 AND roster_version = $4",
                           4, p1, NULL, NULL);
-        const char *p2[6] = {id, num, rv, (const char *)op->hash, (const char *)op->kc, op->sealer};
-        int l2[6] = {-1, -1, -1, SR_ROSTER_HASH_BYTES, 32, -1}, f2[6] = {0, 0, 0, 1, 1, 0};
+        const char *p2[7] = {id, num, rv, (const char *)op->hash, (const char *)op->kc, op->sealer,
+                             op->has_check ? (const char *)op->check : NULL};
+        int l2[7] = {-1, -1, -1, SR_ROSTER_HASH_BYTES, 32, -1, 32}, f2[7] = {0, 0, 0, 1, 1, 0, 1};
         rc |= db_unit_add(u,
                           "INSERT INTO epochs (room_id, epoch, roster_version, roster_hash, kc, "
-                          "sealer) SELECT $1, $2, $3, $4, $5, $6 FROM rooms WHERE room_id = $1 "
-                          "AND current_epoch = $2 AND roster_version = $3 "
+                          "sealer, check_header) SELECT $1, $2, $3, $4, $5, $6, $7 FROM rooms "
+                          "WHERE room_id = $1 AND current_epoch = $2 AND roster_version = $3 "
                           "RETURNING extract(epoch FROM created_at)::bigint",
-                          6, p2, l2, f2);
+                          7, p2, l2, f2);
         if (op->n > 0) {
             const char *p3[5] = {id, num, op->sealer, tos, (const char *)blobs};
             int l3[5] = {-1, -1, -1, -1, (int)(op->n * EC_ENVELOPE_BYTES)};
@@ -338,6 +342,16 @@ void epoch_handle_set(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *el)
                   "epoch needs kc, 32 bytes of base64");
         goto drop;
     }
+    /* Clients before 0.3 send no check header; their epochs' tokens are
+     * then stored unverified. */
+    const char *check = xmpp_stanza_get_attribute(el, "check");
+    if (check && (!st_b64_decode_exact(op->check, sizeof op->check, check) ||
+                  !rk_point_ok(op->check))) {
+        svc_error(r, iq, rm->name, "modify", "bad-request", "bad-token",
+                  "check must be the base64 of a ristretto255 point (the epoch's check header)");
+        goto drop;
+    }
+    op->has_check = check != NULL;
     size_t count = 0;
     for (xmpp_stanza_t *c = xmpp_stanza_get_children(el); c; c = xmpp_stanza_get_next(c)) {
         if (!xmpp_stanza_is_tag(c)) continue;
@@ -487,6 +501,13 @@ static void epoch_fetched(void *arg, bool ok, PGresult *const *res, int nres, co
         if ((long long)time(NULL) - created_ms / 1000 > r->cfg->epoch_max_age)
             xmpp_stanza_set_attribute(ep, "expired", "true");
         if (ev) xmpp_stanza_set_attribute(ev, "to", q->requester);
+        unsigned char check[32];
+        char *c = !PQgetisnull(res[0], 0, 7) &&
+                          svc_bytea(res[0], 0, 7, check, sizeof check) == (long)sizeof check
+                      ? st_b64_encode(check, sizeof check)
+                      : NULL;
+        if (c) xmpp_stanza_set_attribute(ep, "check", c);
+        free(c);
         svc_send(r, reply);
     }
     free(h);
@@ -537,7 +558,7 @@ void epoch_handle_get(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *el)
              * sealed the requester's, or the epoch's when it has none. */
              "SELECT e.epoch, e.roster_version, e.roster_hash, e.kc, COALESCE(v.sealer, "
              "e.sealer), "
-             "(extract(epoch FROM e.created_at) * 1000)::bigint, v.blob FROM epochs e "
+             "(extract(epoch FROM e.created_at) * 1000)::bigint, v.blob, e.check_header FROM epochs e "
              "LEFT JOIN envelopes v ON v.room_id = e.room_id AND v.epoch = e.epoch AND "
              "v.recipient = $3 WHERE e.room_id = $1 AND e.epoch = COALESCE($2::bigint, "
              "(SELECT current_epoch FROM rooms WHERE room_id = $1))",

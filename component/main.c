@@ -1,5 +1,5 @@
 /* sealroomd: start-up (configuration, log, database and migrations, room
- * service, XMPP link), the single-threaded poll() loop that drives libstrophe
+ * service, archive sweep, XMPP link), the single-threaded poll() loop that drives libstrophe
  * and libpq, signals handled inside that loop (SIGHUP reloads, SIGTERM and
  * SIGINT shut down gracefully), and orderly teardown. */
 #include <errno.h>
@@ -20,6 +20,7 @@
 #include "link.h"
 #include "log.h"
 #include "rooms.h"
+#include "sweep.h"
 
 /* Short enough that libstrophe's timers and the db/rooms ticks keep running
  * (XMPP-FACTS.md: single-threaded loop). */
@@ -35,6 +36,7 @@ typedef struct app {
     db *db;
     xmpp_link *link;
     rooms *rooms;
+    sweep *sweep;
     int sigfd;
     bool stop;
 } app;
@@ -275,6 +277,12 @@ int main(int argc, char **argv)
         log_error("db", "migrations failed: %s", err);
         goto out;
     }
+    /* Before the room service, which kicks it through sweep_running(). */
+    a.sweep = sweep_start(&a.cfg);
+    if (!a.sweep) {
+        log_error("main", "cannot start the archive sweep");
+        goto out;
+    }
 
     /* The link exists before the room service (which borrows it), but
      * delivers nothing until link_start. */
@@ -304,6 +312,8 @@ int main(int argc, char **argv)
     log_info("main", "stopped");
 
 out:
+    /* Its workers finish the batch they are in. */
+    sweep_stop(a.sweep);
     /* The db fails what is still queued through callbacks into the room
      * service: free it while the rooms are alive, then the rooms, then the
      * link they borrow. */

@@ -4,6 +4,7 @@
  * membership change is committing, so every room sees its stanzas in order. */
 #include "rooms.h"
 
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -163,6 +164,7 @@ static void room_free(room *rm)
     fanout_discard(rm);
     datakey_cache_clear(rm);
     dmkd_room_free(rm);
+    token_chain_free(rm);
     queue_free(rm);
     occupants_free(rm);
     sr_roster_state_free(&rm->roster);
@@ -270,6 +272,14 @@ static bool room_fill(room *rm, PGresult *const *res)
                              ? rm->last_used_ms
                              : -1;
     datakey_cache_clear(rm);
+    token_chain_free(rm);
+    for (int i = 0; i < PQntuples(res[6]); i++) {
+        unsigned char delta[32];
+        bool ok = svc_bytea(res[6], i, 1, delta, sizeof delta) == (long)sizeof delta &&
+                  token_chain_put(rm, strtoull(PQgetvalue(res[6], i, 0), NULL, 10), delta);
+        sodium_memzero(delta, sizeof delta);
+        if (!ok) return false;
+    }
     for (int i = 0; i < PQntuples(res[3]); i++) {
         unsigned char dkid[16];
         if (svc_bytea(res[3], i, 0, dkid, sizeof dkid) != (long)sizeof dkid ||
@@ -319,7 +329,7 @@ static void room_loaded(void *arg, bool ok, PGresult *const *res, int nres, cons
     free(lc);
     room_release(r, rm);
     rm->busy = false;
-    if (!ok || nres != 6 || !room_fill(rm, res)) {
+    if (!ok || nres != 7 || !room_fill(rm, res)) {
         log_error(rm->name, "loading room state failed: %s", ok ? "bad row" : err);
         /* Answer what waited with a temporary error; the next stanza retries the load. */
         rm->state = ROOM_ABSENT;
@@ -367,7 +377,7 @@ static void room_load(rooms *r, room *rm)
                 1, p, NULL, NULL);
     db_unit_add(u,
                 "SELECT d.dkid, d.sender FROM datakeys d JOIN rooms r ON d.room_id = r.room_id "
-                "AND d.epoch = r.current_epoch WHERE r.name = $1",
+                "AND d.created_epoch = r.current_epoch WHERE r.name = $1",
                 1, p, NULL, NULL);
     db_unit_add(u,
                 "SELECT d.run_id, d.epoch, d.roster_version, d.roster_hash, d.phase, d.sid, "
@@ -377,6 +387,10 @@ static void room_load(rooms *r, room *rm)
                 "SELECT p.position, p.jid, p.full_jid, p.r_point, p.commitment, p.sig1, p.t, "
                 "p.second, p.sig2 FROM dmkd_parts p JOIN rooms r USING (room_id) "
                 "WHERE r.name = $1 ORDER BY p.position",
+                1, p, NULL, NULL);
+    db_unit_add(u,
+                "SELECT t.from_epoch, t.delta FROM archive_tokens t JOIN rooms r USING (room_id) "
+                "WHERE r.name = $1 ORDER BY t.from_epoch",
                 1, p, NULL, NULL);
     lc->r = r;
     lc->rm = rm;
@@ -499,6 +513,8 @@ static void handle_room_iq(rooms *r, room *rm, xmpp_stanza_t *iq)
         datakey_handle_get(r, rm, iq, payload);
     else if (strcmp(ns, NS_KEYS) == 0)
         dmkd_handle_iq(r, rm, iq, payload);
+    else if (strcmp(ns, NS_ARCHIVE) == 0 && set && strcmp(name, "token") == 0)
+        token_handle_set(r, rm, iq, payload);
     else if (strcmp(ns, NS_MAM) == 0 && strcmp(name, "query") == 0)
         archive_handle_mam(r, rm, iq, payload);
     else if ((strcmp(ns, NS_DISCO_INFO) == 0 || strcmp(ns, NS_DISCO_ITEMS) == 0) && get)

@@ -75,6 +75,12 @@ typedef struct room {
     bool run_requested;            /* a member asked for a new epoch: run even if it is fresh */
     char **run_dropped;            /* bare JIDs dropped from runs since the last epoch */
     size_t nrun_dropped;
+    /* Archive re-encryption tokens (token.c): tokens[i] maps epoch
+     * token_first + i to the next one, when token_have[i]. */
+    uint64_t token_first;
+    size_t ntokens;
+    unsigned char (*tokens)[32];
+    bool *token_have;
 } room;
 
 struct rooms {
@@ -93,7 +99,7 @@ struct rooms {
         unsigned long long messages_stored, messages_deduplicated, requests_refused,
             admin_sessions, epochs_created, datakeys_stored, vaults_stored, vault_fetches,
             vault_rate_limited, rekey_nudges, dmkd_runs_started, dmkd_runs_committed,
-            dmkd_runs_failed, dmkd_members_dropped;
+            dmkd_runs_failed, dmkd_members_dropped, tokens_stored, headers_rekeyed_lazily;
     } stats;
     struct vault_limits *vault_limits; /* vault.c: per-user fetch buckets */
     long last_nudge_scan_ms;
@@ -230,6 +236,15 @@ void dmkd_room_free(room *rm);
 /* An epoch was committed (by a run or by one member): the series of runs
  * is over, so sessions dropped from it take part again. */
 void dmkd_epoch_committed(room *rm);
+
+/* token.c (urn:xmpp:sealroom:archive:0 <token/>) */
+#define NS_ARCHIVE "urn:xmpp:sealroom:archive:0"
+void token_handle_set(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *el);
+/* The room's cached chain: add the token from → from + 1; Δ(a → c) into
+ * out when every token between is known. */
+bool token_chain_put(room *rm, uint64_t from, const unsigned char delta[32]);
+bool token_chain_delta(const room *rm, uint64_t a, uint64_t c, unsigned char out[32]);
+void token_chain_free(room *rm);
 
 /* datakey.c */
 void datakey_handle_set(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *el);

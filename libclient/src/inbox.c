@@ -234,16 +234,20 @@ static int fetch_datakeys(sealroom_ctx *ctx, sr_room *room)
     unsigned n = 0;
     for (sr_inbox_item *it = room->inbox; it && n < SR_DATAKEY_FETCH_MAX; it = it->next) {
         unsigned char id[16];
-        if (it->fin_request || !item_dkid(ctx, it, id) || sr_dk_find(room, id))
+        if (it->fin_request || !item_dkid(ctx, it, id))
             continue;
-        sr_datakey *d = sodium_malloc(sizeof *d);
-        if (!d)
-            break;
-        memset(d, 0, sizeof *d);
-        memcpy(d->id, id, sizeof id);
+        sr_datakey *d = sr_dk_find(room, id);
+        if (d && d->state != SR_DK_REFETCH)
+            continue;
+        if (!d) {
+            if (!(d = sodium_malloc(sizeof *d)))
+                break;
+            memset(d, 0, sizeof *d);
+            memcpy(d->id, id, sizeof id);
+            d->next = room->dks;
+            room->dks = d;
+        }
         d->state = SR_DK_FETCHING;
-        d->next = room->dks;
-        room->dks = d;
         char b64[32];
         sr_b64_encode(b64, sizeof b64, id, sizeof id);
         xmpp_stanza_t *c = sr_el(ctx->xmpp, "datakey", NULL);
@@ -437,6 +441,20 @@ static open_status open_item(sealroom_ctx *ctx, sr_room *room, sr_inbox_item *it
     if (d && d->state == SR_DK_FETCHING) {
         st = OPEN_WAIT;
         goto out;
+    }
+    if (d && d->state == SR_DK_FAILED && d->fail_rc == SEALROOM_E_NO_KEY &&
+        d->refetches < SR_DK_REFETCH_MAX && ctx->have_time) {
+        if (d->failed_ms == 0) {
+            d->failed_ms = ctx->now_ms ? ctx->now_ms : 1;
+        } else if (ctx->now_ms >= d->failed_ms + SR_DK_REFETCH_MS) {
+            d->refetches++;
+            d->failed_ms = 0;
+            d->state = SR_DK_REFETCH;
+            if (fetch_datakeys(ctx, room) == SEALROOM_OK) {
+                st = OPEN_WAIT;
+                goto out;
+            }
+        }
     }
     if (!d || d->state != SR_DK_READY) {
         int rc = d && d->state == SR_DK_FAILED ? d->fail_rc : SEALROOM_E_NO_KEY;

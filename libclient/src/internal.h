@@ -19,6 +19,7 @@
 
 #define SR_NS "urn:xmpp:sealroom:0"
 #define SR_NS_KEYS "urn:xmpp:sealroom:keys:0" /* key distribution runs (keyrun.c) */
+#define SR_NS_ARCHIVE "urn:xmpp:sealroom:archive:0" /* archive re-encryption (archive.c) */
 #define SR_NS_SID "urn:xmpp:sid:0"
 #define SR_NS_MUC "http://jabber.org/protocol/muc"
 #define SR_NS_MUC_USER "http://jabber.org/protocol/muc#user"
@@ -160,14 +161,26 @@ typedef struct sr_epoch {
     unsigned char roster_hash[SR_E2E_ROSTER_HASH_BYTES];
     unsigned char secret[SR_E2E_EPOCH_SECRET_BYTES];
     sr_e2e_epoch_keys keys;
+    /* We made it (started it alone, or represented the run that made it),
+     * so the token from the epoch before is ours to give (archive.c). */
+    bool ours;
+    bool token_sent; /* that token was sent (or is in flight) */
 } sr_epoch;
 
 typedef enum {
     SR_DK_READY = 0,  /* p is the data key */
     SR_DK_FETCHING,   /* header asked for */
     SR_DK_NEED_EPOCH, /* header known (h, epoch), epoch key being fetched */
-    SR_DK_FAILED      /* cannot be had: fail_rc */
+    SR_DK_FAILED,     /* cannot be had: fail_rc */
+    SR_DK_REFETCH     /* failed for want of its epoch: ask for the header again */
 } sr_dk_state;
+
+/* A data key whose header named an epoch we do not hold is asked for again
+ * (its header may since have been re-keyed to an epoch we hold, once the
+ * epoch's maker handed the room its token), at most this often and this
+ * many times. */
+#define SR_DK_REFETCH_MS 2000
+#define SR_DK_REFETCH_MAX 3
 
 /* A data key (sodium_malloc'd: it holds P). */
 typedef struct sr_datakey {
@@ -179,6 +192,8 @@ typedef struct sr_datakey {
     char *sender; /* bare JID (malloc'd) */
     sr_dk_state state;
     int fail_rc;
+    uint64_t failed_ms;  /* when it failed with NO_KEY (0: not yet noted) */
+    unsigned refetches;
 } sr_datakey;
 
 /* A received room message waiting for keys, or a history query's end. */
@@ -389,7 +404,8 @@ int sr_rekey_wait(sealroom_ctx *ctx, sr_room *room, uint32_t request_id);
 void sr_rekey_waiters_done(sealroom_ctx *ctx, sr_room *room, int rc, const char *text);
 /* Fetch epoch number (0: current) and install it. */
 int sr_epoch_fetch(sealroom_ctx *ctx, sr_room *room, uint64_t number);
-/* A headline from the room: <epoch/>, <rekey/>, or a run's round in SR_NS_KEYS. */
+/* A headline from the room: <epoch/>, <rekey/>, a run's round in SR_NS_KEYS,
+ * or <confirm-check/> in SR_NS_ARCHIVE. */
 int sr_handle_headline(sealroom_ctx *ctx, sr_room *room, xmpp_stanza_t *st);
 /* Something keys depend on changed: pump the outbox and the inbox. */
 void sr_keys_changed(sealroom_ctx *ctx, sr_room *room);
@@ -406,15 +422,24 @@ bool sr_keyrun_active(sealroom_ctx *ctx, sr_room *room);
 /* The room announced epoch number: drop run state it makes moot. */
 void sr_keyrun_epoch_seen(sealroom_ctx *ctx, sr_room *room, uint64_t number);
 /* The room's <epoch/> of number as fetched (rv, hash, kc verified against
- * the chain by the caller). 1: it is the epoch of the run we confirmed,
- * its secret is in secret and the run is over; 0: not ours (use the
- * envelope); negative: it is our run's epoch but not the key we agreed
- * (KEY_AGREEMENT_FAILED emitted, nothing to install). */
+ * the chain by the caller; check its check header, NULL when it has none).
+ * 1: it is the epoch of the run we confirmed, its secret is in secret,
+ * *represented says whether we were the run's representative, and the run
+ * is over; 0: not ours (use the envelope); negative: it is our run's epoch
+ * but not the key (or check header) we agreed (KEY_AGREEMENT_FAILED
+ * emitted, nothing to install). */
 int sr_keyrun_take(sealroom_ctx *ctx, sr_room *room, uint64_t number, uint64_t rv,
                    const unsigned char hash[32], const unsigned char kc[32],
-                   unsigned char secret[32]);
+                   const unsigned char *check, unsigned char secret[32], bool *represented);
 /* Wipe and free room's run state. */
 void sr_keyrun_free(sr_room *room);
+
+/* archive.c: re-encryption of the archive (urn:xmpp:sealroom:archive:0) */
+/* Send the token e→f for every epoch f of room that we made, whose
+ * predecessor e we hold, and whose token is not sent yet. */
+void sr_archive_tokens(sealroom_ctx *ctx, sr_room *room);
+/* A headline child in SR_NS_ARCHIVE: <confirm-check/>. */
+void sr_archive_headline(sealroom_ctx *ctx, sr_room *room, xmpp_stanza_t *el);
 
 /* outbox (rooms.c): seal waiting messages when keys allow */
 void sr_outbox_pump(sealroom_ctx *ctx, sr_room *room);

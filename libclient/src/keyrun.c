@@ -6,9 +6,11 @@
  * wiped, the app gets SEALROOM_EVENT_KEY_AGREEMENT_FAILED and the room an
  * <abort/>, and nothing is installed. Our answers are kept so that a
  * repeated headline of the same run (the room resends after a restart)
- * gets the same answer, and a repeat that differs is an equivocation. The
- * epoch a run makes is installed (keys.c) only when the room announces it
- * with the KC_e we derived ourselves. */
+ * gets the same answer, and a repeat that differs is an equivocation. Our
+ * confirmation carries the epoch's check header k_e·P_c(room) beside KC_e
+ * (archive-wire.md). The epoch a run makes is installed (keys.c) only when
+ * the room announces it with the KC_e and check header we derived
+ * ourselves. */
 #include "internal.h"
 
 #include <inttypes.h>
@@ -57,6 +59,7 @@ struct sr_keyrun {
     unsigned char r3_digest[32];
     unsigned char secret[SR_E2E_EPOCH_SECRET_BYTES];
     unsigned char kc[SR_E2E_KC_BYTES];
+    unsigned char check[SR_E2E_POINT_BYTES]; /* H_c = k_e·P_c(room) */
     xmpp_stanza_t *confirm;
 };
 
@@ -708,6 +711,8 @@ static void on_round3(sealroom_ctx *ctx, sr_room *room, xmpp_stanza_t *el)
     }
     if (erc == SR_E2E_OK)
         erc = sr_e2e_epoch_derive(&keys, run->secret, room->jid, run->epoch, run->roster_hash);
+    if (erc == SR_E2E_OK)
+        erc = sr_e2e_check_header(run->check, keys.k, room->jid);
     if (erc != SR_E2E_OK) {
         run_fail(ctx, room, true, SEALROOM_E_PROTOCOL, "the agreed key is unusable: %s",
                  sr_e2e_strerror(erc));
@@ -718,6 +723,7 @@ static void on_round3(sealroom_ctx *ctx, sr_room *room, xmpp_stanza_t *el)
     int rc = SEALROOM_E_NOMEM;
     confirm = run_el(ctx, "confirm", run->id);
     if (confirm && put_b64(confirm, "kc", run->kc, sizeof run->kc) &&
+        put_b64(confirm, "check", run->check, sizeof run->check) &&
         (rc = add_envelope(ctx, room, run, confirm, ctx->own_bare,
                            ctx->identity->e2e.box_pk)) == 1)
         rc = seal_slice(ctx, room, run, el, confirm, &sealed, &skipped);
@@ -813,7 +819,7 @@ void sr_keyrun_epoch_seen(sealroom_ctx *ctx, sr_room *room, uint64_t number)
 
 int sr_keyrun_take(sealroom_ctx *ctx, sr_room *room, uint64_t number, uint64_t rv,
                    const unsigned char hash[32], const unsigned char kc[32],
-                   unsigned char secret[32])
+                   const unsigned char *check, unsigned char secret[32], bool *represented)
 {
     sr_keyrun *run = run_current(ctx, room);
     if (!run || run->phase != RUN_CONFIRMED || run->epoch > number)
@@ -831,7 +837,17 @@ int sr_keyrun_take(sealroom_ctx *ctx, sr_room *room, uint64_t number, uint64_t r
                  "the room's epoch %" PRIu64 " is not the key our run agreed on", number);
         return SEALROOM_E_VERIFY;
     }
+    /* A check header other than ours (an epoch from before check headers
+     * has none) would have the archive re-keyed along a wrong chain. */
+    if (check && sodium_memcmp(check, run->check, sizeof run->check) != 0) {
+        run_fail(ctx, room, false, SEALROOM_E_VERIFY,
+                 "the room's epoch %" PRIu64 " carries a check header that is not our key's",
+                 number);
+        return SEALROOM_E_VERIFY;
+    }
     memcpy(secret, run->secret, SR_E2E_EPOCH_SECRET_BYTES);
+    /* Position 1 is the representative's (ring_flaw held us to it). */
+    *represented = run->position == 1;
     sr_log(ctx, SEALROOM_LOG_INFO, "%s: epoch %" PRIu64 " agreed with the members online",
            room->jid, number);
     run_wipe(room);

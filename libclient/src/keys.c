@@ -5,7 +5,10 @@
  * (<rekey/> in urn:xmpp:sealroom:keys:0: the room runs a key agreement, or
  * tells us to start the epoch alone), starting one alone by sealing S_e to
  * every member, and the headlines by which the room announces epochs,
- * nudges us, or drives a run (keyrun.c). */
+ * nudges us, or drives a run (keyrun.c). Every epoch carries its check
+ * header H_c = k_e·P_c(room) (archive-wire.md): we send it with an epoch
+ * we start and verify it on every epoch we install; the tokens and check
+ * confirmations built on it are archive.c's. */
 #include "internal.h"
 
 #include <inttypes.h>
@@ -211,13 +214,17 @@ static sr_epoch *epoch_new(const sr_room *room, uint64_t number, uint64_t roster
     return e;
 }
 
-/* Takes e into the room (replacing a record of the same number). */
+/* Takes e into the room (replacing a record of the same number, whose
+ * token bookkeeping carries over: a fetch again of an epoch we made does
+ * not make it ours any less, nor its token unsent). */
 static void epoch_install(sealroom_ctx *ctx, sr_room *room, sr_epoch *e)
 {
     for (sr_epoch **pp = &room->epochs; *pp; pp = &(*pp)->next)
         if ((*pp)->number == e->number) {
             sr_epoch *old = *pp;
             *pp = old->next;
+            e->ours = e->ours || old->ours;
+            e->token_sent = e->token_sent || old->token_sent;
             epoch_free(old);
             break;
         }
@@ -250,6 +257,9 @@ static void epoch_install(sealroom_ctx *ctx, sr_room *room, sr_epoch *e)
     /* Whoever asked for a new epoch has one now. */
     if (newer)
         sr_rekey_waiters_done(ctx, room, SEALROOM_OK, NULL);
+    /* An epoch we made, or the one before it, is here: the archive can
+     * follow to it. */
+    sr_archive_tokens(ctx, room);
 }
 
 /* ---- fetching an epoch ---- */
@@ -320,13 +330,17 @@ static void epoch_synced(sealroom_ctx *ctx, void *arg, xmpp_stanza_t *answer, in
 static int epoch_open(sealroom_ctx *ctx, sr_room *room, xmpp_stanza_t *el, uint64_t number,
                       uint64_t roster_version, sr_epoch **out)
 {
-    unsigned char hash[32], kc[32], pk[SR_KEY_BYTES], secret[32];
+    unsigned char hash[32], kc[32], pk[SR_KEY_BYTES], secret[32], check[SR_E2E_POINT_BYTES];
     unsigned char env[SR_E2E_ENVELOPE_BYTES];
     char sealer[SR_BARE_JID_MAX];
     *out = NULL;
+    /* Epochs from before check headers have none; one that is there must
+     * be well-formed. */
+    const char *check_b64 = xmpp_stanza_get_attribute(el, "check");
     if (!sr_b64_decode_exact(hash, sizeof hash, xmpp_stanza_get_attribute(el, "roster-hash")) ||
         !sr_b64_decode_exact(kc, sizeof kc, xmpp_stanza_get_attribute(el, "kc")) ||
-        !sr_jid_normalise_bare(sealer, sizeof sealer, xmpp_stanza_get_attribute(el, "sealer")))
+        !sr_jid_normalise_bare(sealer, sizeof sealer, xmpp_stanza_get_attribute(el, "sealer")) ||
+        (check_b64 && !sr_b64_decode_exact(check, sizeof check, check_b64)))
         return sr_fail(ctx, SEALROOM_E_PROTOCOL, "malformed <epoch/> from %s", room->jid);
     const unsigned char *head = sr_head_at(room, roster_version);
     if (!head || sodium_memcmp(head, hash, sizeof hash) != 0)
@@ -334,14 +348,20 @@ static int epoch_open(sealroom_ctx *ctx, sr_room *room, xmpp_stanza_t *el, uint6
                        "epoch %" PRIu64 " names a roster hash that is not our verified chain's",
                        number);
     /* The epoch of a run we confirmed comes from the key we derived, once
-     * the room's KC_e shows it is that key (our envelope is not needed). */
-    int took = sr_keyrun_take(ctx, room, number, roster_version, hash, kc, secret);
+     * the room's KC_e (and check header) shows it is that key (our
+     * envelope is not needed). */
+    bool represented = false;
+    int took = sr_keyrun_take(ctx, room, number, roster_version, hash, kc,
+                              check_b64 ? check : NULL, secret, &represented);
     if (took < 0)
         return took;
     if (took > 0) {
         *out = epoch_new(room, number, roster_version, hash, secret);
         sodium_memzero(secret, sizeof secret);
-        return *out ? SEALROOM_OK : sr_fail(ctx, SEALROOM_E_NOMEM, "out of memory");
+        if (!*out)
+            return sr_fail(ctx, SEALROOM_E_NOMEM, "out of memory");
+        (*out)->ours = represented;
+        return SEALROOM_OK;
     }
     xmpp_stanza_t *envel = NULL;
     for (xmpp_stanza_t *c = xmpp_stanza_get_children(el); c; c = xmpp_stanza_get_next(c)) {
@@ -377,7 +397,20 @@ static int epoch_open(sealroom_ctx *ctx, sr_room *room, xmpp_stanza_t *el, uint6
     }
     *out = epoch_new(room, number, roster_version, hash, secret);
     sodium_memzero(secret, sizeof secret);
-    return *out ? SEALROOM_OK : sr_fail(ctx, SEALROOM_E_NOMEM, "out of memory");
+    if (!*out)
+        return sr_fail(ctx, SEALROOM_E_NOMEM, "out of memory");
+    /* A check header that is not k_e·P_c would have the archive re-keyed
+     * along a wrong chain: refused as a wrong KC is. */
+    if (check_b64 && sr_e2e_check_header_verify(check, (*out)->keys.k, room->jid) != SR_E2E_OK) {
+        epoch_free(*out);
+        *out = NULL;
+        return sr_fail(ctx, SEALROOM_E_VERIFY,
+                       "epoch %" PRIu64 ": the check header is not the key's", number);
+    }
+    /* Sealed by us: an epoch we started alone (here before an answer got
+     * lost, or on another of our devices). */
+    (*out)->ours = strcmp(sealer, ctx->own_bare) == 0;
+    return SEALROOM_OK;
 }
 
 static void epoch_fetched(sealroom_ctx *ctx, void *arg, xmpp_stanza_t *answer, int rc,
@@ -593,6 +626,7 @@ static void rotate_set_done(sealroom_ctx *ctx, void *arg, xmpp_stanza_t *answer,
     if (rc == SEALROOM_OK) {
         sr_epoch *e = room->rot_pending;
         room->rot_pending = NULL;
+        e->ours = true;
         epoch_install(ctx, room, e);
         room->epoch_checked = true;
         room->epoch_rotate = false;
@@ -652,14 +686,18 @@ static void rotate_bundles(sealroom_ctx *ctx, void *arg, xmpp_stanza_t *answer, 
         rotate_finish(ctx, room, SEALROOM_E_NOMEM, "out of memory");
         return;
     }
-    char num[24], ver[24], kc[64], envb64[256];
+    char num[24], ver[24], kc[64], check[64], envb64[256];
+    unsigned char hc[SR_E2E_POINT_BYTES];
     snprintf(num, sizeof num, "%" PRIu64, number);
     snprintf(ver, sizeof ver, "%" PRIu64, room->roster.version);
     sr_b64_encode(kc, sizeof kc, room->rot_pending->keys.kc, sizeof room->rot_pending->keys.kc);
-    xmpp_stanza_t *el = sr_el(ctx->xmpp, "epoch", SR_NS);
-    bool ok = el && xmpp_stanza_set_attribute(el, "number", num) == XMPP_EOK &&
-              xmpp_stanza_set_attribute(el, "roster-version", ver) == XMPP_EOK &&
-              xmpp_stanza_set_attribute(el, "kc", kc) == XMPP_EOK;
+    bool ok = sr_e2e_check_header(hc, room->rot_pending->keys.k, room->jid) == SR_E2E_OK &&
+              sr_b64_encode(check, sizeof check, hc, sizeof hc);
+    xmpp_stanza_t *el = ok ? sr_el(ctx->xmpp, "epoch", SR_NS) : NULL;
+    ok = el && xmpp_stanza_set_attribute(el, "number", num) == XMPP_EOK &&
+         xmpp_stanza_set_attribute(el, "roster-version", ver) == XMPP_EOK &&
+         xmpp_stanza_set_attribute(el, "kc", kc) == XMPP_EOK &&
+         xmpp_stanza_set_attribute(el, "check", check) == XMPP_EOK;
     size_t sealed = 0, skipped = 0;
     for (size_t i = 0; ok && i < room->roster.nmembers; i++) {
         const sr_member *m = &room->roster.members[i];
@@ -999,8 +1037,13 @@ int sr_handle_headline(sealroom_ctx *ctx, sr_room *room, xmpp_stanza_t *st)
     xmpp_stanza_t *ep = sr_child(st, "epoch", SR_NS);
     xmpp_stanza_t *rk = sr_child(st, "rekey", SR_NS);
     xmpp_stanza_t *run = sr_child(st, NULL, SR_NS_KEYS);
+    xmpp_stanza_t *archive = sr_child(st, NULL, SR_NS_ARCHIVE);
     if (run) {
         sr_keyrun_headline(ctx, room, run);
+        return 1;
+    }
+    if (archive) {
+        sr_archive_headline(ctx, room, archive);
         return 1;
     }
     if (ep) {

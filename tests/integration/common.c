@@ -602,14 +602,21 @@ char *it_epoch_xml(const it_room *room, const char *sealer_bare, uint64_t number
     IT_CHECK(sr_e2e_epoch_derive(&keys, secret, room->jid, number, room->state.head) == SR_E2E_OK,
              "epoch key schedule");
     char *kc = it_b64(keys.kc, sizeof keys.kc);
+    /* The check header of archive re-encryption, as libsealroom sends it. */
+    unsigned char hc[32];
+    IT_CHECK(sr_e2e_check_header(hc, keys.k, room->jid) == SR_E2E_OK, "check header");
+    char *check = it_b64(hc, sizeof hc);
     sodium_memzero(&keys, sizeof keys);
     size_t cap = 512 + room->state.nmembers * 600, len = 0;
     char *out = malloc(cap);
     IT_CHECK(out != NULL, "out of memory");
-    len += (size_t)snprintf(out, cap, "<epoch xmlns='%s' number='%llu' roster-version='%llu' kc='%s'>",
+    len += (size_t)snprintf(out, cap,
+                            "<epoch xmlns='%s' number='%llu' roster-version='%llu' kc='%s' "
+                            "check='%s'>",
                             IT_NS, (unsigned long long)number,
-                            (unsigned long long)room->state.version, kc);
+                            (unsigned long long)room->state.version, kc, check);
     free(kc);
+    free(check);
     for (size_t i = 0; i < room->state.nmembers; i++) {
         const char *to = room->state.members[i].jid;
         char *e = it_envelope_b64(room->jid, number, room->state.head, sealer_bare, to, secret);
@@ -1119,7 +1126,8 @@ static PGresult *pg_query(const char *sql, int n, const char *const *params)
 long it_pg_count(const char *table, const char *room_jid)
 {
     static const char *const allowed[] = {"messages", "roster_versions", "members", "occupants",
-                                          "epochs",   "envelopes",       "datakeys", NULL};
+                                          "epochs",   "envelopes",       "datakeys",
+                                          "archive_tokens", NULL};
     bool ok = false;
     for (int i = 0; allowed[i]; i++)
         ok |= strcmp(allowed[i], table) == 0;

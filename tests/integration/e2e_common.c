@@ -141,9 +141,10 @@ int e2e_read_history(e2e_lib *w, const char *room)
 {
     char *before = NULL;
     int rc = SEALROOM_OK;
-    for (int page = 0; page < 100; page++) {
+    /* The service's largest page (limits.mam_max_page), so big rooms read quickly. */
+    for (int page = 0; page < 100000; page++) {
         uint32_t req = 0;
-        IT_OK(sealroom_room_history(e2e_ctx(w), &req, room, before, 0));
+        IT_OK(sealroom_room_history(e2e_ctx(w), &req, room, before, 250));
         rc = it_lib_wait(w->l, req);
         free(before);
         before = NULL;

@@ -108,6 +108,15 @@ static void setup_room(const tcase *c)
     cur_epoch = e2e_epoch(alice, room);
     IT_CHECK(cur_epoch == old_epoch + 1, "rekey: epoch %llu -> %llu",
              (unsigned long long)old_epoch, (unsigned long long)cur_epoch);
+    /* The epoch's maker hands over its re-encryption token: from then on
+     * the old messages' headers are served (and swept) under the new key. */
+    uint64_t end = it_mono_ms() + IT_TIMEOUT_MS;
+    while (it_pg_count("archive_tokens", room) < 1) {
+        IT_CHECK(it_mono_ms() < end, "no re-encryption token for epoch %llu",
+                 (unsigned long long)cur_epoch);
+        it_lib_pump_others(NULL);
+        it_sleep_ms(10);
+    }
     say(alice, "alice", "victim");
     say(alice, "alice", "second");
     say(bob, "bob", "third");
@@ -258,8 +267,9 @@ static void insert_non_member(void)
     snprintf(es, sizeof es, "%llu", (unsigned long long)cur_epoch);
     const char *dp[5] = {rid, (const char *)dkid, mallory, es, (const char *)h};
     int dl[5] = {0, SR_E2E_DATAKEY_ID_BYTES, 0, 0, 32};
-    PQclear(e2e_pg_exec_bin("INSERT INTO datakeys (room_id, dkid, sender, epoch, header) "
-                            "VALUES ($1, $2, $3, $4::bigint, $5)",
+    PQclear(e2e_pg_exec_bin("INSERT INTO datakeys (room_id, dkid, sender, epoch, "
+                            "created_epoch, header) VALUES ($1, $2, $3, $4::bigint, "
+                            "$4::bigint, $5)",
                             5, dp, dl, false));
     const char *mp[5] = {rid, mallory, "mallory", m->origin, (const char *)payload};
     int ml[5] = {0, 0, 0, 0, (int)plen};
@@ -289,7 +299,8 @@ static void replace_envelope(uint64_t src_epoch, const char *src_recipient)
     IT_CHECK(atoi(PQcmdTuples(res)) == 1, "envelope replacement touched %s rows (epoch %s->%s)",
              PQcmdTuples(res), se, ce);
     PQclear(res);
-    for (int i = 2; i < nmsgs; i++)
+    /* Every header, the old ones re-keyed, needs the current epoch's key. */
+    for (int i = 0; i < nmsgs; i++)
         msgs[i].victim = true;
 }
 

@@ -166,7 +166,18 @@ assert H3 == encode(mul(k3, decode(Pb)))
 assert encode(mul(pow(k3, -1, L), decode(H3))) == Pb
 PC = encode(from_hash(hashlib.blake2b(lp8(b"sealroom.e2e.v1.archive.check-point") + lp16(ROOM), digest_size=64).digest()))
 check("archive.check_point", PC.hex())
-check("archive.check_header1", encode(mul(k1, decode(PC))).hex())
+HC = {e: encode(mul(k, decode(PC))) for e, k in ((1, k1), (2, k2), (3, k3))}
+check("archive.check_header1", HC[1].hex())
+check("archive.check_header2", HC[2].hex())
+check("archive.check_header3", HC[3].hex())
+# The service's token check and the re-keyed check header a member confirms.
+assert encode(mul(d12, decode(HC[1]))) == HC[2] and encode(mul(d13, decode(HC[1]))) == HC[3]
+assert encode(mul(d23, decode(HC[1]))) != HC[2], "a token of the wrong step fails the check"
+d12_inv = pow(d12, -1, L)
+check("archive.delta12_inv", le(d12_inv).hex())
+assert encode(mul(d12_inv, decode(H2))) == H1
+assert encode(mul(pow(k1, -1, L), decode(H3))) != Pb, "the old key opens nothing re-keyed"
+ARCH = dict(k={1: k1, 2: k2, 3: k3}, delta={(1, 2): d12, (2, 3): d23}, H1=H1, HC=HC)
 # The sign-bit variant of P decodes to nothing here (libsodium 1.0.18 accepts it; the code refuses it).
 assert decode(bytes(Pb[:31]) + bytes([Pb[31] | 0x80])) is None
 
@@ -300,6 +311,8 @@ for i in range(N):
 dcheck("dmkd.U1.k", ks[0])
 dcheck("dmkd.sid", sid); dcheck("dmkd.k_prime", kp); dcheck("dmkd.T_prime", second[0])
 dcheck("dmkd.secret", secret); dcheck("dmkd.kc", kc); dcheck("dmkd.k_e", le(ke))
+hc7 = encode(mul(ke, decode(PC)))   # the check header of epoch 7 (same room as the e2e vectors)
+check("archive.check_header7", hc7.hex())
 for o in (1, 2):
     i, u = N - 1 + o, "dmkd.off%d." % o
     dcheck(u + "ed_pk", ids[i]["ed_pk"]); dcheck(u + "x_pk", ids[i]["x_pk"])
@@ -381,7 +394,7 @@ for body in re.findall(r"<example caption='[^']*'><!\[CDATA\[(.*?)\]\]></example
                     expect(sl, "key", b64(ids[o]["ed_pk"]), where); expect(sl, "box-key", b64(ids[o]["x_pk"]), where)
                     expect(sl, "bundle-sig", b64(ids[o]["ed"].sign(lp8(b"sealroom.e2e.v1.identity.bundle") + lp16(jids[o]) + ids[o]["ed_pk"] + ids[o]["x_pk"])), where)
             elif name == "confirm":
-                expect(el, "kc", b64(kc), where)
+                expect(el, "kc", b64(kc), where); expect(el, "check", b64(hc7), where)
                 for ev in el.getElementsByTagName("envelope"):
                     to = [j.decode() for j in jids].index(ev.getAttribute("to"))
                     txt = ev.firstChild.data
@@ -391,6 +404,7 @@ for body in re.findall(r"<example caption='[^']*'><!\[CDATA\[(.*?)\]\]></example
             if el.getAttribute("kc"):
                 seen["epoch-fetch"] = 1
                 expect(el, "kc", b64(kc), "fetched epoch"); expect(el, "roster-hash", b64(DRH), "fetched epoch")
+                expect(el, "check", b64(hc7), "fetched epoch")
                 for ev in el.getElementsByTagName("envelope"):
                     to = [j.decode() for j in jids].index(ev.getAttribute("to"))
                     sealer = [j.decode() for j in jids].index(el.getAttribute("sealer"))
@@ -403,6 +417,75 @@ for k, v in want_seen.items():
 if "epoch-fetch" not in seen:
     problems.append("no fetched epoch in the examples")
 result(not problems, "xep: DMKD examples (every value of the run)", "\n  " + "\n  ".join(problems))
+
+# ---- the XEP: check headers of the Epochs examples (team@rooms.localhost) ----
+# Their epoch secret was random; the example's envelope to bob@localhost,
+# whose root is his Ed25519 test seed 32 × 0x02, yields it.
+LROOM = b"team@rooms.localhost"
+esec = re.search(r"<section1 topic='Epochs' anchor='epochs'>(.*?)\n</section1>", XEP, re.S).group(1)
+lbob = identity(b"\x02" * 32)
+lep = [el for body in re.findall(r"<example caption='[^']*'><!\[CDATA\[(.*?)\]\]></example>", esec, re.S)
+       for el in md.parseString("<r>" + body + "</r>").documentElement.getElementsByTagName("epoch")
+       if el.getAttribute("kc")]
+benv = [ev.firstChild.data for el in lep for ev in el.getElementsByTagName("envelope")
+        if ev.getAttribute("to") == "bob@localhost"][0]
+lout = ctypes.create_string_buffer(32)
+assert sodium.crypto_box_seal_open(lout, base64.b64decode(benv)[1:81], ctypes.c_ulonglong(80), lbob["x_pk"], lbob["x_sk"]) == 0
+lrh = base64.b64decode([el.getAttribute("roster-hash") for el in lep if el.getAttribute("roster-hash")][0])
+lctx = lp16(LROOM) + struct.pack(">Q", 2) + lrh
+lkc = kdf(lout.raw, b"sealroom.e2e.v1.epoch.key-confirmation", lctx, 32)
+lk2 = int.from_bytes(kdf(lout.raw, b"sealroom.e2e.v1.epoch.archive-scalar", lctx, 64), "little") % L
+lpc = encode(from_hash(hashlib.blake2b(lp8(b"sealroom.e2e.v1.archive.check-point") + lp16(LROOM), digest_size=64).digest()))
+check("archive.check_point_localhost", lpc.hex())
+lhc = encode(mul(lk2, decode(lpc)))
+check("archive.check_header_localhost2", lhc.hex())
+result(vec("archive.check_header_localhost2") == lhc.hex() and
+       re.search(r'"0655fcd3[^"]*"', src).group(0).strip('"') == le(lk2).hex(),
+       "test_e2e.c's k_2 of team@rooms.localhost is the one of the example's envelope")
+result(len(lep) == 2 and all(el.getAttribute("kc") == b64(lkc) and el.getAttribute("check") == b64(lhc) for el in lep),
+       "xep: kc and check of the Epochs examples (epoch 2 of team@rooms.localhost)")
+
+# ---- the XEP: examples of Archive Re-encryption (the e2e vectors' room) ------
+NSA = "urn:xmpp:sealroom:archive:0"
+asec = re.search(r"<section1 topic='Archive Re-encryption' anchor='archive'>(.*?)\n</section1>", XEP, re.S).group(1)
+problems, seen = [], {}
+def hcheck(got, want, where):
+    if got != b64(want):
+        problems.append("%s: '%s', want '%s'" % (where, got, b64(want)))
+for caption, body in re.findall(r"<example caption='([^']*)'><!\[CDATA\[(.*?)\]\]></example>", asec, re.S):
+    for el in md.parseString("<r>" + body + "</r>").documentElement.getElementsByTagName("*"):
+        name = el.tagName
+        seen[name] = seen.get(name, 0) + 1
+        if name == "token" and el.getAttribute("xmlns") == NSA:
+            f, t = int(el.getAttribute("from")), int(el.getAttribute("to"))
+            delta = int.from_bytes(base64.b64decode(el.getAttribute("delta")), "little")
+            right = ARCH["k"][t] * pow(ARCH["k"][f], -1, L) % L
+            if "wrong" in caption:
+                if delta == right or encode(mul(delta, decode(ARCH["HC"][f]))) == ARCH["HC"][t]:
+                    problems.append("the wrong token of '%s' passes the check" % caption)
+            elif delta != right:
+                problems.append("token %d->%d of '%s' is not k_%d/k_%d" % (f, t, caption, t, f))
+        elif name == "confirm-check":
+            hcheck(el.getAttribute("check"), ARCH["HC"][int(el.getAttribute("epoch"))], "confirm-check")
+        elif name == "datakey" and el.firstChild is not None:
+            assert base64.b64decode(el.getAttribute("id")) == KID
+            hcheck(el.firstChild.data, encode(mul(ARCH["k"][int(el.getAttribute("epoch"))], decode(Pb))), "datakey header")
+for k, v in {"token": 3, "confirm-check": 1, "check-ok": 1, "datakeys": 2}.items():
+    if seen.get(k) != v:
+        problems.append("expected %d <%s/> in the examples, found %s" % (v, k, seen.get(k)))
+result(not problems, "xep: archive re-encryption examples (tokens, re-keyed header, check header)",
+       "\n  " + "\n  ".join(problems))
+# The values the archive section quotes shortened in its prose.
+short = lambda x: b64(x)[:4] + "&#8230;" + b64(x)[-4:]
+result(short(le(ARCH["delta"][(2, 3)])) in asec and short(ARCH["H1"]) in asec,
+       "xep: values quoted shortened in the archive section")
+
+# ---- the XEP: every e2e vector of test_e2e.c is in the e2e test vectors ------
+esq = re.sub(r"\s+", "", re.search(r"<section2 topic='End-to-end encryption' anchor='vectors-e2e'>(.*?)</section2>", XEP, re.S).group(1))
+names = re.findall(r'expect_hex\("([^"]+)"', src)
+missing = [n for n in names if vec(n) not in esq]
+result(not missing, "xep: the %d e2e vectors of test_e2e.c" % len(names), "\n  not in the XEP: " + ", ".join(missing))
+result(("all %d of them" % len(names)) in XEP, "xep: the e2e vector count (%d)" % len(names))
 
 print("%d failure(s)" % fails)
 sys.exit(1 if fails else 0)

@@ -12,7 +12,10 @@
  * history, the vault, error mapping, timeouts, and garbage input. The
  * fake also plays the component's part of multi-cast key distribution
  * runs (dmkd-wire.md), with members that are library contexts or are
- * simulated with e2e/dmkd.c, honestly or as an attacker rewriting rounds. */
+ * simulated with e2e/dmkd.c, honestly or as an attacker rewriting rounds,
+ * and the component's part of archive re-encryption (archive-wire.md):
+ * check headers stored with every epoch, tokens checked and stored, the
+ * lazy re-keying of <datakeys/> answers, and <confirm-check/>. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -79,6 +82,8 @@ typedef struct fs_epoch {
     char env[NUSERS][256]; /* base64 envelope per user, "" if none */
     int env_sealer[NUSERS]; /* 1 + who sealed it when not sealer (a run's envelopes), or 0 */
     bool expired;
+    unsigned char check[32]; /* H_c = k_e·P_c, when have_check (epochs before it have none) */
+    bool have_check;
 } fs_epoch;
 
 typedef struct fs_dk {
@@ -115,6 +120,16 @@ typedef struct fsvc {
     const char *rekey_mode; /* "solo", "run", or "refuse" (not a member) */
     unsigned n_rekey, n_abort;
     char abort_run[32], abort_reason[512];
+    /* archive re-encryption: token[f] is Δ(f-1→f) when have_token[f] */
+    unsigned char token[FS_MAXE + 1][32];
+    bool have_token[FS_MAXE + 1];
+    int token_sender[FS_MAXE + 1];
+    bool no_lazy;             /* answer <datakeys/> with headers as stored */
+    const char *token_refuse; /* refuse every token with this condition (NULL: check it) */
+    unsigned n_token, n_token_refused, n_rekeyed;
+    unsigned n_check_ok, n_check_failed;
+    uint64_t check_answer_epoch;
+    unsigned n_epoch_get_by[FS_MAXE + 1]; /* numbered fetches per epoch */
 } fsvc;
 
 typedef struct fixture {
@@ -361,8 +376,23 @@ static void fs_version(fixture *f, int signer, sr_op_kind kind, int target, sr_r
     free(v);
 }
 
-/* How a fake member's new epoch goes wrong for alice. */
-enum { FS_EPOCH_GOOD = 0, FS_EPOCH_REPLAYED_ENVELOPE, FS_EPOCH_WRONG_KC };
+/* How a fake member's new epoch goes wrong for alice (or has no check
+ * header, as before archive re-encryption). */
+enum {
+    FS_EPOCH_GOOD = 0,
+    FS_EPOCH_REPLAYED_ENVELOPE,
+    FS_EPOCH_WRONG_KC,
+    FS_EPOCH_WRONG_CHECK,
+    FS_EPOCH_NO_CHECK
+};
+
+/* H_c of a random key: a valid point that is no epoch's check header. */
+static void fs_wrong_check(unsigned char hc[32])
+{
+    unsigned char k[32];
+    crypto_core_ristretto255_scalar_random(k);
+    assert_int_equal(sr_e2e_check_header(hc, k, ROOM), SR_E2E_OK);
+}
 
 /* A member (sealer) starts the next epoch at the current roster version,
  * sealed to every member with a registered identity. Returns its number. */
@@ -380,6 +410,11 @@ static uint64_t fs_new_epoch(fixture *f, int sealer, int how)
     assert_int_equal(sr_e2e_epoch_derive(&e->keys, e->secret, ROOM, number, e->hash), SR_E2E_OK);
     memcpy(e->kc, e->keys.kc, 32);
     if (how == FS_EPOCH_WRONG_KC) e->kc[0] ^= 1;
+    e->have_check = how != FS_EPOCH_NO_CHECK;
+    if (how == FS_EPOCH_WRONG_CHECK)
+        fs_wrong_check(e->check);
+    else
+        assert_int_equal(sr_e2e_check_header(e->check, e->keys.k, ROOM), SR_E2E_OK);
     for (size_t i = 0; i < s->roster.nmembers; i++) {
         int u = user_index(s->roster.members[i].jid);
         if (u < 0 || !s->reg[u].on) continue;
@@ -519,6 +554,7 @@ static void fs_epoch_get(fixture *f, xmpp_stanza_t *iq, xmpp_stanza_t *el)
     if (xmpp_stanza_get_attribute(el, "number")) {
         s->n_epoch_get_numbered++;
         if (!sr_parse_u64(xmpp_stanza_get_attribute(el, "number"), &number)) number = 0;
+        if (number <= FS_MAXE) s->n_epoch_get_by[number]++;
     }
     if (number == 0 || number > s->nep) {
         fs_error(f, iq, "cancel", "item-not-found", "no-epoch", NULL);
@@ -526,7 +562,7 @@ static void fs_epoch_get(fixture *f, xmpp_stanza_t *iq, xmpp_stanza_t *el)
     }
     const fs_epoch *e = &s->ep[number - 1];
     int me = user_index(f->own_bare);
-    char *h = b64_of(e->hash, 32), *kc = b64_of(e->kc, 32);
+    char *h = b64_of(e->hash, 32), *kc = b64_of(e->kc, 32), *check = b64_of(e->check, 32);
     /* The sealer of the envelope handed out (a run's envelopes have
      * several): the envelopes table's, as the component must answer. */
     const char *sealer =
@@ -535,33 +571,44 @@ static void fs_epoch_get(fixture *f, xmpp_stanza_t *iq, xmpp_stanza_t *el)
     sb_add(&b,
            "<epoch xmlns='" SR_NS "' number='%" PRIu64 "' roster-version='%" PRIu64
            "' roster-hash='%s' kc='%s' sealer='%s' created='2026-11-01T10:00:00Z' "
-           "max-age='86400'%s%s>",
+           "max-age='86400'%s%s",
            number, e->rv, h, kc, sealer, e->rv < s->membership_version ? " stale='true'" : "",
            e->expired ? " expired='true'" : "");
+    if (e->have_check) sb_add(&b, " check='%s'", check);
+    sb_add(&b, ">");
     if (me >= 0 && e->env[me][0])
         sb_add(&b, "<envelope to='%s'>%s</envelope>", user_jid[me], e->env[me]);
     sb_add(&b, "</epoch>");
     fs_answer(f, iq, b.s);
     free(h);
     free(kc);
+    free(check);
     free(b.s);
 }
 
 /* A new epoch from the core, checked as the component checks it (spec
- * 4.1), and more: the fake holds every member's sealing key, so it opens
- * every envelope and checks they all carry the secret KC confirms. */
+ * 4.1, archive-wire.md: a check header is required and must be a point),
+ * and more: the fake holds every member's sealing key, so it opens every
+ * envelope and checks they all carry the secret KC confirms, and that the
+ * check header is that secret's k_e·P_c. */
 static void fs_epoch_set(fixture *f, xmpp_stanza_t *iq, xmpp_stanza_t *el)
 {
     fsvc *s = f->svc;
     uint64_t number, rv;
-    unsigned char kc[32], secret[32], first[32];
+    unsigned char kc[32], secret[32], first[32], check[32];
     bool have_secret = false;
     s->n_epoch_set++;
     int sealer = user_index(f->own_bare);
     if (!sr_parse_u64(xmpp_stanza_get_attribute(el, "number"), &number) ||
         !sr_parse_u64(xmpp_stanza_get_attribute(el, "roster-version"), &rv) ||
-        !sr_b64_decode_exact(kc, 32, xmpp_stanza_get_attribute(el, "kc")) || sealer < 0) {
+        !sr_b64_decode_exact(kc, 32, xmpp_stanza_get_attribute(el, "kc")) ||
+        !sr_b64_decode_exact(check, 32, xmpp_stanza_get_attribute(el, "check")) || sealer < 0) {
         fs_error(f, iq, "modify", "bad-request", NULL, NULL);
+        s->n_epoch_refused++;
+        return;
+    }
+    if (sr_e2e_point_check(check) != SR_E2E_OK) {
+        fs_error(f, iq, "modify", "bad-request", "bad-point", NULL);
         s->n_epoch_refused++;
         return;
     }
@@ -620,6 +667,13 @@ static void fs_epoch_set(fixture *f, xmpp_stanza_t *iq, xmpp_stanza_t *el)
     }
     memcpy(e.secret, first, 32);
     assert_int_equal(sr_e2e_epoch_derive(&e.keys, e.secret, ROOM, number, e.hash), SR_E2E_OK);
+    if (sr_e2e_check_header_verify(check, e.keys.k, ROOM) != SR_E2E_OK) {
+        fs_error(f, iq, "modify", "not-acceptable", "bad-check", NULL);
+        s->n_epoch_refused++;
+        return;
+    }
+    memcpy(e.check, check, 32);
+    e.have_check = true;
     s->ep[s->nep++] = e;
     fs_answer(f, iq, NULL);
 }
@@ -668,6 +722,27 @@ static void fs_datakey_set(fixture *f, xmpp_stanza_t *iq, xmpp_stanza_t *el)
     fs_answer(f, iq, NULL);
 }
 
+/* The lazy path: a header behind the current epoch c whose tokens up to
+ * c are all stored goes to c with their composition, and is written back
+ * (as the component may). */
+static void fs_lazy_rekey(fsvc *s, fs_dk *d)
+{
+    uint64_t c = s->nep;
+    if (s->no_lazy || d->epoch >= c) return;
+    for (uint64_t g = d->epoch + 1; g <= c; g++)
+        if (!s->have_token[g]) return;
+    unsigned char delta[32], next[32], h[32];
+    memcpy(delta, s->token[d->epoch + 1], 32);
+    for (uint64_t g = d->epoch + 2; g <= c; g++) {
+        assert_int_equal(sr_e2e_token_compose(next, s->token[g], delta), SR_E2E_OK);
+        memcpy(delta, next, 32);
+    }
+    assert_int_equal(sr_e2e_header_rekey(h, delta, d->h), SR_E2E_OK);
+    memcpy(d->h, h, 32);
+    d->epoch = c;
+    s->n_rekeyed++;
+}
+
 static void fs_datakeys_get(fixture *f, xmpp_stanza_t *iq, xmpp_stanza_t *el)
 {
     fsvc *s = f->svc;
@@ -681,6 +756,7 @@ static void fs_datakeys_get(fixture *f, xmpp_stanza_t *iq, xmpp_stanza_t *el)
             continue;
         fs_dk *d = fs_dk_find(s, id);
         if (!d) continue;
+        fs_lazy_rekey(s, d);
         char *ids = b64_of(d->id, 16), *h = b64_of(d->h, 32);
         sb_add(&b, "<datakey id='%s' epoch='%" PRIu64 "' sender='%s'>%s</datakey>", ids, d->epoch,
                user_jid[d->sender], h);
@@ -809,6 +885,70 @@ static void fs_abort(fixture *f, xmpp_stanza_t *iq, xmpp_stanza_t *el)
     fs_answer(f, iq, NULL);
 }
 
+/* A refusal of the fake service: error type, condition, app condition. */
+typedef struct fs_refusal {
+    const char *type, *cond, *app;
+} fs_refusal;
+
+/* <token from=e to=f delta=Δ/>, checked in the component's order
+ * (archive-wire.md "Tokens"), nothing stored on a refusal. */
+static void fs_token(fixture *f, xmpp_stanza_t *iq, xmpp_stanza_t *el)
+{
+    static const fs_refusal not_member = {"auth", "forbidden", "not-member"},
+                            no_epoch = {"cancel", "item-not-found", "no-epoch"},
+                            not_sealer = {"auth", "forbidden", "not-sealer"},
+                            malformed = {"modify", "bad-request", "bad-token"},
+                            wrong = {"modify", "not-acceptable", "bad-token"},
+                            other = {"cancel", "conflict", "bad-token"};
+    fsvc *s = f->svc;
+    uint64_t from = 0, to = 0;
+    unsigned char delta[32], h[32];
+    s->n_token++;
+    int sender = user_index(f->own_bare);
+    fs_refusal told = {"auth", "forbidden", s->token_refuse};
+    const fs_refusal *no = NULL;
+    if (s->token_refuse)
+        no = &told;
+    else if (sender < 0 || !sr_roster_find(&s->roster, user_jid[sender]))
+        no = &not_member;
+    else if (!sr_parse_u64(xmpp_stanza_get_attribute(el, "to"), &to) || to == 0 || to > s->nep)
+        no = &no_epoch;
+    else if (!sr_parse_u64(xmpp_stanza_get_attribute(el, "from"), &from) || to < 2 ||
+             from != to - 1)
+        no = &malformed;
+    else if (strcmp(s->ep[to - 1].sealer, user_jid[sender]) != 0)
+        no = &not_sealer;
+    else if (!sr_b64_decode_exact(delta, 32, xmpp_stanza_get_attribute(el, "delta")) ||
+             sr_e2e_scalar_check(delta) != SR_E2E_OK)
+        no = &malformed;
+    else if (s->ep[from - 1].have_check && s->ep[to - 1].have_check &&
+             (sr_e2e_header_rekey(h, delta, s->ep[from - 1].check) != SR_E2E_OK ||
+              memcmp(h, s->ep[to - 1].check, 32) != 0))
+        no = &wrong;
+    else if (s->have_token[to] && memcmp(s->token[to], delta, 32) != 0)
+        no = &other;
+    if (no) {
+        s->n_token_refused++;
+        fs_error(f, iq, no->type, no->cond, no->app, NULL);
+        return;
+    }
+    memcpy(s->token[to], delta, 32);
+    s->have_token[to] = true;
+    s->token_sender[to] = sender;
+    fs_answer(f, iq, NULL);
+}
+
+/* <check-ok/> or <check-failed/> after a <confirm-check/>. */
+static void fs_check_answer(fixture *f, xmpp_stanza_t *iq, xmpp_stanza_t *el)
+{
+    fsvc *s = f->svc;
+    bool ok = strcmp(xmpp_stanza_get_name(el), "check-ok") == 0;
+    s->n_check_ok += ok;
+    s->n_check_failed += !ok;
+    assert_true(sr_parse_u64(xmpp_stanza_get_attribute(el, "epoch"), &s->check_answer_epoch));
+    fs_answer(f, iq, NULL);
+}
+
 /* Answers every captured IQ the fake service handles by itself, including
  * those the answers provoke, until none is left or max were answered.
  * Stanzas the test takes (out_stanza) are left alone. Returns how many
@@ -828,8 +968,9 @@ static size_t settle_max(fixture *f, size_t max)
             xmpp_stanza_release(st);
             continue;
         }
-        const char *child = xmpp_stanza_get_name(el);
+        const char *child = xmpp_stanza_get_name(el), *ns = xmpp_stanza_get_ns(el);
         bool set = strcmp(type, "set") == 0, get = strcmp(type, "get") == 0;
+        bool archive = ns && strcmp(ns, SR_NS_ARCHIVE) == 0;
         void (*h)(fixture *, xmpp_stanza_t *, xmpp_stanza_t *) = NULL;
         int kind = 0;
         if (get && strcmp(child, "chain") == 0)
@@ -847,6 +988,11 @@ static size_t settle_max(fixture *f, size_t max)
             h = fs_rekey;
         else if (set && strcmp(child, "abort") == 0)
             h = fs_abort;
+        else if (set && archive && strcmp(child, "token") == 0)
+            h = fs_token;
+        else if (set && archive &&
+                 (strcmp(child, "check-ok") == 0 || strcmp(child, "check-failed") == 0))
+            h = fs_check_answer;
         else if (get && strcmp(child, "bundles") == 0)
             kind = 1;
         else if (strcmp(child, "vault") == 0)
@@ -2715,13 +2861,14 @@ static void test_receive_future_roster(void **state)
 }
 
 /* Envelopes the core must not accept: the previous epoch's envelope
- * replayed for a new epoch, and a KC that does not match the secret. */
+ * replayed for a new epoch, a KC that does not match the secret, and a
+ * check header that is not the key's k_e·P_c (archive-wire.md). */
 static void test_bad_envelope(void **state)
 {
     fixture *f = *state;
     join_ready(f);
-    const int how[] = {FS_EPOCH_REPLAYED_ENVELOPE, FS_EPOCH_WRONG_KC};
-    for (size_t i = 0; i < 2; i++) {
+    const int how[] = {FS_EPOCH_REPLAYED_ENVELOPE, FS_EPOCH_WRONG_KC, FS_EPOCH_WRONG_CHECK};
+    for (size_t i = 0; i < sizeof how / sizeof *how; i++) {
         f->nev = 0;
         uint64_t number = fs_new_epoch(f, U_BOB, how[i]);
         feed(f,
@@ -2765,6 +2912,17 @@ static void test_bad_envelope(void **state)
     free(b);
     settle(f);
     assert_non_null(find_event(f, SEALROOM_EVENT_MESSAGE));
+    /* So is an epoch without a check header (made before there were any). */
+    f->nev = 0;
+    number = fs_new_epoch(f, U_BOB, FS_EPOCH_NO_CHECK);
+    feed(f,
+         "<message type='headline' from='" ROOM "' to='alice@localhost/dev'>"
+         "<epoch xmlns='" SR_NS "' number='%" PRIu64 "' roster-version='1'/></message>",
+         number);
+    settle(f);
+    c = find_event(f, SEALROOM_EVENT_EPOCH_CHANGED);
+    assert_non_null(c);
+    assert_int_equal(c->epoch, number);
 }
 
 /* The room refuses a message sealed under an epoch that is no longer
@@ -3076,7 +3234,7 @@ typedef struct fr_part {
     sr_e2e_dmkd_member m;
     unsigned char R[32], c[32], sig1[64];
     unsigned char T[32], second[32], sig2[64];
-    unsigned char kc[32], secret[32];
+    unsigned char kc[32], secret[32], check[32];
 } fr_part;
 
 #define FR_MAXP 4
@@ -3095,6 +3253,7 @@ typedef struct frun {
     size_t nslice, slice_to;
     char env[NUSERS][256];  /* the envelopes the participants sealed */
     int env_sealer[NUSERS]; /* 1 + who sealed env[u] */
+    bool wrong_check;       /* commit the epoch with a check header of another key */
 } frun;
 
 /* A run at the service's head for epoch nep + 1 over users in ring order
@@ -3368,6 +3527,7 @@ static bool fr_round3_one(frun *r, size_t i, const char *xml)
                          SR_E2E_OK);
         assert_int_equal(sr_e2e_epoch_derive(&keys, p->secret, ROOM, r->epoch, r->hash), SR_E2E_OK);
         memcpy(p->kc, keys.kc, 32);
+        assert_int_equal(sr_e2e_check_header(p->check, keys.k, ROOM), SR_E2E_OK);
         sr_e2e_envelope_ctx ectx = {ROOM,           r->epoch,          r->hash, user_jid[p->u],
                                     user_jid[p->u], s->reg[p->u].x};
         unsigned char env[SR_E2E_ENVELOPE_BYTES];
@@ -3386,6 +3546,7 @@ static bool fr_round3_one(frun *r, size_t i, const char *xml)
     xmpp_stanza_t *el = xmpp_stanza_get_child_by_name_and_ns(iq, "confirm", SR_NS_KEYS);
     assert_string_equal(xmpp_stanza_get_attribute(el, "run"), r->idb64);
     assert_true(sr_b64_decode_exact(p->kc, 32, xmpp_stanza_get_attribute(el, "kc")));
+    assert_true(sr_b64_decode_exact(p->check, 32, xmpp_stanza_get_attribute(el, "check")));
     bool seen[NUSERS] = {false}, have = false;
     size_t count = 0;
     for (xmpp_stanza_t *c = xmpp_stanza_get_children(el); c; c = xmpp_stanza_get_next(c)) {
@@ -3416,6 +3577,10 @@ static bool fr_round3_one(frun *r, size_t i, const char *xml)
     }
     assert_int_equal(count, 1 + (i == r->slice_to ? r->nslice : 0));
     assert_int_equal(sr_e2e_epoch_confirm(p->kc, p->secret, ROOM, r->epoch, r->hash), SR_E2E_OK);
+    /* The check header is the agreed key's k_e·P_c. */
+    sr_e2e_epoch_keys keys;
+    assert_int_equal(sr_e2e_epoch_derive(&keys, p->secret, ROOM, r->epoch, r->hash), SR_E2E_OK);
+    assert_int_equal(sr_e2e_check_header_verify(p->check, keys.k, ROOM), SR_E2E_OK);
     fs_answer(p->f, iq, NULL);
     xmpp_stanza_release(iq);
     return true;
@@ -3445,8 +3610,10 @@ static void fr_announce(fsvc *s, fixture *const *listeners, size_t nl)
 static void fr_commit(frun *r, fixture *const *listeners, size_t nl)
 {
     fsvc *s = r->s;
-    for (size_t i = 1; i < r->n; i++)
+    for (size_t i = 1; i < r->n; i++) {
         assert_memory_equal(r->p[i].kc, r->p[0].kc, 32);
+        assert_memory_equal(r->p[i].check, r->p[0].check, 32);
+    }
     assert_true(s->nep < FS_MAXE);
     assert_int_equal(s->nep + 1, r->epoch);
     fs_epoch *e = &s->ep[s->nep];
@@ -3454,6 +3621,9 @@ static void fr_commit(frun *r, fixture *const *listeners, size_t nl)
     e->rv = r->rv;
     memcpy(e->hash, r->hash, 32);
     memcpy(e->kc, r->p[0].kc, 32);
+    memcpy(e->check, r->p[0].check, 32);
+    e->have_check = true;
+    if (r->wrong_check) fs_wrong_check(e->check);
     memcpy(e->secret, r->p[0].secret, 32);
     assert_int_equal(sr_e2e_epoch_derive(&e->keys, e->secret, ROOM, r->epoch, e->hash), SR_E2E_OK);
     snprintf(e->sealer, sizeof e->sealer, "%s", user_jid[r->p[0].u]);
@@ -3499,6 +3669,31 @@ static bool run_state(fixture *f)
 {
     const sr_room *room = sr_room_find(f->ctx, ROOM);
     return room && room->run;
+}
+
+/* ---- archive re-encryption (archive-wire.md) ---- */
+
+/* H_c of the fake's epoch n, recomputed from the epoch's own key. */
+static void fs_check_of(const fsvc *s, uint64_t n, unsigned char hc[32])
+{
+    assert_int_equal(sr_e2e_check_header(hc, s->ep[n - 1].keys.k, ROOM), SR_E2E_OK);
+}
+
+/* The fake stored the token to-1 -> to from sender, and it is right:
+ * Δ·H_c(to-1) = H_c(to) with both check headers recomputed from the
+ * keys, and so Δ = k_to·k_(to-1)⁻¹. */
+static void expect_token(const fsvc *s, uint64_t to, int sender)
+{
+    unsigned char he[32], hf[32], h[32], want[32];
+    assert_true(to >= 2 && s->have_token[to]);
+    assert_int_equal(s->token_sender[to], sender);
+    fs_check_of(s, to - 1, he);
+    fs_check_of(s, to, hf);
+    assert_int_equal(sr_e2e_header_rekey(h, s->token[to], he), SR_E2E_OK);
+    assert_memory_equal(h, hf, 32);
+    assert_int_equal(sr_e2e_token_make(want, s->ep[to - 2].keys.k, s->ep[to - 1].keys.k),
+                     SR_E2E_OK);
+    assert_memory_equal(s->token[to], want, 32);
 }
 
 /* alice, bob and carol are members (version 2); alice holds epoch 1
@@ -3552,6 +3747,14 @@ static void test_dmkd_run(void **state)
     }
     /* No envelope path was taken by alice: the fake got no epoch set. */
     assert_int_equal(s->n_epoch_set, 0);
+    /* Alice represented the run of epoch 2 holding epoch 1: she gave the
+     * token 1->2; of epochs 3 and 4 bob was the representative, so she
+     * gave none (and bob, simulated here, none either). */
+    assert_int_equal(s->n_token, 1);
+    assert_int_equal(s->n_token_refused, 0);
+    expect_token(s, 2, U_ALICE);
+    assert_false(s->have_token[3]);
+    assert_false(s->have_token[4]);
     /* dave, offline throughout, opens the envelope alice sealed to him
      * (not the representative's: bob sealed nothing to him). */
     fixture *d = fr_member(s, U_DAVE, "dave@localhost/pc");
@@ -3602,6 +3805,12 @@ static void test_dmkd_contexts(void **state)
         assert_null(find_event(all[i], SEALROOM_EVENT_KEY_AGREEMENT_FAILED));
     }
     assert_int_equal(s->n_abort, 0);
+    /* Each representative, holding the epoch before, gave its token; the
+     * others gave none. */
+    assert_int_equal(s->n_token, 2);
+    assert_int_equal(s->n_token_refused, 0);
+    expect_token(s, 2, U_ALICE);
+    expect_token(s, 3, U_BOB);
     client_free(b);
     client_free(c);
     free(r);
@@ -4204,6 +4413,291 @@ static void test_dmkd_rekey_modes(void **state)
     free(r);
 }
 
+/* The last captured IQ set with <child xmlns=ns/> (a look), or NULL. */
+static xmpp_stanza_t *peek_set(fixture *f, const char *child, const char *ns)
+{
+    for (size_t i = f->nout; i-- > 0;) {
+        xmpp_stanza_t *st = xmpp_stanza_new_from_string(f->xmpp, f->out[i]);
+        assert_non_null(st);
+        const char *type = xmpp_stanza_get_type(st);
+        if (strcmp(xmpp_stanza_get_name(st), "iq") == 0 && type && strcmp(type, "set") == 0 &&
+            xmpp_stanza_get_child_by_name_and_ns(st, child, ns))
+            return st;
+        xmpp_stanza_release(st);
+    }
+    return NULL;
+}
+
+/* A solo epoch carries its check header; the one who made it, holding
+ * the epoch before, gives the token right after, once. */
+static void test_archive_solo(void **state)
+{
+    fixture *f = *state;
+    fsvc *s = f->svc;
+    uint32_t req;
+    unsigned char got[32], hc[32];
+    join_ready(f);
+    assert_int_equal(s->n_token, 0); /* epoch 1 has no epoch before it */
+    assert_int_equal(sealroom_room_rekey(f->ctx, &req, "team"), SEALROOM_OK);
+    settle(f);
+    expect_rekey_done(f, req, 2);
+    assert_int_equal(s->n_epoch_refused, 0);
+    xmpp_stanza_t *set = peek_set(f, "epoch", SR_NS);
+    assert_non_null(set);
+    xmpp_stanza_t *el = xmpp_stanza_get_child_by_name_and_ns(set, "epoch", SR_NS);
+    assert_string_equal(xmpp_stanza_get_attribute(el, "number"), "2");
+    assert_true(sr_b64_decode_exact(got, 32, xmpp_stanza_get_attribute(el, "check")));
+    fs_check_of(s, 2, hc);
+    assert_memory_equal(got, hc, 32);
+    xmpp_stanza_release(set);
+
+    assert_int_equal(s->n_token, 1);
+    assert_int_equal(s->n_token_refused, 0);
+    expect_token(s, 2, U_ALICE);
+    xmpp_stanza_t *iq = peek_set(f, "token", SR_NS_ARCHIVE);
+    assert_non_null(iq);
+    assert_string_equal(xmpp_stanza_get_to(iq), ROOM);
+    el = xmpp_stanza_get_child_by_name_and_ns(iq, "token", SR_NS_ARCHIVE);
+    assert_string_equal(xmpp_stanza_get_attribute(el, "from"), "1");
+    assert_string_equal(xmpp_stanza_get_attribute(el, "to"), "2");
+    xmpp_stanza_release(iq);
+
+    /* Epoch 2 fetched and installed again: no second token. */
+    sr_room *room = sr_room_find(f->ctx, ROOM);
+    assert_non_null(room);
+    assert_int_equal(sr_epoch_fetch(f->ctx, room, 2), SEALROOM_OK);
+    settle(f);
+    assert_int_equal(s->n_epoch_get_by[2], 1);
+    assert_int_equal(s->n_token, 1);
+    /* The next epoch, the next token. */
+    assert_int_equal(sealroom_room_rekey(f->ctx, &req, "team"), SEALROOM_OK);
+    settle(f);
+    expect_rekey_done(f, req, 3);
+    assert_int_equal(s->n_token, 2);
+    expect_token(s, 3, U_ALICE);
+}
+
+/* No token from a member who did not make the epoch, none from its maker
+ * while it lacks the epoch before (but once it has it), and a refused
+ * token disturbs nothing. */
+static void test_archive_token_conditions(void **state)
+{
+    fixture *f = *state;
+    fsvc *s = f->svc;
+    uint32_t req;
+    join_ready(f);
+
+    /* Bob made epoch 2; alice installs it holding epoch 1. */
+    assert_int_equal(fs_new_epoch(f, U_BOB, FS_EPOCH_GOOD), 2);
+    fr_headline(f, "<epoch xmlns='" SR_NS "' number='2' roster-version='1'/>");
+    settle(f);
+    assert_non_null(held_epoch(f, 2));
+    assert_int_equal(s->n_token, 0);
+
+    /* Bob made epoch 3 without sealing it to alice; alice then makes 4. */
+    assert_int_equal(fs_new_epoch(f, U_BOB, FS_EPOCH_GOOD), 3);
+    char saved[256];
+    memcpy(saved, s->ep[2].env[U_ALICE], sizeof saved);
+    s->ep[2].env[U_ALICE][0] = '\0';
+    fr_headline(f, "<epoch xmlns='" SR_NS "' number='3' roster-version='1'/>");
+    settle(f);
+    assert_null(held_epoch(f, 3));
+    assert_int_equal(sealroom_room_rekey(f->ctx, &req, "team"), SEALROOM_OK);
+    settle(f);
+    expect_rekey_done(f, req, 4);
+    assert_null(held_epoch(f, 3));
+    assert_int_equal(s->n_token, 0);
+    /* Once alice has epoch 3 after all, the token 3->4 is hers to give. */
+    memcpy(s->ep[2].env[U_ALICE], saved, sizeof saved);
+    assert_int_equal(sr_epoch_fetch(f->ctx, sr_room_find(f->ctx, ROOM), 3), SEALROOM_OK);
+    settle(f);
+    assert_non_null(held_epoch(f, 3));
+    assert_int_equal(s->n_token, 1);
+    expect_token(s, 4, U_ALICE);
+
+    /* The room refuses alice's next token: the epoch, and sending in it,
+     * go on as if nothing happened, and the token is not pressed again. */
+    s->token_refuse = "not-sealer";
+    f->nev = 0;
+    assert_int_equal(sealroom_room_rekey(f->ctx, &req, "team"), SEALROOM_OK);
+    settle(f);
+    expect_rekey_done(f, req, 5);
+    assert_int_equal(s->n_token, 2);
+    assert_int_equal(s->n_token_refused, 1);
+    assert_false(s->have_token[5]);
+    char origin[64];
+    assert_int_equal(sealroom_room_send(f->ctx, &req, origin, sizeof origin, "team",
+                                        (const unsigned char *)"still fine", 10),
+                     SEALROOM_OK);
+    settle(f);
+    xmpp_stanza_t *m = last_out(f);
+    unsigned char plain[16];
+    size_t n;
+    uint64_t rv;
+    assert_int_equal(open_sent(f, m, plain, sizeof plain, &n, &rv)->epoch, 5);
+    xmpp_stanza_release(m);
+    assert_int_equal(sr_epoch_fetch(f->ctx, sr_room_find(f->ctx, ROOM), 5), SEALROOM_OK);
+    settle(f);
+    assert_int_equal(s->n_token, 2);
+    assert_null(find_event(f, SEALROOM_EVENT_MESSAGE_REJECTED));
+    assert_null(find_event(f, SEALROOM_EVENT_KEY_AGREEMENT_FAILED));
+}
+
+/* A run's epoch whose stored check header is not the one every
+ * participant confirmed is refused like a wrong KC_e. */
+static void test_archive_run_check(void **state)
+{
+    fixture *f = *state;
+    fsvc *s = f->svc;
+    dmkd_room(f);
+    frun *r = calloc(1, sizeof *r);
+    assert_non_null(r);
+    unsigned aborts;
+    attack_start(f, r, NULL, 0, &aborts);
+    fr_full(r);
+    r->wrong_check = true;
+    fr_commit(r, &f, 1);
+    expect_run_failed(f, r, SEALROOM_E_VERIFY, "check header", false, aborts);
+    assert_int_equal(s->n_token, 0);
+    free(r);
+}
+
+static void confirm_check(fixture *f, const char *epoch, const unsigned char *hc,
+                          const char *text)
+{
+    char *b = hc ? b64_of(hc, 32) : NULL;
+    sbuf x = {0};
+    sb_add(&x, "<confirm-check xmlns='" SR_NS_ARCHIVE "'");
+    if (epoch) sb_add(&x, " epoch='%s'", epoch);
+    if (b || text) sb_add(&x, " check='%s'", b ? b : text);
+    sb_add(&x, "/>");
+    fr_headline(f, x.s);
+    settle(f);
+    free(x.s);
+    free(b);
+}
+
+/* <confirm-check/>: check-ok exactly when the re-keyed check header is
+ * k_c·P_c of an epoch we hold. */
+static void test_archive_confirm_check(void **state)
+{
+    fixture *f = *state;
+    fsvc *s = f->svc;
+    uint32_t req;
+    unsigned char hc[32];
+    join_ready(f);
+    assert_int_equal(sealroom_room_rekey(f->ctx, &req, "team"), SEALROOM_OK);
+    settle(f);
+    expect_rekey_done(f, req, 2);
+    /* The component carried H_c(1) to epoch 2 with the token alice gave. */
+    assert_int_equal(sr_e2e_header_rekey(hc, s->token[2], s->ep[0].check), SR_E2E_OK);
+    confirm_check(f, "2", hc, NULL);
+    assert_int_equal(s->n_check_ok, 1);
+    assert_int_equal(s->n_check_failed, 0);
+    assert_int_equal(s->check_answer_epoch, 2);
+    /* Unchanged, or with a wrong token, it is not epoch 2's. */
+    confirm_check(f, "2", s->ep[0].check, NULL);
+    fs_wrong_check(hc);
+    confirm_check(f, "2", hc, NULL);
+    confirm_check(f, "2", NULL, "not base64");
+    assert_int_equal(s->n_check_ok, 1);
+    assert_int_equal(s->n_check_failed, 3);
+    /* Epoch 1's own check header, asked of epoch 1. */
+    confirm_check(f, "1", s->ep[0].check, NULL);
+    assert_int_equal(s->n_check_ok, 2);
+    assert_int_equal(s->check_answer_epoch, 1);
+    /* An epoch we do not hold, or none named: no answer. */
+    size_t before = f->nout;
+    confirm_check(f, "9", hc, NULL);
+    confirm_check(f, NULL, hc, NULL);
+    confirm_check(f, "0", hc, NULL);
+    assert_int_equal(f->nout, before);
+    assert_int_equal(s->n_check_ok + s->n_check_failed, 5);
+}
+
+/* The archive follows the room to a new member: alice writes in epoch 1,
+ * adds bob, makes epoch 2 (alone online) and gives the token; the room
+ * re-keys her header with it, and bob, who holds only epoch 2, reads her
+ * epoch-1 message. Without the re-keying he cannot. */
+static void test_archive_new_member_reads(void **state)
+{
+    fixture *f = *state;
+    fsvc *s = f->svc;
+    uint32_t req;
+    char origin[64], id[64];
+    fs_version(f, U_ALICE, SR_OP_ADD, U_ALICE, SR_ROLE_OWNER);
+    assert_int_equal(fs_new_epoch(f, U_ALICE, FS_EPOCH_GOOD), 1);
+    join_ready(f);
+    assert_int_equal(sealroom_room_send(f->ctx, &req, origin, sizeof origin, "team",
+                                        (const unsigned char *)"before bob", 10),
+                     SEALROOM_OK);
+    settle(f);
+    xmpp_stanza_t *m = last_out(f);
+    assert_string_equal(xmpp_stanza_get_name(m), "message");
+    unsigned char plain[16];
+    size_t n;
+    uint64_t rv;
+    const fs_dk *d = open_sent(f, m, plain, sizeof plain, &n, &rv);
+    assert_int_equal(d->epoch, 1);
+    assert_int_equal(rv, 0);
+    char *sealed = sealed_text(f, m);
+    reflect(f, m, "1");
+    xmpp_stanza_release(m);
+
+    /* Bob is added; the room leaves the new epoch to alice. */
+    assert_int_equal(sealroom_room_add_member(f->ctx, &req, "team", "bob@localhost",
+                                              SEALROOM_ROLE_MEMBER, f->bob_pk),
+                     SEALROOM_OK);
+    settle(f);
+    sr_roster_version *v = sent_version(f, id, sizeof id);
+    fs_apply(f, v);
+    free(v);
+    answer_head(f, id, &s->roster);
+    settle(f);
+    assert_int_equal(done_event(f, req)->result, SEALROOM_OK);
+    assert_int_equal(s->nep, 2);
+    assert_string_equal(s->ep[1].sealer, "alice@localhost");
+    assert_string_equal(s->ep[0].env[U_BOB], ""); /* epoch 1 was never bob's */
+    expect_token(s, 2, U_ALICE);
+
+    /* Without the re-keying, bob cannot read it. */
+    s->no_lazy = true;
+    fixture *b = fr_member(s, U_BOB, "bob@localhost/phone");
+    feed_groupchat(b, "alice", "alice@localhost", origin, "1", sealed);
+    settle(b);
+    expect_rejected(b, SEALROOM_E_NO_KEY, "1", "alice@localhost");
+    assert_int_equal(s->n_rekeyed, 0);
+    client_free(b);
+
+    /* The room re-keys alice's header from epoch 1 to 2 with her token. */
+    s->no_lazy = false;
+    memset(s->n_epoch_get_by, 0, sizeof s->n_epoch_get_by);
+    b = fr_member(s, U_BOB, "bob@localhost/phone");
+    feed_groupchat(b, "alice", "alice@localhost", origin, "1", sealed);
+    settle(b);
+    assert_int_equal(s->n_rekeyed, 1);
+    const ev_copy *e = find_event(b, SEALROOM_EVENT_MESSAGE);
+    assert_non_null(e);
+    assert_null(find_event(b, SEALROOM_EVENT_MESSAGE_REJECTED));
+    assert_string_equal(e->jid, "alice@localhost");
+    assert_string_equal(e->origin_id, origin);
+    assert_int_equal(e->payload_len, 10);
+    assert_memory_equal(e->payload, "before bob", 10);
+    assert_int_equal(e->roster_version, 0);
+    assert_int_equal(e->epoch, 2); /* the epoch whose key opened the data key */
+    assert_non_null(held_epoch(b, 2));
+    assert_null(held_epoch(b, 1));
+    assert_int_equal(s->n_epoch_get_by[1], 0);
+    /* The header the room keeps is now epoch 2's: k_2·P. */
+    const fs_dk *stored = fs_dk_find(s, d->id);
+    unsigned char h[32];
+    assert_int_equal(stored->epoch, 2);
+    assert_int_equal(sr_e2e_header_wrap(h, s->ep[1].keys.k, stored->p), SR_E2E_OK);
+    assert_memory_equal(stored->h, h, 32);
+    client_free(b);
+    free(sealed);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -4248,6 +4742,11 @@ int main(void)
         T(test_dmkd_attacks),
         T(test_dmkd_slice_checks),
         T(test_dmkd_rekey_modes),
+        T(test_archive_solo),
+        T(test_archive_token_conditions),
+        T(test_archive_run_check),
+        T(test_archive_confirm_check),
+        T(test_archive_new_member_reads),
     };
     return cmocka_run_group_tests_name("client_core", tests, NULL, NULL);
 }

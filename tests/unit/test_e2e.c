@@ -466,6 +466,7 @@ static void test_header_vectors(void **state)
 {
     sr_e2e_epoch_keys k1, k2, k3;
     unsigned char p[32], h1[32], h2[32], h3[32], d12[32], d23[32], d13[32], back[32], pc[32], hc[32];
+    unsigned char hc2[32], hc3[32], moved[32], inv[32];
 
     epoch_keys(&k1, 1);
     epoch_keys(&k2, 2);
@@ -499,9 +500,61 @@ static void test_header_vectors(void **state)
     assert_int_equal(sr_e2e_check_header(hc, k1.k, ROOM), SR_E2E_OK);
     expect_hex("archive.check_header1", hc, 32,
                "123cc16a7a1d0c34c5e33dd0baf6e9846c89ba3075a514a46b9808a686e34628");
+    assert_int_equal(sr_e2e_check_header(hc2, k2.k, ROOM), SR_E2E_OK);
+    expect_hex("archive.check_header2", hc2, 32,
+               "d21d8e7fd70eaaa7c28b3a67dc8eff9b0a1c2cedddd2147e96a826cdc1fd7d4b");
+    assert_int_equal(sr_e2e_check_header(hc3, k3.k, ROOM), SR_E2E_OK);
+    expect_hex("archive.check_header3", hc3, 32,
+               "56f411c740c65acf03ac4df3517d06e8e3d3b632d14d89267f8e868daba1b560");
+    /* The service's token check (Δ(1→2)·H_c(1) = H_c(2)) and the re-keyed
+     * check header a member confirms before tokens are erased
+     * (Δ(1→3)·H_c(1) = H_c(3)). */
+    assert_int_equal(sr_e2e_header_rekey(moved, d12, hc), SR_E2E_OK);
+    assert_memory_equal(moved, hc2, 32);
+    assert_int_equal(sr_e2e_header_rekey(moved, d13, hc), SR_E2E_OK);
+    assert_memory_equal(moved, hc3, 32);
+    /* Undo: Δ(1→2)⁻¹ moves H2 back to H1. */
+    assert_int_equal(sr_e2e_token_invert(inv, d12), SR_E2E_OK);
+    expect_hex("archive.delta12_inv", inv, 32,
+               "7348542036b43fd309c1c6e58ed17de5c8498cd972834788023ea9b5e7909900");
+    assert_int_equal(sr_e2e_header_rekey(moved, inv, h2), SR_E2E_OK);
+    assert_memory_equal(moved, h1, 32);
     sodium_memzero(&k1, sizeof k1);
     sodium_memzero(&k2, sizeof k2);
     sodium_memzero(&k3, sizeof k3);
+    expect_vectors_ok();
+}
+
+/* Check headers of the XEP's examples from fixed archive scalars: epoch 7
+ * of the multi-cast key distribution vectors (test_dmkd.c, same room), and
+ * epoch 2 of team@rooms.localhost, whose k_2 the XEP's example envelope to
+ * bob@localhost yields (opened with his public test key). */
+static void test_check_header_vectors(void **state)
+{
+    unsigned char k[32], pc[32], hc[32];
+
+    assert_int_equal(sodium_hex2bin(k, sizeof k,
+                                    "213cd66317ba381f1b0a709c53765e8295e5994e22bb0be4a7158ea4df810601",
+                                    64, NULL, NULL, NULL),
+                     0);
+    assert_int_equal(sr_e2e_check_header(hc, k, ROOM), SR_E2E_OK);
+    expect_hex("archive.check_header7", hc, 32,
+               "1c00e52de3b4613951b0084354adb2fa784127a185c26b2df89b31547aab6d2f");
+    assert_int_equal(sr_e2e_check_header_verify(hc, k, ROOM), SR_E2E_OK);
+
+    assert_int_equal(sodium_hex2bin(k, sizeof k,
+                                    "0655fcd344f981c25382fafeba4379f391f993b5fbbb1550c79bf3515c91fa0f",
+                                    64, NULL, NULL, NULL),
+                     0);
+    assert_int_equal(sr_e2e_check_point(pc, "team@rooms.localhost"), SR_E2E_OK);
+    expect_hex("archive.check_point_localhost", pc, 32,
+               "c8b551dc7e91346f3ca9066707b522a2724ff8d324097731836b6494b3d18e0b");
+    assert_int_equal(sr_e2e_check_header(hc, k, "team@rooms.localhost"), SR_E2E_OK);
+    expect_hex("archive.check_header_localhost2", hc, 32,
+               "2819d3fb7c905b3b653c34750149a6d52deb826ebd3a90df0d939428e21e9957");
+    /* The same scalar in the other room gives another check header. */
+    assert_int_equal(sr_e2e_check_header_verify(hc, k, ROOM), SR_E2E_ERR_MISMATCH);
+    sodium_memzero(k, sizeof k);
     expect_vectors_ok();
 }
 
@@ -1001,6 +1054,7 @@ int main(void)
     };
     const struct CMUnitTest archive[] = {
         cmocka_unit_test(test_header_vectors),
+        cmocka_unit_test(test_check_header_vectors),
         cmocka_unit_test(test_tokens),
         cmocka_unit_test(test_invalid_points_scalars),
     };

@@ -1,0 +1,64 @@
+/* The eager archive sweep (archive-wire "Eager sweep"): worker threads, each
+ * with its own blocking PostgreSQL connection, re-key every data-key header
+ * stored behind its room's current epoch for which the room's token chain
+ * is complete, in batches walked in primary-key order and committed one by
+ * one. An update only applies where the row still holds the epoch it was
+ * read at, so a crash, a restart of PostgreSQL, a second instance or the
+ * lazy path re-keying the same row never applies a token twice; after a
+ * restart a scan at start finds the rooms still behind.
+ *
+ * The workers never touch the event loop's db or XMPP objects: the loop
+ * only tells them which rooms have news (sweep_kick) and reads counters.
+ *
+ * Thread-safety: sweep_kick and sweep_get_stats may be called from any
+ * thread; sweep_start, sweep_stop and sweep_running from one thread (the
+ * loop's). */
+#ifndef SEALROOMD_SWEEP_H
+#define SEALROOMD_SWEEP_H
+
+#include <stdbool.h>
+
+struct config;
+typedef struct sweep sweep;
+
+/* Start cfg->sweep_threads workers on cfg->db_conninfo, re-keying
+ * cfg->sweep_batch headers per transaction. The values are copied: cfg may
+ * go away. Connecting happens in the workers (they retry with back-off
+ * while PostgreSQL is down), so start-up does not wait for it. Returns NULL
+ * if memory or threads ran out. The new sweep becomes sweep_running(). */
+sweep *sweep_start(const struct config *cfg);
+
+/* Ask the workers to stop after the batch they are in (nothing half-done
+ * is lost: an unfinished batch was never committed and is found again next
+ * time), join them and free everything. NULL is a no-op. */
+void sweep_stop(sweep *s);
+
+/* Room room_id (rooms.room_id) may have headers to re-key: a token arrived
+ * or its epoch changed. Cheap and non-blocking (a queue); kicks for a room
+ * already waiting are merged, and a kick for a room being swept makes it
+ * swept again afterwards with what is stored then. NULL s is a no-op. */
+void sweep_kick(sweep *s, long long room_id);
+
+typedef struct sweep_stats {
+    unsigned threads;                 /* worker threads */
+    bool scan_done;                   /* the scan at start has listed the rooms behind */
+    unsigned long long rooms_pending; /* rooms queued or being swept now */
+    unsigned long long rooms_done;    /* room sweeps completed */
+    unsigned long long headers_rekeyed;
+    unsigned long long batches; /* transactions that re-keyed headers */
+    /* Headers behind their room's current epoch in the rooms swept since
+     * start, as last counted, less those re-keyed since. What is left when
+     * no room is pending waits for a token (or cannot be re-keyed). */
+    unsigned long long headers_behind;
+    unsigned long long reconnects; /* connections re-established after a loss */
+    unsigned long long errors;     /* room slices given up on a database error */
+} sweep_stats;
+
+/* A consistent snapshot. NULL s gives all zeros. */
+void sweep_get_stats(sweep *s, sweep_stats *out);
+
+/* The sweep the daemon runs (the last one started and not stopped), or
+ * NULL: how the room service and the admin command reach it. */
+sweep *sweep_running(void);
+
+#endif
