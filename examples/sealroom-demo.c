@@ -1,16 +1,21 @@
-/* The scripted demo run by `contrib/sealroom-dev up`: two users log in to
+/* The scripted demo run by `contrib/sealroom-dev up`: three users log in to
  * their Sealroom accounts with a passphrase (creating them on the first
  * run: the identity goes into a vault on the service, so the demo keeps no
- * key files), alice creates a room (epoch 1) and adds bob (epoch 2: a new
- * room key sealed to both), both join, they talk end-to-end encrypted,
- * and bob pages back through the history, decrypting it. The script then
- * prints what the server holds: ciphertext only.
+ * key files), alice creates a room and adds bob and carol (a new epoch for
+ * each change), all join and talk end-to-end encrypted, and bob pages back
+ * through the history, decrypting it. Then alice removes carol: alice and
+ * bob, the members online, agree on the next epoch's key in a multi-cast
+ * key distribution run through sealroomd (which never learns it), alice
+ * hands sealroomd the re-encryption token, sealroomd re-keys the stored
+ * data-key headers to the new epoch, and bob reads the whole history again
+ * with the new key alone. The script then prints what the server holds:
+ * ciphertext, headers re-keyed to the current epoch, no key.
  *
  * Environment: SEALROOM_DEMO_HOST (127.0.0.1), SEALROOM_DEMO_PORT (5222),
  * SEALROOM_DEMO_DOMAIN (localhost), SEALROOM_DEMO_SERVICE (rooms.localhost),
  * SEALROOM_DEMO_PASSWORD (secret: the XMPP password),
  * SEALROOM_DEMO_PASSPHRASE (the Sealroom passphrase of both demo users),
- * SEALROOM_DEMO_USERS ("alice bob": the two accounts to use). */
+ * SEALROOM_DEMO_USERS ("alice bob carol": the three accounts to use). */
 #include <sealroom/sealroom.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -103,6 +108,19 @@ static int connect_user(user *u)
     return 0;
 }
 
+/* Wait for u's request while the other users' clients run too: a key
+ * distribution run needs every member online to answer. */
+static int wait_all(user *u, uint32_t req, user *const *all, size_t n)
+{
+    for (int i = 0; i < TIMEOUT_MS / 5; i++) {
+        int rc = sealroom_client_wait(u->client, req, 5);
+        if (rc != SEALROOM_E_TIMEOUT) return rc;
+        for (size_t k = 0; k < n; k++)
+            if (all[k] != u && all[k]->client) (void)sealroom_client_run(all[k]->client, 0);
+    }
+    return SEALROOM_E_TIMEOUT;
+}
+
 static int say(user *u, const char *room, const char *text)
 {
     uint32_t req;
@@ -112,13 +130,31 @@ static int say(user *u, const char *room, const char *text)
     return rc == SEALROOM_OK ? 0 : fail("sending", u->client, rc);
 }
 
+static int read_history(user *u, const char *room)
+{
+    char before[64] = "";
+    uint32_t req;
+    int rc;
+    for (int page = 1;; page++) {
+        printf(" page %d\n", page);
+        if ((rc = sealroom_room_history(sealroom_client_ctx(u->client), &req, room,
+                                        *before ? before : NULL, 2)) != SEALROOM_OK ||
+            (rc = sealroom_client_wait(u->client, req, TIMEOUT_MS)) != SEALROOM_OK)
+            return fail("fetching history", u->client, rc);
+        if (u->history_complete || !*u->history_first) return 0;
+        snprintf(before, sizeof before, "%s", u->history_first);
+    }
+}
+
 int main(void)
 {
     if (sodium_init() < 0) return 1;
     setvbuf(stdout, NULL, _IOLBF, 0);
-    user alice = {0}, bob = {0};
-    if (sscanf(env_or("SEALROOM_DEMO_USERS", "alice bob"), "%63s %63s", alice.name, bob.name) != 2) {
-        fprintf(stderr, "demo: SEALROOM_DEMO_USERS must name two users\n");
+    user alice = {0}, bob = {0}, carol = {0};
+    user *const all[3] = {&alice, &bob, &carol};
+    if (sscanf(env_or("SEALROOM_DEMO_USERS", "alice bob carol"), "%63s %63s %63s", alice.name,
+               bob.name, carol.name) != 3) {
+        fprintf(stderr, "demo: SEALROOM_DEMO_USERS must name three users\n");
         return 2;
     }
     int status = 1;
@@ -130,13 +166,17 @@ int main(void)
     snprintf(room, sizeof room, "demo-%02x%02x%02x%02x@%s", rnd[0], rnd[1], rnd[2], rnd[3],
              env_or("SEALROOM_DEMO_SERVICE", "rooms.localhost"));
 
-    if (connect_user(&alice) || connect_user(&bob)) goto out;
-    sealroom_ctx *a = sealroom_client_ctx(alice.client), *b = sealroom_client_ctx(bob.client);
+    if (connect_user(&alice) || connect_user(&bob) || connect_user(&carol)) goto out;
+    sealroom_ctx *a = sealroom_client_ctx(alice.client), *b = sealroom_client_ctx(bob.client),
+                 *c = sealroom_client_ctx(carol.client);
 
-    char bob_bare[320];
-    snprintf(bob_bare, sizeof bob_bare, "%s@%s", bob.name, env_or("SEALROOM_DEMO_DOMAIN", "localhost"));
-    printf("%s: creating %s and adding %s (signed roster versions 0 and 1, epochs 1 and 2)\n",
-           alice.name, room, bob.name);
+    char bob_bare[320], carol_bare[320];
+    const char *domain = env_or("SEALROOM_DEMO_DOMAIN", "localhost");
+    snprintf(bob_bare, sizeof bob_bare, "%s@%s", bob.name, domain);
+    snprintf(carol_bare, sizeof carol_bare, "%s@%s", carol.name, domain);
+    printf("%s: creating %s and adding %s and %s (signed roster versions 0 to 2, a new epoch "
+           "for each)\n",
+           alice.name, room, bob.name, carol.name);
     if ((rc = sealroom_room_create(a, &req, room)) != SEALROOM_OK ||
         (rc = sealroom_client_wait(alice.client, req, TIMEOUT_MS)) != SEALROOM_OK) {
         fail("creating the room", alice.client, rc);
@@ -144,8 +184,11 @@ int main(void)
     }
     if ((rc = sealroom_room_add_member(a, &req, room, bob_bare, SEALROOM_ROLE_MEMBER, NULL)) !=
             SEALROOM_OK ||
+        (rc = sealroom_client_wait(alice.client, req, TIMEOUT_MS)) != SEALROOM_OK ||
+        (rc = sealroom_room_add_member(a, &req, room, carol_bare, SEALROOM_ROLE_MEMBER, NULL)) !=
+            SEALROOM_OK ||
         (rc = sealroom_client_wait(alice.client, req, TIMEOUT_MS)) != SEALROOM_OK) {
-        fail("adding the second user", alice.client, rc);
+        fail("adding the other users", alice.client, rc);
         goto out;
     }
     if ((rc = sealroom_room_sync(b, &req, room)) != SEALROOM_OK ||
@@ -160,37 +203,56 @@ int main(void)
     if ((rc = sealroom_room_join(a, &req, room, alice.name)) != SEALROOM_OK ||
         (rc = sealroom_client_wait(alice.client, req, TIMEOUT_MS)) != SEALROOM_OK ||
         (rc = sealroom_room_join(b, &req, room, bob.name)) != SEALROOM_OK ||
-        (rc = sealroom_client_wait(bob.client, req, TIMEOUT_MS)) != SEALROOM_OK) {
+        (rc = sealroom_client_wait(bob.client, req, TIMEOUT_MS)) != SEALROOM_OK ||
+        (rc = sealroom_room_join(c, &req, room, carol.name)) != SEALROOM_OK ||
+        (rc = sealroom_client_wait(carol.client, req, TIMEOUT_MS)) != SEALROOM_OK) {
         fail("joining", NULL, rc);
         goto out;
     }
-    printf("both joined; talking:\n");
+    printf("all joined; talking:\n");
     const char *lines[][2] = {{"a", "Hello, the quarterly numbers are in."},
                               {"b", "Thanks. Where do I find them later?"},
+                              {"c", "I only need them until Friday."},
                               {"a", "In the room archive: page back through the history."},
                               {"b", "And the server cannot read any of this."}};
     for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
-        user *u = lines[i][0][0] == 'a' ? &alice : &bob;
+        user *u = lines[i][0][0] == 'a' ? &alice : lines[i][0][0] == 'b' ? &bob : &carol;
         if (say(u, room, lines[i][1])) goto out;
-        sealroom_client_run(alice.client, 100);
-        sealroom_client_run(bob.client, 100);
+        for (size_t k = 0; k < 3; k++) sealroom_client_run(all[k]->client, 50);
     }
     printf("%s: fetching history, two messages a page, newest first:\n", bob.name);
-    char before[64] = "";
-    for (int page = 1;; page++) {
-        printf(" page %d\n", page);
-        if ((rc = sealroom_room_history(b, &req, room, *before ? before : NULL, 2)) != SEALROOM_OK ||
-            (rc = sealroom_client_wait(bob.client, req, TIMEOUT_MS)) != SEALROOM_OK) {
-            fail("fetching history", bob.client, rc);
-            goto out;
-        }
-        if (bob.history_complete || !*bob.history_first) break;
-        snprintf(before, sizeof before, "%s", bob.history_first);
+    if (read_history(&bob, room)) goto out;
+
+    printf("%s: removing %s; %s and %s, the members online, agree on the next epoch's key in a "
+           "key-distribution run through the service, and %s hands the service the token that "
+           "re-keys the stored data-key headers\n",
+           alice.name, carol.name, alice.name, bob.name, alice.name);
+    if ((rc = sealroom_room_remove_member(a, &req, room, carol_bare)) != SEALROOM_OK ||
+        (rc = wait_all(&alice, req, all, 3)) != SEALROOM_OK) {
+        fail("removing the third user", alice.client, rc);
+        goto out;
     }
+    uint64_t epoch = 0;
+    if (sealroom_room_epoch(a, &epoch, room) == SEALROOM_OK)
+        printf("%s: removal done; the room is at epoch %llu\n", alice.name,
+               (unsigned long long)epoch);
+    /* Give the token and the service's sweep a moment. */
+    for (int i = 0; i < 20; i++)
+        for (size_t k = 0; k < 3; k++) sealroom_client_run(all[k]->client, 25);
+    sealroom_client_free(bob.client);
+    bob.client = NULL;
+    memset(bob.history_first, 0, sizeof bob.history_first);
+    bob.history_complete = 0;
+    printf("%s: a fresh session pages through the whole history again (every header now "
+           "opens with the current epoch's key):\n",
+           bob.name);
+    if (connect_user(&bob)) goto out;
+    if (read_history(&bob, room)) goto out;
     status = 0;
     printf("demo done: room %s\n", room);
 out:
     sealroom_client_free(alice.client);
     sealroom_client_free(bob.client);
+    sealroom_client_free(carol.client);
     return status;
 }
