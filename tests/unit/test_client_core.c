@@ -4619,6 +4619,82 @@ static void test_archive_confirm_check(void **state)
  * adds bob, makes epoch 2 (alone online) and gives the token; the room
  * re-keys her header with it, and bob, who holds only epoch 2, reads her
  * epoch-1 message. Without the re-keying he cannot. */
+/* A header read before the room had the token fails for want of its epoch;
+ * read again once the room can re-key it, after SR_DK_REFETCH_MS, the data
+ * key is asked for afresh and the message opens (no restart needed). */
+static void test_archive_refetch_after_token(void **state)
+{
+    fixture *f = *state;
+    fsvc *s = f->svc;
+    uint32_t req;
+    char origin1[64], origin2[64], id[64];
+    fs_version(f, U_ALICE, SR_OP_ADD, U_ALICE, SR_ROLE_OWNER);
+    assert_int_equal(fs_new_epoch(f, U_ALICE, FS_EPOCH_GOOD), 1);
+    join_ready(f);
+    char *sealed[2];
+    const char *texts[2] = {"first one", "second one"};
+    char *origins[2] = {origin1, origin2};
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(sealroom_room_send(f->ctx, &req, origins[i], 64, "team",
+                                            (const unsigned char *)texts[i], strlen(texts[i])),
+                         SEALROOM_OK);
+        settle(f);
+        xmpp_stanza_t *m = last_out(f);
+        sealed[i] = sealed_text(f, m);
+        reflect(f, m, i == 0 ? "1" : "2");
+        xmpp_stanza_release(m);
+    }
+    assert_int_equal(sealroom_room_add_member(f->ctx, &req, "team", "bob@localhost",
+                                              SEALROOM_ROLE_MEMBER, f->bob_pk),
+                     SEALROOM_OK);
+    settle(f);
+    sr_roster_version *v = sent_version(f, id, sizeof id);
+    fs_apply(f, v);
+    free(v);
+    answer_head(f, id, &s->roster);
+    settle(f);
+    assert_int_equal(done_event(f, req)->result, SEALROOM_OK);
+    expect_token(s, 2, U_ALICE);
+
+    /* Bob reads the first message while the room does not re-key yet; too
+     * soon after, the failure stands without asking again. */
+    s->no_lazy = true;
+    fixture *b = fr_member(s, U_BOB, "bob@localhost/phone");
+    sealroom_ctx_tick(b->ctx, 1000);
+    feed_groupchat(b, "alice", "alice@localhost", origin1, "1", sealed[0]);
+    settle(b);
+    expect_rejected(b, SEALROOM_E_NO_KEY, "1", "alice@localhost");
+    s->no_lazy = false;
+    sealroom_ctx_tick(b->ctx, 1000 + SR_DK_REFETCH_MS - 1);
+    feed_groupchat(b, "alice", "alice@localhost", origin2, "2", sealed[1]);
+    settle(b);
+    assert_int_equal(s->n_rekeyed, 0);
+    assert_null(find_event(b, SEALROOM_EVENT_MESSAGE));
+    client_free(b);
+
+    /* Once the room can re-key it, the same session asks again and reads. */
+    b = fr_member(s, U_BOB, "bob@localhost/phone");
+    s->no_lazy = true;
+    sealroom_ctx_tick(b->ctx, 1000);
+    feed_groupchat(b, "alice", "alice@localhost", origin1, "1", sealed[0]);
+    settle(b);
+    expect_rejected(b, SEALROOM_E_NO_KEY, "1", "alice@localhost");
+    s->no_lazy = false;
+    sealroom_ctx_tick(b->ctx, 1000 + SR_DK_REFETCH_MS);
+    feed_groupchat(b, "alice", "alice@localhost", origin2, "2", sealed[1]);
+    settle(b);
+    assert_int_equal(s->n_rekeyed, 1);
+    const ev_copy *e = find_event(b, SEALROOM_EVENT_MESSAGE);
+    assert_non_null(e);
+    assert_string_equal(e->origin_id, origin2);
+    assert_int_equal(e->payload_len, strlen(texts[1]));
+    assert_memory_equal(e->payload, texts[1], strlen(texts[1]));
+    assert_int_equal(e->epoch, 2);
+    client_free(b);
+    free(sealed[0]);
+    free(sealed[1]);
+}
+
 static void test_archive_new_member_reads(void **state)
 {
     fixture *f = *state;
@@ -4747,6 +4823,7 @@ int main(void)
         T(test_archive_run_check),
         T(test_archive_confirm_check),
         T(test_archive_new_member_reads),
+        T(test_archive_refetch_after_token),
     };
     return cmocka_run_group_tests_name("client_core", tests, NULL, NULL);
 }
