@@ -3,7 +3,8 @@
  * JID, for the bare JIDs in admin.jids only. "stats" reports the counters an
  * operator needs to see the daemon is healthy: link, database and group
  * commit, rooms and occupants in the cache, messages stored and refused;
- * "sweep" the progress of the archive re-keying sweep (sweep.h). */
+ * "sweep" the progress of the archive re-keying sweep (sweep.h) and of
+ * erasing the tokens it no longer needs (tokenerase.c). */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -113,14 +114,14 @@ static void stats(rooms *r, xmpp_stanza_t *iq, xmpp_stanza_t *form)
     (void)iq;
 }
 
-static void sweep_progress(xmpp_stanza_t *form)
+static void sweep_progress(const rooms *r, xmpp_stanza_t *form)
 {
     sweep_stats st;
     sweep_get_stats(sweep_running(), &st);
     xmpp_stanza_set_attribute(form, "type", "result");
     st_add_text(form, "title", NULL, "sealroomd archive sweep");
     add_number(form, "threads", "Worker threads", st.threads);
-    add_field(form, "scan", "Scan for rooms behind at start", st.scan_done ? "done" : "pending");
+    add_field(form, "scan", "Scan at start for rooms with tokens", st.scan_done ? "done" : "pending");
     add_number(form, "rooms-pending", "Rooms queued or being swept", st.rooms_pending);
     add_number(form, "rooms-done", "Room sweeps completed", st.rooms_done);
     add_number(form, "headers-rekeyed", "Headers re-keyed", st.headers_rekeyed);
@@ -129,6 +130,12 @@ static void sweep_progress(xmpp_stanza_t *form)
                st.headers_behind);
     add_number(form, "reconnects", "Database reconnects", st.reconnects);
     add_number(form, "errors", "Room slices given up on a database error", st.errors);
+    add_number(form, "checks-asked", "Re-keyed check headers sent to members to confirm",
+               r->stats.checks_asked);
+    add_number(form, "checks-failed", "Check headers members found wrong (tokens kept)",
+               r->stats.checks_failed);
+    add_number(form, "tokens-erased", "Tokens erased after a member's confirmation",
+               r->stats.tokens_erased);
 }
 
 void admin_handle_command(rooms *r, xmpp_stanza_t *iq, xmpp_stanza_t *cmd)
@@ -168,7 +175,7 @@ void admin_handle_command(rooms *r, xmpp_stanza_t *iq, xmpp_stanza_t *cmd)
     xmpp_stanza_set_attribute(c, "status", "completed");
     xmpp_stanza_set_attribute(c, "sessionid", session);
     if (strcmp(node, NODE_SWEEP) == 0)
-        sweep_progress(form);
+        sweep_progress(r, form);
     else
         stats(r, iq, form);
     log_info(sender, "admin command %s", node);

@@ -207,6 +207,18 @@ int main(int argc, char **argv)
     char err[512];
     int status = EXIT_FAILURE, c;
 
+    /* Signals are read from a signalfd inside the loop. Block them before
+     * anything else, so that threads started later (the sweep's workers)
+     * inherit the mask and a SIGTERM arriving during start-up is handled as
+     * a clean stop rather than killing the process. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGHUP);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigprocmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
     while ((c = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
         switch (c) {
         case 'c': a.config_path = optarg; break;
@@ -232,16 +244,6 @@ int main(int argc, char **argv)
         config_free(&a.cfg);
         return EXIT_SUCCESS;
     }
-
-    /* Signals are read from a signalfd inside the loop; block them first so
-     * threads started later (db workers) inherit the mask. */
-    sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGHUP);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGINT);
-    sigprocmask(SIG_BLOCK, &sigs, NULL);
-    signal(SIGPIPE, SIG_IGN);
 
     apply_log_level(&a.cfg);
     if (log_open(a.cfg.log_file) != 0) {

@@ -185,6 +185,7 @@ void rooms_free(rooms *r)
     }
     free(r->buckets);
     vault_limits_free(r);
+    tokenerase_free(r);
     free(r);
 }
 
@@ -515,6 +516,9 @@ static void handle_room_iq(rooms *r, room *rm, xmpp_stanza_t *iq)
         dmkd_handle_iq(r, rm, iq, payload);
     else if (strcmp(ns, NS_ARCHIVE) == 0 && set && strcmp(name, "token") == 0)
         token_handle_set(r, rm, iq, payload);
+    else if (strcmp(ns, NS_ARCHIVE) == 0 && set &&
+             (strcmp(name, "check-ok") == 0 || strcmp(name, "check-failed") == 0))
+        tokenerase_handle_answer(r, rm, iq, payload);
     else if (strcmp(ns, NS_MAM) == 0 && strcmp(name, "query") == 0)
         archive_handle_mam(r, rm, iq, payload);
     else if ((strcmp(ns, NS_DISCO_INFO) == 0 || strcmp(ns, NS_DISCO_ITEMS) == 0) && get)
@@ -648,6 +652,7 @@ void rooms_tick(rooms *r, long now_ms)
 {
     r->now_ms = now_ms;
     fanout_flush(r);
+    tokenerase_tick(r, now_ms);
     if (!r->dmkd_resume_scanned && db_is_ready(r->db)) {
         r->dmkd_resume_scanned = true;
         db_read1(r->db, "SELECT r.name FROM dmkd_runs d JOIN rooms r USING (room_id)", 0, NULL,

@@ -99,12 +99,15 @@ struct rooms {
         unsigned long long messages_stored, messages_deduplicated, requests_refused,
             admin_sessions, epochs_created, datakeys_stored, vaults_stored, vault_fetches,
             vault_rate_limited, rekey_nudges, dmkd_runs_started, dmkd_runs_committed,
-            dmkd_runs_failed, dmkd_members_dropped, tokens_stored, headers_rekeyed_lazily;
+            dmkd_runs_failed, dmkd_members_dropped, tokens_stored, headers_rekeyed_lazily,
+            checks_asked, checks_failed, tokens_erased;
     } stats;
     struct vault_limits *vault_limits; /* vault.c: per-user fetch buckets */
     long last_nudge_scan_ms;
     bool dmkd_resume_scanned; /* unfinished runs looked up after start-up */
     long last_dmkd_tick_ms;
+    struct erase_room *erasing; /* tokenerase.c: rooms whose tokens wait for a check */
+    long last_erase_ms;
     char instance[256];
 };
 
@@ -245,6 +248,18 @@ void token_handle_set(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *el);
 bool token_chain_put(room *rm, uint64_t from, const unsigned char delta[32]);
 bool token_chain_delta(const room *rm, uint64_t a, uint64_t c, unsigned char out[32]);
 void token_chain_free(room *rm);
+/* Forget (and wipe) the cached tokens from epochs below e, i.e. those into
+ * e and earlier: they were erased from the database. */
+void token_chain_drop_below(room *rm, uint64_t e);
+
+/* tokenerase.c (erasing tokens: <confirm-check/>, <check-ok/>, <check-failed/>) */
+/* Rooms the sweep completed: ask a present member to confirm, and ask
+ * again when unanswered (rooms_tick, every turn). */
+void tokenerase_tick(rooms *r, long now_ms);
+/* IQ set <check-ok/> or <check-failed/> in NS_ARCHIVE from a member. */
+void tokenerase_handle_answer(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *el);
+/* Forget every waiting room (shutdown). */
+void tokenerase_free(rooms *r);
 
 /* datakey.c */
 void datakey_handle_set(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *el);

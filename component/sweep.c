@@ -8,7 +8,9 @@
  * (random, so the slices are about equal), several per thread: both cores
  * work on one big room, and a thread that finishes early takes the next
  * slice. Each slice loads the room's epoch and chain itself, so slices need
- * no shared state beyond the counters. */
+ * no shared state beyond the counters. A sweep that ends with no header of
+ * the room behind the epoch all its slices swept to goes on the done queue
+ * for the loop (sweep_take_done). */
 #include "sweep.h"
 
 #include <errno.h>
@@ -60,16 +62,16 @@
     "SELECT r.current_epoch, t.from_epoch, t.delta FROM rooms r "                                  \
     "LEFT JOIN archive_tokens t ON t.room_id = r.room_id AND t.from_epoch < r.current_epoch "      \
     "WHERE r.room_id = $1 ORDER BY t.from_epoch DESC NULLS LAST"
-/* Rooms with a token into their current epoch and a header behind it at or
- * above their oldest token. A gap in the chain can still make one a room
- * with nothing to do; its sweep finds that out cheaply. One pass over
- * datakeys, once per start, in a worker. */
+/* Rooms with a token into their current epoch: those with headers to
+ * re-key, and those with none left behind, whose completed sweep tells the
+ * loop that their tokens may be erased (they are kept until a member
+ * confirms, across restarts). A gap in the chain can still make one a room
+ * with nothing to do; its sweep finds that out cheaply. Once per start, in
+ * a worker; after an erasure a room has no such token until its next
+ * epoch's. */
 #define SQL_SCAN                                                                                   \
-    "SELECT r.room_id FROM rooms r JOIN (SELECT room_id, min(from_epoch) AS lo, "                  \
-    "max(to_epoch) AS hi FROM archive_tokens GROUP BY room_id) t "                                 \
-    "ON t.room_id = r.room_id AND t.hi = r.current_epoch "                                         \
-    "WHERE EXISTS (SELECT 1 FROM datakeys d WHERE d.room_id = r.room_id "                          \
-    "AND d.epoch >= t.lo AND d.epoch < r.current_epoch) ORDER BY r.room_id"
+    "SELECT r.room_id FROM rooms r WHERE EXISTS (SELECT 1 FROM archive_tokens t "                  \
+    "WHERE t.room_id = r.room_id AND t.to_epoch = r.current_epoch) ORDER BY r.room_id"
 
 /* A room the sweep knows of. A sweep of it hands out slices 0..nslices-1
  * from the queue; kicked while under way, it is swept again afterwards. */
@@ -79,7 +81,11 @@ typedef struct sweep_room {
     unsigned running;    /* slices workers are on */
     bool queued;         /* on the queue */
     bool again;          /* kicked after its sweep began */
-    long long *behind;   /* per slice: as last counted, less re-keyed since */
+    /* This sweep so far: the epoch its slices swept to (0 before the first
+     * ends), and whether every slice ended done at that one epoch. */
+    uint64_t pass_epoch;
+    bool pass_ok;
+    long long *behind; /* per slice: as last counted, less re-keyed since */
     struct sweep_room *hnext, *qnext;
 } sweep_room;
 
@@ -97,11 +103,19 @@ struct sweep {
     bool scan_wanted, scan_done;
     sweep_room *qhead, *qtail;
     sweep_room *rooms[ROOM_BUCKETS];
-    unsigned long long pending; /* rooms queued or with slices running */
-    unsigned long long behind;  /* sum of every room's behind[] */
+    struct sweep_done *done_head, *done_tail; /* for sweep_take_done */
+    unsigned long long pending;               /* rooms queued or with slices running */
+    unsigned long long behind;                /* sum of every room's behind[] */
     /* Bumped by the workers without the lock: */
     atomic_ullong rooms_done, rekeyed, batches, reconnects, errors;
 };
+
+/* A completed sweep that left nothing behind, for the loop. */
+typedef struct sweep_done {
+    long long id;
+    uint64_t epoch;
+    struct sweep_done *next;
+} sweep_done;
 
 /* What a worker does for one slice; kept across a lost connection, so the
  * walk resumes at its cursor. */
@@ -156,6 +170,8 @@ static sweep_room **room_slot(sweep *s, long long id)
 static void room_enqueue(sweep *s, sweep_room *rm)
 {
     rm->next_slice = 0;
+    rm->pass_epoch = 0;
+    rm->pass_ok = true;
     rm->queued = true;
     rm->qnext = NULL;
     if (s->qtail)
@@ -229,14 +245,41 @@ static void take_slice(sweep *s, slice_run *sr)
     }
 }
 
-/* A worker is done with a slice (or gives it up). */
-static void finish_slice(sweep *s, slice_run *sr)
+/* Tell the loop that room id has nothing behind epoch (sweep_take_done). */
+static void done_push(sweep *s, long long id, uint64_t epoch)
+{
+    sweep_done *d = malloc(sizeof *d);
+    if (!d) {
+        /* Its tokens stay until the room's next sweep reports it. */
+        log_error("sweep", "out of memory: room %lld swept, not reported", id);
+        return;
+    }
+    d->id = id;
+    d->epoch = epoch;
+    d->next = NULL;
+    if (s->done_tail)
+        s->done_tail->next = d;
+    else
+        s->done_head = d;
+    s->done_tail = d;
+}
+
+/* A worker is done with a slice (complete: it ran to its end), or gives it
+ * up. */
+static void finish_slice(sweep *s, slice_run *sr, bool complete)
 {
     sweep_room *rm = sr->room;
     rm->running--;
+    if (!complete || !sr->loaded || (rm->pass_epoch && rm->pass_epoch != sr->c))
+        rm->pass_ok = false;
+    else
+        rm->pass_epoch = sr->c;
     if (rm->queued || rm->running) return;
     atomic_fetch_add(&s->rooms_done, 1);
     s->pending--;
+    /* Only a pass that is not to be redone speaks for the room. */
+    if (!rm->again && rm->pass_ok && rm->pass_epoch > 0 && room_behind(s, rm) == 0)
+        done_push(s, rm->id, rm->pass_epoch);
     if (rm->again) {
         rm->again = false;
         room_enqueue(s, rm);
@@ -411,7 +454,7 @@ static int scan(worker *w)
     s->scan_done = true;
     pthread_mutex_unlock(&s->mu);
     PQclear(r);
-    if (n) log_info("sweep", "%d room(s) have headers to re-key", n);
+    if (n) log_info("sweep", "%d room(s) have tokens into their current epoch", n);
     return RUN_DONE;
 }
 
@@ -666,7 +709,7 @@ static void *worker_main(void *arg)
             s->scan_done = rc == RUN_FAILED;
             s->scan_wanted = rc != RUN_FAILED;
         } else if (!do_scan) {
-            finish_slice(s, &sr);
+            finish_slice(s, &sr, rc == RUN_DONE);
         }
         pthread_mutex_unlock(&s->mu);
         if (!do_scan) slice_clear(&sr);
@@ -680,6 +723,11 @@ static void *worker_main(void *arg)
 static void sweep_free(sweep *s)
 {
     if (!s) return;
+    while (s->done_head) {
+        sweep_done *d = s->done_head;
+        s->done_head = d->next;
+        free(d);
+    }
     for (size_t i = 0; i < ROOM_BUCKETS; i++)
         while (s->rooms[i]) {
             sweep_room *rm = s->rooms[i];
@@ -773,6 +821,23 @@ void sweep_kick(sweep *s, long long room_id)
     pthread_mutex_lock(&s->mu);
     kick_locked(s, room_id);
     pthread_mutex_unlock(&s->mu);
+}
+
+bool sweep_take_done(sweep *s, long long *room_id, uint64_t *epoch)
+{
+    if (!s) return false;
+    pthread_mutex_lock(&s->mu);
+    sweep_done *d = s->done_head;
+    if (d) {
+        s->done_head = d->next;
+        if (!s->done_head) s->done_tail = NULL;
+        *room_id = d->id;
+        *epoch = d->epoch;
+    }
+    pthread_mutex_unlock(&s->mu);
+    bool got = d != NULL;
+    free(d);
+    return got;
 }
 
 void sweep_get_stats(sweep *s, sweep_stats *out)

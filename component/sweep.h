@@ -8,15 +8,18 @@
  * restart a scan at start finds the rooms still behind.
  *
  * The workers never touch the event loop's db or XMPP objects: the loop
- * only tells them which rooms have news (sweep_kick) and reads counters.
+ * only tells them which rooms have news (sweep_kick), reads counters, and
+ * takes the rooms whose sweep left nothing behind (sweep_take_done), whose
+ * tokens it may then erase (tokenerase.c).
  *
- * Thread-safety: sweep_kick and sweep_get_stats may be called from any
- * thread; sweep_start, sweep_stop and sweep_running from one thread (the
- * loop's). */
+ * Thread-safety: sweep_kick, sweep_take_done and sweep_get_stats may be
+ * called from any thread; sweep_start, sweep_stop and sweep_running from one
+ * thread (the loop's). */
 #ifndef SEALROOMD_SWEEP_H
 #define SEALROOMD_SWEEP_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 struct config;
 typedef struct sweep sweep;
@@ -39,9 +42,20 @@ void sweep_stop(sweep *s);
  * swept again afterwards with what is stored then. NULL s is a no-op. */
 void sweep_kick(sweep *s, long long room_id);
 
+/* A room whose sweep is over and left no header behind the epoch it swept
+ * to, *epoch (its current epoch then), into *room_id; false when there is
+ * none. Every completed sweep of such a room is reported, also one that
+ * found nothing to do because the lazy path had moved every header, or
+ * because there never was one; the scan at start sweeps every room whose
+ * tokens reach its current epoch, so a restart reports them again. A sweep
+ * that gave a slice up, or saw the epoch change under it, reports nothing
+ * (the kick that comes with the next token sweeps it again). Reports are
+ * kept until taken, in order, repeats included. NULL s: false. */
+bool sweep_take_done(sweep *s, long long *room_id, uint64_t *epoch);
+
 typedef struct sweep_stats {
     unsigned threads;                 /* worker threads */
-    bool scan_done;                   /* the scan at start has listed the rooms behind */
+    bool scan_done;                   /* the scan at start has listed its rooms */
     unsigned long long rooms_pending; /* rooms queued or being swept now */
     unsigned long long rooms_done;    /* room sweeps completed */
     unsigned long long headers_rekeyed;

@@ -23,12 +23,30 @@
 
 void token_chain_free(room *rm)
 {
+    /* Tokens are erased once they have done their work (tokenerase.c):
+     * none may linger in freed memory either. */
+    if (rm->tokens) sodium_memzero(rm->tokens, rm->ntokens * 32);
     free(rm->tokens);
     free(rm->token_have);
     rm->tokens = NULL;
     rm->token_have = NULL;
     rm->token_first = 0;
     rm->ntokens = 0;
+}
+
+void token_chain_drop_below(room *rm, uint64_t e)
+{
+    if (rm->ntokens == 0 || e <= rm->token_first) return;
+    if (e - rm->token_first >= rm->ntokens) {
+        token_chain_free(rm);
+        return;
+    }
+    size_t k = (size_t)(e - rm->token_first), n = rm->ntokens - k;
+    memmove(rm->tokens, rm->tokens + k, n * 32);
+    memmove(rm->token_have, rm->token_have + k, n * sizeof *rm->token_have);
+    sodium_memzero(rm->tokens + n, k * 32);
+    rm->ntokens = n;
+    rm->token_first = e;
 }
 
 bool token_chain_put(room *rm, uint64_t from, const unsigned char delta[32])

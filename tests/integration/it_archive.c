@@ -9,9 +9,13 @@
  *            opens under any epoch key the removed member held (read from
  *            its ctx through the test hook), while the current key opens
  *            every one of them to the data key its sender made;
- *   refused  tokens for the wrong epoch, malformed scalars, from a
- *            non-member and from a member who did not make the epoch are
- *            refused with their errors and nothing is stored.
+ *   erase    after messages over two epoch changes, the sweep completes, a
+ *            present member confirms the re-keyed check header and the
+ *            room's tokens are deleted from PostgreSQL; every message still
+ *            opens for a new session of a current member and for a member
+ *            added afterwards, and the token of that addition is erased
+ *            in turn.
+ * Refused tokens and answers to a check are in it_archive_component.
  * It needs the dev stack's environment (contrib/sealroom-dev). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -127,6 +131,134 @@ static void scenario_late(int n)
     e2e_lib_free(alice);
     e2e_lib_free(bob);
     e2e_lib_free(carol);
+}
+
+/* History messages of room w has events for: read, refused. */
+static void count_history(const e2e_lib *w, int *got, int *rejected)
+{
+    *got = *rejected = 0;
+    for (size_t i = 0; i < w->l->nev; i++) {
+        const it_ev *ev = &w->l->ev[i];
+        if (!ev->history || !ev->room || strcmp(ev->room, room) != 0) continue;
+        if (ev->type == SEALROOM_EVENT_MESSAGE) (*got)++;
+        if (ev->type == SEALROOM_EVENT_MESSAGE_REJECTED) (*rejected)++;
+    }
+}
+
+/* Wait until the room has no header behind epoch c and no token stored,
+ * pumping every client (one of them answers the room's check). */
+static void wait_erased(uint64_t c)
+{
+    char id[24], ce[24];
+    snprintf(id, sizeof id, "%lld", e2e_room_id(room));
+    snprintf(ce, sizeof ce, "%llu", (unsigned long long)c);
+    uint64_t end = it_mono_ms() + WAIT_MS;
+    for (;;) {
+        long long behind = pg_scalar(
+                      "SELECT count(*) FROM datakeys WHERE room_id = $1 AND epoch < $2", id, ce),
+                  left = tokens_stored();
+        if (behind == 0 && left == 0) break;
+        IT_CHECK(it_mono_ms() < end, "epoch %llu: %lld header(s) behind, %lld token(s) not erased",
+                 (unsigned long long)c, behind, left);
+        it_lib_pump_others(NULL);
+        it_sleep_ms(20);
+    }
+}
+
+/* w asks for a new epoch; every member in all[] holds it. */
+static uint64_t rekey(e2e_lib *w, e2e_lib *const *all, size_t n)
+{
+    uint64_t before = epoch_of(w);
+    uint32_t req = 0;
+    IT_OK(sealroom_room_rekey(e2e_ctx(w), &req, room));
+    it_lib_wait_ok(w->l, req, "rekey");
+    uint64_t end = it_mono_ms() + WAIT_MS;
+    for (size_t i = 0; i < n; i++)
+        while (epoch_of(all[i]) != before + 1) {
+            IT_CHECK(it_mono_ms() < end, "%s did not reach epoch %llu", all[i]->l->user,
+                     (unsigned long long)(before + 1));
+            it_lib_pump_others(NULL);
+            it_sleep_ms(10);
+        }
+    return before + 1;
+}
+
+static void scenario_erase(void)
+{
+    const int per = 20; /* messages per member and epoch */
+    e2e_lib *grace = e2e_connect("grace", true), *heidi = e2e_connect("heidi", true),
+            *ivan = e2e_connect("ivan", true);
+    it_lib_register(grace->l);
+    it_lib_register(heidi->l);
+    it_lib_register(ivan->l);
+    it_new_room(room, sizeof room, "archive-erase");
+    it_lib_create(grace->l, room);
+    it_lib_add(grace->l, room, "heidi", SEALROOM_ROLE_MEMBER);
+    it_lib_join(grace->l, room, "grace");
+    it_lib_join(heidi->l, room, "heidi");
+    e2e_lib *both[2] = {grace, heidi};
+    uint64_t first = epoch_of(grace);
+    send_many(grace, per, 1);
+    send_many(heidi, per, 2);
+    rekey(grace, both, 2);
+    send_many(grace, per, 3);
+    send_many(heidi, per, 4);
+    uint64_t c = rekey(heidi, both, 2);
+    send_many(grace, per, 5);
+    send_many(heidi, per, 6);
+    IT_CHECK(c == first + 2, "epochs %llu to %llu", (unsigned long long)first,
+             (unsigned long long)c);
+    wait_erased(c);
+    /* Headers registered in the two earlier epochs are at epoch c now: the
+     * tokens were there and did their work before they went. */
+    char id[24], ce[24];
+    snprintf(id, sizeof id, "%lld", e2e_room_id(room));
+    snprintf(ce, sizeof ce, "%llu", (unsigned long long)c);
+    long long older = pg_scalar("SELECT count(DISTINCT created_epoch) FROM datakeys "
+                                "WHERE room_id = $1 AND created_epoch < $2 AND epoch = $2",
+                                id, ce);
+    IT_CHECK(older == 2, "headers of %lld earlier epoch(s) moved to epoch %llu, expected 2", older,
+             (unsigned long long)c);
+    it_log("the sweep to epoch %llu is complete and the room's tokens are erased",
+           (unsigned long long)c);
+
+    /* A new session of a current member reads every message. */
+    e2e_lib_free(heidi);
+    heidi = e2e_connect("heidi", true);
+    it_lib_join(heidi->l, room, "heidi");
+    int got, rejected, rc = e2e_read_history(heidi, room);
+    IT_CHECK(rc == SEALROOM_OK, "heidi's history read failed: %d", rc);
+    count_history(heidi, &got, &rejected);
+    IT_CHECK(got == 6 * per && rejected == 0, "heidi read %d of %d messages (%d refused)", got,
+             6 * per, rejected);
+
+    /* So does a member added afterwards, holding only the epoch of the
+     * addition: the headers reach it with the one token made since. */
+    it_lib_add(grace->l, room, "ivan", SEALROOM_ROLE_MEMBER);
+    uint64_t end = it_mono_ms() + WAIT_MS;
+    while (epoch_of(grace) != c + 1) {
+        IT_CHECK(it_mono_ms() < end, "adding ivan made no epoch %llu", (unsigned long long)(c + 1));
+        it_lib_pump_others(NULL);
+        it_sleep_ms(10);
+    }
+    it_lib_join(ivan->l, room, "ivan");
+    rc = e2e_read_history(ivan, room);
+    IT_CHECK(rc == SEALROOM_OK, "ivan's history read failed: %d", rc);
+    count_history(ivan, &got, &rejected);
+    IT_CHECK(got == 6 * per && rejected == 0, "ivan read %d of %d messages (%d refused)", got,
+             6 * per, rejected);
+    uint64_t held = 0;
+    IT_CHECK(sealroom_room_epoch(e2e_ctx(ivan), &held, room) == SEALROOM_OK && held == c + 1,
+             "ivan holds epoch %llu, expected %llu", (unsigned long long)held,
+             (unsigned long long)(c + 1));
+    /* The token of that epoch goes the same way. */
+    wait_erased(c + 1);
+    it_log("%d messages over epochs %llu..%llu read by a new session of heidi and by ivan; "
+           "the tokens into epoch %llu erased too",
+           6 * per, (unsigned long long)first, (unsigned long long)c, (unsigned long long)(c + 1));
+    e2e_lib_free(grace);
+    e2e_lib_free(heidi);
+    e2e_lib_free(ivan);
 }
 
 typedef struct keys {
@@ -246,8 +378,9 @@ int main(int argc, char **argv)
     const char *what = argc > 1 ? argv[1] : "late";
     if (strcmp(what, "late") == 0) scenario_late(argc > 2 ? atoi(argv[2]) : 10000);
     else if (strcmp(what, "removal") == 0) scenario_removal();
+    else if (strcmp(what, "erase") == 0) scenario_erase();
     else {
-        fprintf(stderr, "usage: it_archive late [N]|removal\n");
+        fprintf(stderr, "usage: it_archive late [N]|removal|erase\n");
         return 2;
     }
     it_log("it_archive %s: ok", what);

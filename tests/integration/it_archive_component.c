@@ -6,7 +6,17 @@
  * not carry the check header of the older epoch to the newer one); the
  * right token is stored once (the same again is accepted, another one is
  * a conflict); and a data-key header wrapped under the older epoch is then
- * served re-keyed to the current one, exactly Δ·H. */
+ * served re-keyed to the current one, exactly Δ·H. Then erasing tokens:
+ * once the sweep is complete, a member who joins is asked to confirm the
+ * oldest check header re-keyed to the current epoch (it opens under that
+ * epoch's key, not under the old one's); answers nobody asked for, for
+ * another epoch, malformed or from a non-member are refused and erase
+ * nothing; <check-failed/> erases nothing and ends the asking for that
+ * epoch; after the next epoch and its token the room asks again, and
+ * <check-ok/> erases every token while the header still opens.
+ * With the argument "restart" (a serial test): tokens wait for a member to
+ * be present across a restart of sealroomd, whose sweep finds the room
+ * again, and a member who joins then is asked and erases them. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +62,58 @@ static void k_of(unsigned char k[32], uint64_t number, const unsigned char secre
     sodium_memzero(&keys, sizeof keys);
 }
 
+/* An answer to a check, <check-ok/> or <check-failed/>, for epoch. */
+static xmpp_stanza_t *answer(it_raw *rc, const char *name, const char *epoch)
+{
+    char xml[256];
+    snprintf(xml, sizeof xml, "<%s xmlns='urn:xmpp:sealroom:archive:0' epoch='%s'/>", name, epoch);
+    return it_raw_iq(rc, "set", room.jid, xml);
+}
+
+static void answer_refused(it_raw *rc, const char *name, const char *epoch, const char *etype,
+                           const char *cond, const char *app, const char *what)
+{
+    long before = tokens();
+    xmpp_stanza_t *st = answer(rc, name, epoch);
+    it_check_error(st, etype, cond, app, what);
+    xmpp_stanza_release(st);
+    IT_CHECK(tokens() == before, "%s erased tokens", what);
+}
+
+/* The room's <confirm-check/> headline. */
+static bool match_confirm(xmpp_stanza_t *st, const void *arg)
+{
+    (void)arg;
+    const char *type = xmpp_stanza_get_type(st);
+    return strcmp(xmpp_stanza_get_name(st), "message") == 0 && type &&
+           strcmp(type, "headline") == 0 &&
+           xmpp_stanza_get_child_by_name_and_ns(st, "confirm-check",
+                                                "urn:xmpp:sealroom:archive:0") != NULL;
+}
+
+/* Wait for the room to ask rc to confirm epoch e; the check header it
+ * sends into hc. */
+static void expect_confirm(it_raw *rc, uint64_t e, unsigned char hc[32])
+{
+    xmpp_stanza_t *st = it_raw_expect(rc, match_confirm, NULL, 15000, "a <confirm-check/>");
+    xmpp_stanza_t *el =
+        xmpp_stanza_get_child_by_name_and_ns(st, "confirm-check", "urn:xmpp:sealroom:archive:0");
+    const char *from = xmpp_stanza_get_from(st), *ep = xmpp_stanza_get_attribute(el, "epoch"),
+               *check = xmpp_stanza_get_attribute(el, "check");
+    IT_CHECK(from && strcmp(from, room.jid) == 0, "the headline comes from %s", from ? from : "?");
+    IT_CHECK(ep && strtoull(ep, NULL, 10) == e, "asked to confirm epoch %s, expected %llu",
+             ep ? ep : "(none)", (unsigned long long)e);
+    unsigned char buf[64];
+    size_t n = 0;
+    IT_CHECK(check &&
+                 sodium_base642bin(buf, sizeof buf, check, strlen(check), NULL, &n, NULL,
+                                   sodium_base64_VARIANT_ORIGINAL) == 0 &&
+                 n == 32,
+             "the check is not 32 bytes of base64");
+    memcpy(hc, buf, 32);
+    xmpp_stanza_release(st);
+}
+
 /* The header of dkid as the service serves it, and the epoch it names. */
 static uint64_t fetch_header(it_raw *rc, const unsigned char dkid[16], unsigned char h[32])
 {
@@ -77,8 +139,57 @@ static uint64_t fetch_header(it_raw *rc, const unsigned char dkid[16], unsigned 
     return e;
 }
 
-int main(void)
+/* Tokens 1 -> 2 stored while nobody is present; sealroomd restarts; alice
+ * joins and is asked about epoch 2; her check-ok erases the token. */
+static int scenario_restart(void)
 {
+    const it_env *env = it_init("it_archive_component restart");
+    if (sodium_init() < 0) return 1;
+    it_raw *alice = it_raw_connect("alice"), *bob = it_raw_connect("bob");
+    it_raw_register(alice);
+    it_raw_register(bob);
+    it_room_create(alice, &room, "archive-restart");
+    it_room_change(alice, &room, SR_OP_ADD, "bob", SR_ROLE_MEMBER);
+    it_raw_epoch(alice, &room);
+    it_raw_datakey(bob, &room);
+    unsigned char k1[32], k2[32], delta[32], hc[32];
+    k_of(k1, room.epoch, room.epoch_secret, room.epoch_hash);
+    it_raw_epoch(alice, &room);
+    k_of(k2, room.epoch, room.epoch_secret, room.epoch_hash);
+    IT_CHECK(sr_e2e_token_make(delta, k1, k2) == SR_E2E_OK, "token");
+    char *t12 = it_b64(delta, 32), f1[24], f2[24];
+    snprintf(f1, sizeof f1, "%llu", (unsigned long long)room.epoch - 1);
+    snprintf(f2, sizeof f2, "%llu", (unsigned long long)room.epoch);
+    xmpp_stanza_t *st = send_token(alice, f1, f2, t12);
+    it_check_result(st, "the token");
+    xmpp_stanza_release(st);
+    IT_CHECK(tokens() == 1, "%ld tokens stored", tokens());
+    /* Nobody could be asked: the token stays over the restart. */
+    it_run_command("restart sealroomd", env->sealroomd_restart);
+    it_wait_component(30000);
+    IT_CHECK(tokens() == 1, "%ld tokens after the restart", tokens());
+    it_raw_join_keys_ok(alice, room.jid, "alice");
+    expect_confirm(alice, room.epoch, hc);
+    IT_CHECK(sr_e2e_check_header_verify(hc, k2, room.jid) == SR_E2E_OK,
+             "the re-keyed check header is not k_2 times P_c");
+    st = answer(alice, "check-ok", f2);
+    it_check_result(st, "check-ok after the restart");
+    xmpp_stanza_release(st);
+    IT_CHECK(tokens() == 0, "%ld tokens left after check-ok", tokens());
+    free(t12);
+    sodium_memzero(k1, sizeof k1);
+    sodium_memzero(k2, sizeof k2);
+    sodium_memzero(delta, sizeof delta);
+    it_raw_free(alice);
+    it_raw_free(bob);
+    it_room_free(&room);
+    it_log("passed");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && strcmp(argv[1], "restart") == 0) return scenario_restart();
     it_init("it_archive_component");
     if (sodium_init() < 0) return 1;
     it_raw *alice = it_raw_connect("alice"), *bob = it_raw_connect("bob"),
@@ -179,6 +290,71 @@ int main(void)
     xmpp_stanza_release(st);
     IT_CHECK(tokens() == 2, "%ld tokens stored", tokens());
     free(t23);
+
+    /* ---- erasing tokens ---- */
+    /* Nobody is present for the room to ask (nor has it asked anybody). */
+    answer_refused(alice, "check-ok", f3, "cancel", "unexpected-request", NULL,
+                   "a check-ok nobody asked for");
+    answer_refused(mallory, "check-ok", f3, "auth", "forbidden", "not-member",
+                   "a non-member's check-ok");
+    /* alice is present: the room asks her about epoch 3, with H_c(1)
+     * carried by both tokens, which opens under k_3 and not under k_1. */
+    it_raw_join_keys_ok(alice, room.jid, "alice");
+    unsigned char hc[32];
+    expect_confirm(alice, e3, hc);
+    IT_CHECK(sr_e2e_check_header_verify(hc, k3, room.jid) == SR_E2E_OK,
+             "the re-keyed check header is not k_3 times P_c");
+    IT_CHECK(sr_e2e_check_header_verify(hc, k1, room.jid) != SR_E2E_OK,
+             "the check header was not re-keyed");
+    answer_refused(alice, "check-ok", f2, "cancel", "unexpected-request", NULL,
+                   "a check-ok for another epoch");
+    answer_refused(alice, "check-ok", "x3", "modify", "bad-request", NULL,
+                   "a check-ok with a malformed epoch");
+    answer_refused(mallory, "check-ok", f3, "auth", "forbidden", "not-member",
+                   "a non-member's check-ok for the epoch asked");
+    answer_refused(mallory, "check-failed", f3, "auth", "forbidden", "not-member",
+                   "a non-member's check-failed");
+    /* A member reports a wrong check header: nothing is erased, and the
+     * room no longer takes an answer for epoch 3. */
+    st = answer(bob, "check-failed", f3);
+    it_check_result(st, "check-failed");
+    xmpp_stanza_release(st);
+    IT_CHECK(tokens() == 2, "check-failed erased tokens");
+    answer_refused(alice, "check-ok", f3, "cancel", "unexpected-request", NULL,
+                   "a check-ok after a failed check");
+    IT_CHECK(!it_raw_seen(alice, match_confirm, NULL, 1500), "asked again about epoch 3");
+    /* Epoch 4 and its token (unverified: epoch 3 has no check header): the
+     * room asks about epoch 4, and check-ok erases every token. */
+    room.epoch = e3;
+    memcpy(room.epoch_secret, s3, 32);
+    memcpy(room.epoch_hash, room.state.head, 32);
+    it_raw_epoch(alice, &room);
+    uint64_t e4 = room.epoch;
+    unsigned char k4[32], d34[32];
+    k_of(k4, e4, room.epoch_secret, room.epoch_hash);
+    IT_CHECK(sr_e2e_token_make(d34, k3, k4) == SR_E2E_OK, "token 3 -> 4");
+    char *t34 = it_b64(d34, 32), f4[24];
+    snprintf(f4, sizeof f4, "%llu", (unsigned long long)e4);
+    st = send_token(alice, f3, f4, t34);
+    it_check_result(st, "the token 3 -> 4");
+    xmpp_stanza_release(st);
+    IT_CHECK(tokens() == 3, "%ld tokens stored", tokens());
+    expect_confirm(alice, e4, hc);
+    IT_CHECK(sr_e2e_check_header_verify(hc, k4, room.jid) == SR_E2E_OK,
+             "the check header re-keyed to epoch 4 is not k_4 times P_c");
+    st = answer(alice, "check-ok", f4);
+    it_check_result(st, "check-ok for epoch 4");
+    xmpp_stanza_release(st);
+    IT_CHECK(tokens() == 0, "%ld tokens left after check-ok", tokens());
+    answer_refused(alice, "check-ok", f4, "cancel", "unexpected-request", NULL,
+                   "a check-ok after the erasure");
+    /* The archive did not need them any more: the header opens under k_4. */
+    IT_CHECK(fetch_header(bob, dkid, got) == e4, "the header is not at epoch 4");
+    IT_CHECK(sr_e2e_header_unwrap(p2, k4, got) == SR_E2E_OK && memcmp(p1, p2, 32) == 0,
+             "after the erasure the header does not open to its data key under k_4");
+    free(t34);
+    sodium_memzero(k4, sizeof k4);
+    sodium_memzero(d34, sizeof d34);
     sodium_memzero(k3, sizeof k3);
     sodium_memzero(s3, sizeof s3);
     sodium_memzero(d23, sizeof d23);
