@@ -123,8 +123,9 @@ static bool is_loopback(const char *host)
  * the whole program with SIGPIPE. As libcurl does, block SIGPIPE in this
  * thread while the loop runs and swallow one raised meanwhile, leaving the
  * application's own signal disposition alone; the write error itself
- * reaches libstrophe as EPIPE and drops the link. */
-static void pump(sealroom_client *c, unsigned long ms)
+ * reaches libstrophe as EPIPE and drops the link. Every loop turn of this
+ * client goes through here, connecting and disconnecting included. */
+static void run_once(xmpp_ctx_t *xmpp, unsigned long ms)
 {
     sigset_t pipe_set, old_set;
     sigemptyset(&pipe_set);
@@ -132,7 +133,7 @@ static void pump(sealroom_client *c, unsigned long ms)
     bool blocked = pthread_sigmask(SIG_BLOCK, &pipe_set, &old_set) == 0;
     sigset_t pending;
     bool was_pending = blocked && sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
-    xmpp_run_once(c->xmpp, ms);
+    xmpp_run_once(xmpp, ms);
     if (blocked) {
         if (!was_pending && sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE)) {
             const struct timespec zero = {0, 0};
@@ -143,6 +144,11 @@ static void pump(sealroom_client *c, unsigned long ms)
         }
         pthread_sigmask(SIG_SETMASK, &old_set, NULL);
     }
+}
+
+static void pump(sealroom_client *c, unsigned long ms)
+{
+    run_once(c->xmpp, ms);
     sealroom_ctx_tick(c->ctx, now_ms());
 }
 
@@ -156,16 +162,16 @@ static int do_connect(sealroom_client *c, uint32_t timeout_ms)
     }
     uint64_t deadline = now_ms() + (timeout_ms ? timeout_ms : SR_DEFAULT_TIMEOUT_MS);
     while (c->state == LINK_CONNECTING && now_ms() < deadline)
-        xmpp_run_once(c->xmpp, SLICE_MS);
+        run_once(c->xmpp, SLICE_MS);
     if (c->state == LINK_UP) {
         /* Flush the initial presence before anything else goes out. */
-        xmpp_run_once(c->xmpp, 1);
+        run_once(c->xmpp, 1);
         return SEALROOM_OK;
     }
     if (c->state == LINK_CONNECTING) {
         xmpp_disconnect(c->conn);
         for (int i = 0; i < 50 && c->state == LINK_CONNECTING; i++)
-            xmpp_run_once(c->xmpp, SLICE_MS);
+            run_once(c->xmpp, SLICE_MS);
         c->state = LINK_FAILED;
         return sr_fail(c->ctx, SEALROOM_E_TIMEOUT, "connecting timed out");
     }
@@ -330,7 +336,7 @@ void sealroom_client_disconnect(sealroom_client *client)
         return;
     xmpp_disconnect(client->conn);
     for (int i = 0; i < 100 && client->state == LINK_UP; i++)
-        xmpp_run_once(client->xmpp, SLICE_MS);
+        run_once(client->xmpp, SLICE_MS);
     if (client->state == LINK_UP) {
         client->state = LINK_FAILED;
         sealroom_ctx_link_down(client->ctx);
@@ -348,7 +354,7 @@ int sealroom_client_reconnect(sealroom_client *client, uint32_t timeout_ms)
     if (rc < 0)
         return rc;
     rc = sealroom_ctx_link_up(client->ctx);
-    xmpp_run_once(client->xmpp, 1);
+    run_once(client->xmpp, 1);
     sealroom_ctx_tick(client->ctx, now_ms());
     return rc;
 }
@@ -360,7 +366,7 @@ void sealroom_client_free(sealroom_client *client)
     if (client->conn && client->state == LINK_UP) {
         xmpp_disconnect(client->conn);
         for (int i = 0; i < 50 && client->state == LINK_UP; i++)
-            xmpp_run_once(client->xmpp, SLICE_MS);
+            run_once(client->xmpp, SLICE_MS);
     }
     sealroom_strophe_detach(client->ctx);
     client->ctx = NULL;
