@@ -3,6 +3,7 @@
  * through sealroom_ctx_receive_xml (or the adapter's direct path) and go out
  * through the send_xml callback (or xmpp_send when attached to a conn). */
 #include "internal.h"
+#include "sse.h"
 
 #include <sodium.h>
 #include <stdarg.h>
@@ -350,6 +351,8 @@ void sealroom_ctx_tick(sealroom_ctx *ctx, uint64_t now_ms)
     if (!ctx->link_up)
         return;
     sr_vault_tick(ctx);
+    for (sr_room *room = ctx->rooms; room; room = room->next)
+        sr_sse_tick(ctx, room, now_ms);
     if (ctx->timeout_ms == 0)
         return;
     sr_retry_sends(ctx, now_ms);
@@ -384,6 +387,7 @@ void sealroom_ctx_link_down(sealroom_ctx *ctx)
     for (sr_room *room = ctx->rooms; room; room = room->next) {
         room->joined = false;
         sr_room_clear_occupants(room);
+        sr_sse_link_down(room);
     }
     /* IQs in flight are lost with the stream and are not idempotent in
      * general (a create would conflict): fail them. Joins and messages are

@@ -5,6 +5,7 @@
  * headers in batches, epoch envelopes, roster versions), so a history page
  * completes only after every message in it was decided. */
 #include "internal.h"
+#include "sse.h"
 
 #include <inttypes.h>
 #include <sodium.h>
@@ -28,6 +29,8 @@ static void item_free(sr_inbox_item *it)
     if (it->fin)
         xmpp_stanza_release(it->fin);
     free(it->archive_id);
+    sr_sse_filter_release(it->filter);
+    sr_sse_compaction_release(it->sink);
     free(it);
 }
 
@@ -51,6 +54,39 @@ void sr_inbox_push(sealroom_ctx *ctx, sr_room *room, xmpp_stanza_t *msg, const c
     }
     it->ts = ts;
     it->history = history;
+    push(room, it);
+    sr_inbox_pump(ctx, room);
+}
+
+void sr_inbox_push_hit(sealroom_ctx *ctx, sr_room *room, xmpp_stanza_t *msg, int64_t ts,
+                       struct sr_sse_filter *filter)
+{
+    sr_inbox_item *it = calloc(1, sizeof *it);
+    if (!it || !(it->msg = xmpp_stanza_copy(msg))) {
+        sr_sse_filter_release(filter);
+        item_free(it);
+        sr_log(ctx, SEALROOM_LOG_ERROR, "%s: out of memory; a search hit was dropped", room->jid);
+        return;
+    }
+    it->filter = filter;
+    it->ts = ts;
+    it->history = true;
+    push(room, it);
+    sr_inbox_pump(ctx, room);
+}
+
+void sr_inbox_push_sink(sealroom_ctx *ctx, sr_room *room, xmpp_stanza_t *msg,
+                        struct sr_sse_compaction *job)
+{
+    sr_inbox_item *it = calloc(1, sizeof *it);
+    if (!it || !(it->msg = xmpp_stanza_copy(msg))) {
+        sr_sse_compaction_unreadable(job);
+        sr_sse_compaction_release(job);
+        item_free(it);
+        return;
+    }
+    it->sink = job;
+    it->history = true;
     push(room, it);
     sr_inbox_pump(ctx, room);
 }
@@ -294,6 +330,13 @@ static void reject(sealroom_ctx *ctx, sr_room *room, const sr_inbox_item *it, co
 {
     char text[512];
     va_list ap;
+    if (it->sink) {
+        /* A compaction's own read: the job is abandoned, the app not told. */
+        sr_sse_compaction_unreadable(it->sink);
+        sr_log(ctx, SEALROOM_LOG_INFO, "%s: compaction cannot read message %s (%s)", room->jid,
+               stanza_id ? stanza_id : "?", sealroom_strerror(rc));
+        return;
+    }
     va_start(ap, fmt);
     vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
@@ -487,6 +530,17 @@ static open_status open_item(sealroom_ctx *ctx, sr_room *room, sr_inbox_item *it
                sender_p, origin);
         goto out;
     }
+    if (it->sink) {
+        sr_sse_compaction_take(ctx, it->sink, stanza_id, plain, plain_len);
+        goto out;
+    }
+    if (it->filter && !sr_sse_filter_match(it->filter, plain, plain_len)) {
+        /* The room returned a message without the words: a service that
+         * errs or lies gains nothing by it. */
+        sr_log(ctx, SEALROOM_LOG_WARN, "%s: search hit %s does not contain the query's words; dropped",
+               room->jid, stanza_id ? stanza_id : "?");
+        goto out;
+    }
     sealroom_event ev = {0};
     ev.type = SEALROOM_EVENT_MESSAGE;
     ev.room = room->jid;
@@ -539,7 +593,11 @@ void sr_inbox_pump(sealroom_ctx *ctx, sr_room *room)
             it->fin = NULL;
             pop(room);
             sr_request *r = sr_request_by_id(ctx, id);
-            if (r)
+            if (r && r->kind == SEALROOM_REQ_SEARCH)
+                sr_sse_search_fin(ctx, r, fin);
+            else if (r && r->kind == SEALROOM_REQ_COMPACT)
+                sr_sse_compaction_fin(ctx, r, fin);
+            else if (r)
                 sr_history_fin(ctx, r, fin);
             xmpp_stanza_release(fin);
             continue;

@@ -129,6 +129,10 @@ typedef struct sr_request {
     sr_e2e_vault_data *vdata;
     /* roster history gathered while verifying, committed with the state */
     struct sr_hist *hist;
+    /* search (ssequery.c) */
+    void *sse;
+    /* send: the search batch whose entries the sealed message carries (0: none) */
+    uint32_t sse_batch;
 } sr_request;
 
 typedef struct sr_occupant {
@@ -206,6 +210,8 @@ typedef struct sr_inbox_item {
     uint32_t fin_request; /* nonzero: a marker completing this history request */
     xmpp_stanza_t *fin;   /* its answer IQ */
     bool synced;          /* a chain sync was made for this message already */
+    struct sr_sse_filter *filter; /* a search hit: delivered only if it matches */
+    struct sr_sse_compaction *sink; /* a compaction's message: handed to it, no event */
 } sr_inbox_item;
 
 typedef struct sr_room {
@@ -255,6 +261,8 @@ typedef struct sr_room {
     sr_e2e_replay *replay;
     /* replay tags: stanza-id hashes per (sender, origin-id) */
     struct sr_seen *seen;
+    /* encrypted search (sse.h) */
+    struct sr_sse_room *sse;
 } sr_room;
 
 typedef struct sr_known_key {
@@ -450,6 +458,12 @@ void sr_outbox_fail(sealroom_ctx *ctx, sr_room *room, int rc, const char *why);
 /* inbox.c */
 void sr_inbox_push(sealroom_ctx *ctx, sr_room *room, xmpp_stanza_t *msg, const char *archive_id,
                    int64_t ts, bool history);
+/* A search hit: delivered only if its plaintext matches filter (taken). */
+void sr_inbox_push_hit(sealroom_ctx *ctx, sr_room *room, xmpp_stanza_t *msg, int64_t ts,
+                       struct sr_sse_filter *filter);
+/* A message a compaction job reads (a reference to job is taken). */
+void sr_inbox_push_sink(sealroom_ctx *ctx, sr_room *room, xmpp_stanza_t *msg,
+                        struct sr_sse_compaction *job);
 void sr_inbox_push_fin(sealroom_ctx *ctx, sr_room *room, uint32_t request_id, xmpp_stanza_t *fin);
 void sr_inbox_pump(sealroom_ctx *ctx, sr_room *room);
 void sr_inbox_free(sr_room *room);

@@ -10,6 +10,7 @@
  * we start and verify it on every epoch we install; the tokens and check
  * confirmations built on it are archive.c's. */
 #include "internal.h"
+#include "sse.h"
 
 #include <inttypes.h>
 #include <sodium.h>
@@ -260,6 +261,8 @@ static void epoch_install(sealroom_ctx *ctx, sr_room *room, sr_epoch *e)
     /* An epoch we made, or the one before it, is here: the archive can
      * follow to it. */
     sr_archive_tokens(ctx, room);
+    /* And the search keyring, sealed per epoch. */
+    sr_sse_epoch_installed(ctx, room);
 }
 
 /* ---- fetching an epoch ---- */

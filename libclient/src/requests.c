@@ -3,6 +3,7 @@
  * proto/roster.c), history queries, and the mapping of error stanzas to
  * result codes. */
 #include "internal.h"
+#include "sse.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -40,6 +41,10 @@ void sr_request_free(sr_request *r)
     free(r->pending);
     free(r->first);
     free(r->last);
+    if (r->kind == SEALROOM_REQ_COMPACT)
+        sr_sse_compaction_release(r->sse);
+    else
+        sr_sse_search_free(r->sse);
     if (r->scratch_live)
         sr_roster_state_free(&r->scratch);
     if (r->cb && r->cb_free)

@@ -4,6 +4,7 @@
  * until reflected), and the routing of incoming room messages to the
  * inbox (inbox.c) and of room headlines to keys.c. */
 #include "internal.h"
+#include "sse.h"
 
 #include <inttypes.h>
 #include <sodium.h>
@@ -62,6 +63,7 @@ void sr_rooms_free(sealroom_ctx *ctx)
         sr_roster_state_free(&r->roster);
         sr_inbox_free(r);
         sr_room_keys_free(r);
+        sr_sse_room_free(r);
         free(r->jid);
         free(r->nick);
         free(r);
@@ -345,6 +347,16 @@ static xmpp_stanza_t *seal_message(sealroom_ctx *ctx, sr_room *rm, sr_request *r
         if (ok)
             oid = NULL;
     }
+    r->sse_batch = 0;
+    if (ok) {
+        xmpp_stanza_t *index = sr_sse_index_element(ctx, rm, r->plain, r->plain_len, &r->sse_batch);
+        if (index && xmpp_stanza_add_child_ex(m, index, 0) != XMPP_EOK) {
+            xmpp_stanza_release(index);
+            /* Its counters moved: the batch must not take more entries. */
+            sr_sse_message_refused(ctx, rm, r->sse_batch);
+            r->sse_batch = 0;
+        }
+    }
     free(sealed);
     free(b64);
     if (oid)
@@ -457,6 +469,10 @@ void sr_outbox_pump(sealroom_ctx *ctx, sr_room *rm)
         return;
     }
     if (!rm->send_dk_ok)
+        return;
+    /* Messages carry their search index entries; wait (briefly) for a
+     * batch of the room's index. */
+    if (sr_sse_outbox_ready(ctx, rm) == 0)
         return;
     uint32_t *ids = malloc(n * sizeof *ids);
     if (!ids)
@@ -652,6 +668,8 @@ int sr_handle_presence(sealroom_ctx *ctx, xmpp_stanza_t *st)
         /* Members pick up their envelope for the current epoch on entry. */
         if (!was_joined && ctx->identity && !room->epoch_checked && !room->epoch_fetching)
             sr_epoch_fetch(ctx, room, 0);
+        /* Have the search batch ready before the first message needs it. */
+        sr_sse_maintain(ctx, room);
         return 1;
     }
     if (!nick[0])
@@ -747,6 +765,20 @@ int sr_handle_message(sealroom_ctx *ctx, xmpp_stanza_t *st)
             const char *etype = err ? xmpp_stanza_get_attribute(err, "type") : NULL;
             const char *app = sr_error_app(st);
             sr_room *erm = sr_room_find(ctx, room_jid);
+            /* Nothing was stored, so the room sealed the batch the
+             * entries were for: the next seal takes a new one. */
+            if (erm && r->sse_batch)
+                sr_sse_message_refused(ctx, erm, r->sse_batch);
+            if (app && strcmp(app, "batch-sealed") == 0 && erm && r->reseals < SR_SEND_RESEAL_MAX) {
+                r->reseals++;
+                xmpp_stanza_release(r->msg);
+                r->msg = NULL;
+                r->resend = false;
+                sr_log(ctx, SEALROOM_LOG_INFO, "%s: %s was for a sealed search batch; re-indexing",
+                       room_jid, r->origin_id);
+                sr_outbox_pump(ctx, erm);
+                return 1;
+            }
             if (app && strcmp(app, "stale-epoch") == 0 && erm && r->reseals < SR_SEND_RESEAL_MAX) {
                 /* Sealed under a key the room no longer takes (a new epoch
                  * came first): seal it again under the current one. */

@@ -999,6 +999,8 @@ static size_t settle_max(fixture *f, size_t max)
             kind = 2;
         else if (strcmp(child, "identity") == 0 && f->svc->auto_identity)
             kind = 3;
+        else if (ns && strcmp(ns, "urn:xmpp:sealroom:search:0") == 0)
+            kind = 4; /* this fake service has no encrypted search */
         if (!h && !kind) {
             xmpp_stanza_release(st);
             continue;
@@ -1011,6 +1013,8 @@ static size_t settle_max(fixture *f, size_t max)
             fs_bundles(f, st);
         else if (kind == 2)
             fs_vault(f, st, el, set);
+        else if (kind == 4)
+            fs_error(f, st, "cancel", "feature-not-implemented", NULL, NULL);
         else
             fs_identity(f, st, el, set);
         xmpp_stanza_release(st);

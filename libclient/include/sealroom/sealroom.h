@@ -176,7 +176,9 @@ typedef enum sealroom_request_kind {
     SEALROOM_REQ_HISTORY = 9,
     SEALROOM_REQ_ACCOUNT_CREATE = 10,
     SEALROOM_REQ_ACCOUNT_LOGIN = 11,
-    SEALROOM_REQ_REKEY = 12
+    SEALROOM_REQ_REKEY = 12,
+    SEALROOM_REQ_SEARCH = 13,
+    SEALROOM_REQ_COMPACT = 14
 } sealroom_request_kind;
 
 /* Roles in a room's roster. */
@@ -513,6 +515,37 @@ SEALROOM_API SEALROOM_WARN_UNUSED int sealroom_room_history(sealroom_ctx *ctx,
                                                             uint32_t *request_id,
                                                             const char *room,
                                                             const char *before_id, unsigned max);
+
+/* Search the room's archive for the messages that contain every word of
+ * query (at most 8 words after normalisation: Unicode NFKC, case folded;
+ * Japanese, Chinese and Korean text by overlapping pairs of characters).
+ * The room answers from its encrypted index without learning the words.
+ * Each match is a MESSAGE event with is_history set, newest first, then
+ * the REQUEST_DONE carries the archive ids of the newest and oldest match
+ * of the page (sealroom_event_history_first/last) and whether no older
+ * match exists (history_complete); pass the last id as before_id for the
+ * next page. max is 1..200 (0: 50). Matches are decrypted and verified
+ * like history, and delivered only if the plaintext really contains the
+ * words. Messages are indexed when sent with this library, if their
+ * payload is UTF-8 text. Errors: INVALID (no word, over 8 words, bad
+ * before_id), STATE (not joined, link down), UNAVAILABLE (the room has no
+ * encrypted search), TIMEOUT (no keyring we can open came in time). */
+SEALROOM_API SEALROOM_WARN_UNUSED int sealroom_room_search(sealroom_ctx *ctx, uint32_t *request_id,
+                                                           const char *room, const char *query,
+                                                           const char *before_id, unsigned max);
+
+/* Do one compaction job of the room's search index, if the room has one:
+ * take a lease, read and decrypt the messages of the sealed batches (or
+ * small segments) it names, and replace them with one static segment that
+ * searches read with fewer probes. Nothing changes for searches until the
+ * job commits; a job that stops midway leaves the index as it was. Any
+ * member may do it; a client may call it when idle. Errors: NOT_FOUND
+ * (nothing to compact now), DECRYPT (a message of the job could not be
+ * read: the job is abandoned rather than drop it from the index), STATE,
+ * UNAVAILABLE (no encrypted search). */
+SEALROOM_API SEALROOM_WARN_UNUSED int sealroom_room_compact(sealroom_ctx *ctx,
+                                                            uint32_t *request_id,
+                                                            const char *room);
 
 /* Ask the room for a new key epoch now (a member may ask at any time,
  * e.g. after suspecting a device was compromised). The room answers that
