@@ -2,7 +2,8 @@
  * answers SHOW in its own protocol): XEP-0050 ad-hoc commands on the service
  * JID, for the bare JIDs in admin.jids only. "stats" reports the counters an
  * operator needs to see the daemon is healthy: link, database and group
- * commit, rooms and occupants in the cache, messages stored and refused;
+ * commit, rooms and occupants in the cache, messages stored and refused,
+ * the search index and its workers;
  * "sweep" the progress of the archive re-keying sweep (sweep.h) and of
  * erasing the tokens it no longer needs (tokenerase.c). */
 #include <inttypes.h>
@@ -14,6 +15,7 @@
 #include "log.h"
 #include "service.h"
 #include "stanza.h"
+#include "searchpool.h"
 #include "sweep.h"
 
 #define NODE_STATS "stats"
@@ -104,6 +106,19 @@ static void stats(rooms *r, xmpp_stanza_t *iq, xmpp_stanza_t *form)
     add_number(form, "vault-fetches", "Vault fetches served", r->stats.vault_fetches);
     add_number(form, "vault-rate-limited", "Vault fetches refused by the rate limit",
                r->stats.vault_rate_limited);
+    searchpool_stats ss;
+    searchpool_get_stats(r->search, &ss);
+    add_number(form, "search-keyrings", "Search keyrings stored", r->stats.search_keyrings);
+    add_number(form, "search-batches", "Search batches taken", r->stats.search_batches);
+    add_number(form, "search-entries", "Search index entries stored", r->stats.search_entries);
+    add_number(form, "searches", "Searches answered", r->stats.searches);
+    add_number(form, "searches-failed", "Searches failed on the database",
+               r->stats.searches_failed);
+    add_number(form, "searches-running", "Searches being evaluated now", ss.running);
+    add_number(form, "searches-queued", "Searches waiting for a worker now", ss.queued);
+    add_number(form, "search-leases", "Compaction leases granted", r->stats.search_leases);
+    add_number(form, "search-segments", "Index segments committed", r->stats.search_segments);
+    add_number(form, "retractions", "Messages retracted", r->stats.retractions);
     add_number(form, "db-commits", "Group commits", ds.commits);
     add_number(form, "db-units-committed", "Write units committed", ds.units_committed);
     add_number(form, "db-units-failed", "Write units failed", ds.units_failed);

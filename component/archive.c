@@ -8,7 +8,14 @@
  * format v1): it must name a data key the sender published for the room's
  * current epoch while that epoch is neither stale nor expired, and a roster
  * version that exists. A resend is recognised before that check, so a
- * message stored before a rotation is still acknowledged. */
+ * message stored before a rotation is still acknowledged.
+ *
+ * Encrypted search (search-wire §4) rides here too: a message's <index/>
+ * (entry labels for the sender's open batch) is stored in the message's own
+ * statement, so a message and its entries commit together or not at all, and
+ * a message whose batch is not open, not the sending session's or not of the
+ * room's index generation is refused whole. Retractions (XEP-0424) empty a
+ * message's payload, keep its row, and make MAM serve a tombstone. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,9 +25,11 @@
 #include "jid.h"
 #include "log.h"
 #include "service.h"
+#include "ssecore.h"
 #include "stanza.h"
 
 #define ORIGIN_ID_MAX 128
+#define LABEL_SQL SQL_NUMBER(SSE_LABEL_BYTES)
 
 typedef struct store_op {
     rooms *r;
@@ -33,6 +42,8 @@ typedef struct store_op {
     char *payload_b64; /* as received, re-emitted verbatim after validation */
     uint64_t epoch;    /* the current epoch when the message was checked */
     const char *unusable; /* why that epoch takes no messages (static), or NULL */
+    size_t entries;    /* index entries the message carries (0: none) */
+    uint64_t batch;    /* the batch they are for (0: none) */
 } store_op;
 
 static void store_op_free(store_op *op)
@@ -46,17 +57,29 @@ static void store_op_free(store_op *op)
     free(op);
 }
 
-/* The reflected/archived form of a message. */
-static xmpp_stanza_t *build_message(xmpp_ctx_t *ctx, const char *room_name, const char *nick,
-                                    const char *sender_bare, const char *payload_b64,
-                                    const char *origin_id, const char *stanza_id, bool with_sid)
+xmpp_stanza_t *archive_build_message(xmpp_ctx_t *ctx, const char *room_name, const char *nick,
+                                     const char *sender_bare, const char *payload_b64,
+                                     const char *retracted_stamp, const char *origin_id,
+                                     const char *stanza_id, bool with_sid)
 {
     char from[SR_JID_MAX + 2];
     snprintf(from, sizeof from, "%s/%s", room_name, nick);
     xmpp_stanza_t *m = st_new(ctx, "message", "groupchat", from, NULL, NULL);
     if (!m) return NULL;
-    bool ok = st_add_text(m, "body", NULL, SEALROOM_FALLBACK_BODY) &&
-              st_add_text(m, "sealed", NS_SEALROOM, payload_b64);
+    bool ok;
+    if (payload_b64) {
+        ok = st_add_text(m, "body", NULL, SEALROOM_FALLBACK_BODY) &&
+             st_add_text(m, "sealed", NS_SEALROOM, payload_b64);
+    } else {
+        /* The tombstone of XEP-0424 §5: the retraction itself is not
+         * archived, so the id is the retracted message's own. */
+        xmpp_stanza_t *t = st_add(m, "retracted", NS_RETRACT);
+        ok = t != NULL;
+        if (t) {
+            xmpp_stanza_set_attribute(t, "id", stanza_id);
+            xmpp_stanza_set_attribute(t, "stamp", retracted_stamp);
+        }
+    }
     if (ok && origin_id) {
         xmpp_stanza_t *o = st_add(m, "origin-id", NS_SID);
         ok = o != NULL;
@@ -110,15 +133,57 @@ static void reflect(rooms *r, room *rm, xmpp_stanza_t *m, const char *sender_ful
 
 /* An error to the sender's session about its message (the request itself
  * is gone by now: rebuild enough of it to address the error). */
-static void refuse_later(rooms *r, room *rm, const store_op *op, const char *etype,
-                         const char *cond, const char *app, const char *text)
+static void refuse_message(rooms *r, room *rm, const char *sender_full, const char *client_id,
+                           const char *etype, const char *cond, const char *app, const char *text)
 {
-    xmpp_stanza_t *fake = st_new(link_ctx(r->link), "message", "groupchat", op->sender_full,
-                                 rm->name, op->client_id);
+    xmpp_stanza_t *fake =
+        st_new(link_ctx(r->link), "message", "groupchat", sender_full, rm->name, client_id);
     if (fake) {
         svc_error(r, fake, rm->name, etype, cond, app, text);
         xmpp_stanza_release(fake);
     }
+}
+
+static void refuse_later(rooms *r, room *rm, const store_op *op, const char *etype,
+                         const char *cond, const char *app, const char *text)
+{
+    refuse_message(r, rm, op->sender_full, op->client_id, etype, cond, app, text);
+}
+
+static void seal_done(void *arg, bool ok, PGresult *const *res, int nres, const char *err)
+{
+    rooms *r = arg;
+    (void)res;
+    (void)nres;
+    r->writes_in_flight--;
+    if (!ok) log_warn(svc_jid(r), "a refused message's search batch not sealed: %s", err ? err : "?");
+}
+
+/* A message carrying entries of batch was refused before the store
+ * statement: seal the batch (xep "Writing"). Probes stop at the first
+ * missing counter, so a later message of the batch, already on its way,
+ * must not be stored behind the gap this one leaves; it is refused with
+ * <batch-sealed/> and indexed again under a new batch. Queued on the same
+ * connection as the stores, so it runs before any later message's. */
+static void seal_refused_batch(rooms *r, room *rm, const char *sender_full, uint64_t batch)
+{
+    if (batch == 0) return;
+    char id[24], b[24];
+    snprintf(id, sizeof id, "%lld", rm->id);
+    snprintf(b, sizeof b, "%" PRIu64, batch);
+    const char *p[3] = {id, b, sender_full};
+    db_unit *u = db_unit_new();
+    if (!u || db_unit_add(u,
+                          "UPDATE search_batches SET state = 1 WHERE room_id = $1 "
+                          "AND batch = $2::bigint AND owner = $3 AND state = 0",
+                          3, p, NULL, NULL) != 0) {
+        db_unit_free(u);
+        log_warn(rm->name, "out of memory: batch %" PRIu64 " of a refused message not sealed",
+                 batch);
+        return;
+    }
+    r->writes_in_flight++;
+    db_submit(r->db, u, true, seal_done, r);
 }
 
 /* row 0 of res: seq, nick, payload, fresh — the stored message or, for a
@@ -138,11 +203,12 @@ static void deliver(rooms *r, room *rm, store_op *op, const PGresult *res)
         free(raw);
         if (stored_payload) payload = stored_payload;
     }
-    xmpp_stanza_t *m = build_message(ctx, rm->name, nick, op->sender_bare, payload, op->origin_id,
-                                     seq, true);
+    xmpp_stanza_t *m = archive_build_message(ctx, rm->name, nick, op->sender_bare, payload, NULL,
+                                             op->origin_id, seq, true);
     if (m) {
         if (fresh) {
             r->stats.messages_stored++;
+            r->stats.search_entries += op->entries;
             reflect(r, rm, m, op->sender_full, op->client_id, seq, strlen(payload));
         } else {
             r->stats.messages_deduplicated++;
@@ -165,6 +231,17 @@ static void stored(void *arg, bool ok, PGresult *const *res, int nres, const cha
     r->writes_in_flight--;
     room_release(r, rm);
     xmpp_ctx_t *ctx = link_ctx(r->link);
+    if (ok && nres >= 1 && PQntuples(res[0]) == 1 && PQgetisnull(res[0], 0, 3) &&
+        strcmp(PQgetvalue(res[0], 0, 4), "t") != 0) {
+        /* Its batch takes no entries (any more): the sender takes a new
+         * batch and sends the message again with the same origin-id. */
+        refuse_message(r, rm, op->sender_full, op->client_id, "modify", "not-acceptable",
+                       "batch-sealed",
+                       "the index batch is not open for this session in the room's current "
+                       "generation: take a new batch and send the message again");
+        store_op_free(op);
+        return;
+    }
     if (ok && nres >= 1 && PQntuples(res[0]) == 1 && PQgetisnull(res[0], 0, 3)) {
         /* The table disagrees with the cache about the epoch or the key
          * (another instance rotated it): refuse, and read the room again. */
@@ -214,6 +291,9 @@ static void checked(void *arg, bool ok, PGresult *const *res, int nres, const ch
     rooms *r = op->r;
     room *rm = op->rm;
     room_release(r, rm);
+    /* Refused (not a resend): the batch it carried entries for is sealed. */
+    if (!(ok && nres == 2 && PQntuples(res[0]) == 1))
+        seal_refused_batch(r, rm, op->sender_full, op->batch);
     if (!ok || nres != 2) {
         log_error(rm->name, "message check for %s failed: %s", op->sender_bare, err ? err : "?");
         refuse_later(r, rm, op, "wait", "internal-server-error", NULL,
@@ -241,6 +321,122 @@ static void checked(void *arg, bool ok, PGresult *const *res, int nres, const ch
     store_op_free(op);
 }
 
+/* ---- retraction (XEP-0424 v1) ---- */
+
+typedef struct retract_op {
+    rooms *r;
+    room *rm;
+    char *sender_full, *sender_bare, *nick, *client_id, *origin_id;
+    char seq[24];
+} retract_op;
+
+static void retract_op_free(retract_op *op)
+{
+    free(op->sender_full);
+    free(op->sender_bare);
+    free(op->nick);
+    free(op->client_id);
+    free(op->origin_id);
+    free(op);
+}
+
+/* res[0]: the message's sender (NULL: no such message), whether it was
+ * retracted now or before. */
+static void retracted(void *arg, bool ok, PGresult *const *res, int nres, const char *err)
+{
+    retract_op *op = arg;
+    rooms *r = op->r;
+    room *rm = op->rm;
+    r->writes_in_flight--;
+    room_release(r, rm);
+    if (!ok || nres != 1 || PQntuples(res[0]) != 1) {
+        log_error(rm->name, "retraction by %s failed: %s", op->sender_bare, err ? err : "?");
+        refuse_message(r, rm, op->sender_full, op->client_id, "wait", "internal-server-error",
+                       NULL, "the message could not be retracted; try again");
+    } else if (PQgetisnull(res[0], 0, 0)) {
+        refuse_message(r, rm, op->sender_full, op->client_id, "cancel", "item-not-found", NULL,
+                       "no message with that stanza-id in this room");
+    } else if (strcmp(PQgetvalue(res[0], 0, 1), "t") != 0) {
+        refuse_message(r, rm, op->sender_full, op->client_id, "auth", "forbidden", NULL,
+                       "only the sender of a message may retract it");
+    } else {
+        /* Everyone present learns of it (a repeat too: its sender may have
+         * missed the first reflection). */
+        xmpp_ctx_t *ctx = link_ctx(r->link);
+        char from[SR_JID_MAX + 2], id[40];
+        snprintf(from, sizeof from, "%s/%s", rm->name, op->nick);
+        snprintf(id, sizeof id, "retract-%s", op->seq);
+        xmpp_stanza_t *m = st_new(ctx, "message", "groupchat", from, NULL, NULL);
+        xmpp_stanza_t *re = m ? st_add(m, "retract", NS_RETRACT) : NULL;
+        xmpp_stanza_t *fb = re ? st_add(m, "fallback", "urn:xmpp:fallback:0") : NULL;
+        xmpp_stanza_t *oid = fb && op->origin_id ? st_add(m, "origin-id", NS_SID) : NULL;
+        xmpp_stanza_t *x = fb && (oid || !op->origin_id) ? st_add(m, "x", NS_MUC_USER) : NULL;
+        xmpp_stanza_t *item = x ? st_add(x, "item", NULL) : NULL;
+        if (item && st_add_text(m, "body", NULL,
+                                "/me retracted a previous message, but it's unsupported by your "
+                                "client.")) {
+            xmpp_stanza_set_attribute(re, "id", op->seq);
+            xmpp_stanza_set_attribute(fb, "for", NS_RETRACT);
+            if (oid) xmpp_stanza_set_attribute(oid, "id", op->origin_id);
+            xmpp_stanza_set_attribute(item, "jid", op->sender_bare);
+            r->stats.retractions++;
+            log_debug(rm->name, "%s retracted message %s", op->sender_bare, op->seq);
+            reflect(r, rm, m, op->sender_full, op->client_id, id, 0);
+        } else {
+            log_error(rm->name, "message %s retracted, but out of memory reflecting it", op->seq);
+        }
+        if (m) xmpp_stanza_release(m);
+    }
+    retract_op_free(op);
+}
+
+/* <retract id='stanza-id'/>: from the message's own sender (bare JID),
+ * whose payload then becomes zero bytes; the row and its sequence number
+ * stay, and search evaluation skips it from now on. */
+static void retract_message(rooms *r, room *rm, xmpp_stanza_t *msg, const occupant *o,
+                            xmpp_stanza_t *el)
+{
+    const char *to = xmpp_stanza_get_to(msg);
+    uint64_t seq;
+    if (!svc_parse_u64(xmpp_stanza_get_attribute(el, "id"), &seq) || seq == 0) {
+        svc_error(r, msg, to, "modify", "bad-request", NULL,
+                  "retract needs the id this room gave the message (its stanza-id)");
+        return;
+    }
+    xmpp_stanza_t *oid = st_child(msg, "origin-id", NS_SID);
+    const char *origin = oid ? xmpp_stanza_get_attribute(oid, "id") : NULL;
+    if (origin && (!*origin || strlen(origin) > ORIGIN_ID_MAX)) origin = NULL;
+    const char *cid = xmpp_stanza_get_id(msg);
+    retract_op *op = calloc(1, sizeof *op);
+    db_unit *u = db_unit_new();
+    if (!op || !u || !(op->sender_full = strdup(o->full_jid)) ||
+        !(op->sender_bare = strdup(o->bare_jid)) || !(op->nick = strdup(o->nick)) ||
+        (cid && !(op->client_id = strdup(cid))) || (origin && !(op->origin_id = strdup(origin))))
+        goto oom;
+    op->r = r;
+    op->rm = rm;
+    snprintf(op->seq, sizeof op->seq, "%" PRIu64, seq);
+    char id[24];
+    snprintf(id, sizeof id, "%lld", rm->id);
+    const char *p[3] = {id, op->seq, o->bare_jid};
+    if (db_unit_add(u,
+                    "WITH m AS (SELECT sender FROM messages WHERE room_id = $1 AND seq = $2), "
+                    "u AS (UPDATE messages SET retracted_at = coalesce(retracted_at, now()), "
+                    "payload = ''::bytea WHERE room_id = $1 AND seq = $2 AND sender = $3 "
+                    "RETURNING 1) "
+                    "SELECT (SELECT sender FROM m), EXISTS (SELECT 1 FROM u)",
+                    3, p, NULL, NULL) != 0)
+        goto oom;
+    rm->refs++;
+    r->writes_in_flight++;
+    db_submit(r->db, u, true, retracted, op);
+    return;
+oom:
+    db_unit_free(u);
+    if (op) retract_op_free(op);
+    svc_error(r, msg, to, "wait", "resource-constraint", NULL, "out of memory");
+}
+
 void archive_handle_groupchat(rooms *r, room *rm, xmpp_stanza_t *msg)
 {
     const char *from = xmpp_stanza_get_from(msg);
@@ -253,6 +449,11 @@ void archive_handle_groupchat(rooms *r, room *rm, xmpp_stanza_t *msg)
     }
     if (!sr_roster_find(&rm->roster, o->bare_jid)) {
         svc_error(r, msg, to, "auth", "forbidden", "not-member", "you are not a member");
+        return;
+    }
+    xmpp_stanza_t *retract = st_child(msg, "retract", NS_RETRACT);
+    if (retract) {
+        retract_message(r, rm, msg, o, retract);
         return;
     }
     xmpp_stanza_t *sealed = st_child(msg, "sealed", NS_SEALROOM);
@@ -299,10 +500,30 @@ void archive_handle_groupchat(rooms *r, room *rm, xmpp_stanza_t *msg)
             return;
         }
     }
+    /* The index is checked before anything is stored: a bad one refuses
+     * the message, which its sender can then send again without it. */
+    uint64_t batch = 0;
+    unsigned char *labels = NULL;
+    size_t labels_len = 0;
+    xmpp_stanza_t *index = st_child(msg, "index", NS_SEARCH);
+    if (index) {
+        const char *why =
+            search_parse_index(index, r->cfg->search_max_entries, &batch, &labels, &labels_len);
+        if (why) {
+            free(raw);
+            if (why == search_nomem)
+                svc_error(r, msg, to, "wait", "resource-constraint", NULL, why);
+            else
+                svc_error(r, msg, to, "modify", "bad-request", NULL, why);
+            return;
+        }
+    }
     unsigned char dkid[EC_DKID_BYTES];
     uint64_t payload_rv = 0;
     if (!ec_payload_parse(raw, (size_t)rawlen, dkid, &payload_rv)) {
         free(raw);
+        free(labels);
+        seal_refused_batch(r, rm, from, batch);
         svc_error(r, msg, to, "modify", "bad-request", "bad-payload",
                   "the sealed payload is not e2e message format v1 (version byte 1, at least "
                   "129 bytes)");
@@ -311,6 +532,8 @@ void archive_handle_groupchat(rooms *r, room *rm, xmpp_stanza_t *msg)
     if (payload_rv > rm->roster.version) {
         char text[128];
         free(raw);
+        free(labels);
+        seal_refused_batch(r, rm, from, batch);
         snprintf(text, sizeof text,
                  "the payload names roster version %" PRIu64 "; the roster is at %" PRIu64,
                  payload_rv, rm->roster.version);
@@ -327,10 +550,13 @@ void archive_handle_groupchat(rooms *r, room *rm, xmpp_stanza_t *msg)
         !(op->nick = strdup(o->nick)) || !(op->payload_b64 = strdup(b64)) ||
         (cid && !(op->client_id = strdup(cid))) || (origin && !(op->origin_id = strdup(origin))))
         goto oom;
-    char id[24], epoch[24];
+    char id[24], epoch[24], batch_s[24];
     snprintf(id, sizeof id, "%lld", rm->id);
     snprintf(epoch, sizeof epoch, "%" PRIu64, rm->current_epoch);
+    snprintf(batch_s, sizeof batch_s, "%" PRIu64, batch);
     op->epoch = rm->current_epoch;
+    op->entries = labels_len / SSE_LABEL_BYTES;
+    op->batch = batch;
     op->unusable = unusable;
     op->r = r;
     op->rm = rm;
@@ -348,41 +574,84 @@ void archive_handle_groupchat(rooms *r, room *rm, xmpp_stanza_t *msg)
                         2, q, ql, qf) != 0)
             goto oom;
         free(raw);
+        free(labels);
         rm->refs++;
         db_submit(r->db, u, false, checked, op);
         return;
     }
-    const char *p[7] = {id, o->bare_jid, o->nick, origin, (const char *)raw, epoch,
-                        (const char *)dkid};
-    int l[7] = {-1, -1, -1, -1, (int)rawlen, -1, EC_DKID_BYTES}, f[7] = {0, 0, 0, 0, 1, 0, 1};
+    const char *p[10] = {id,
+                         o->bare_jid,
+                         o->nick,
+                         origin,
+                         (const char *)raw,
+                         epoch,
+                         (const char *)dkid,
+                         index ? batch_s : NULL,
+                         index ? from : NULL,
+                         index ? (const char *)labels : NULL};
+    int l[10] = {-1, -1, -1, -1, (int)rawlen, -1, EC_DKID_BYTES, -1, -1, (int)labels_len};
+    int f[10] = {0, 0, 0, 0, 1, 0, 1, 0, 0, 1};
     /* One statement stores the message or, for a resend, returns the original:
      * the sequence number is only taken when there is no earlier copy, and
      * only while the table agrees that the data key is the sender's in the
-     * current epoch (else one row with fresh NULL: refused). */
+     * current epoch (else one row with fresh NULL: refused).
+     *
+     * With an index ($8 batch, $9 the sending session, $10 the labels), the
+     * message is stored only if that batch is open, the session's, and of
+     * the room's generation while no new one is needed; b locks the batch
+     * row, so a search or a new keyring sealing it concurrently either
+     * waits for this message's entries or has sealed it before they could
+     * go in (READ COMMITTED re-checks state on the locked row). The last
+     * column of a refusal says whether the batch was the reason. A resend
+     * never touches entries. */
     if (db_unit_add(u,
                     "WITH dup AS (SELECT seq, nick, payload FROM messages WHERE room_id = $1 "
                     "AND sender = $2 AND origin_id = $4), "
+                    "b AS (SELECT gen FROM search_batches WHERE room_id = $1 AND batch = $8::bigint "
+                    "AND owner = $9::text AND state = 0 AND NOT EXISTS (SELECT 1 FROM dup) "
+                    "FOR UPDATE), "
                     "r AS (UPDATE rooms SET last_seq = last_seq + 1 WHERE room_id = $1 "
                     "AND NOT EXISTS (SELECT 1 FROM dup) AND current_epoch = $6 "
                     "AND EXISTS (SELECT 1 FROM datakeys WHERE room_id = $1 AND dkid = $7 "
-                    "AND sender = $2 AND created_epoch = $6) RETURNING last_seq), "
+                    "AND sender = $2 AND created_epoch = $6) "
+                    "AND ($8::bigint IS NULL OR (NOT search_need_gen AND "
+                    "search_gen = (SELECT gen FROM b))) RETURNING last_seq), "
                     "ins AS (INSERT INTO messages (room_id, seq, sender, nick, origin_id, payload) "
                     "SELECT $1, r.last_seq, $2, $3, $4, $5 FROM r "
                     "ON CONFLICT (room_id, sender, origin_id) WHERE origin_id IS NOT NULL "
-                    "DO NOTHING RETURNING seq) "
-                    "SELECT seq, NULL::text, NULL::bytea, true FROM ins "
-                    "UNION ALL SELECT seq, nick, payload, false FROM dup "
-                    "UNION ALL SELECT NULL, NULL, NULL, NULL WHERE NOT EXISTS (SELECT 1 FROM dup) "
+                    "DO NOTHING RETURNING seq), "
+                    "ent AS (INSERT INTO search_entries (room_id, batch, label, seq) "
+                    "SELECT $1, $8::bigint, substring($10::bytea FROM i * " LABEL_SQL " + 1 FOR "
+                    LABEL_SQL "), ins.seq FROM ins, generate_series(0, length($10::bytea) / "
+                    LABEL_SQL " - 1) AS i ON CONFLICT DO NOTHING), "
+                    "bu AS (UPDATE search_batches SET entries = entries + length($10::bytea) / "
+                    LABEL_SQL ", state = CASE WHEN entries + length($10::bytea) / " LABEL_SQL " >= "
+                    SQL_NUMBER(SEARCH_BATCH_ENTRIES) " THEN 1 ELSE state END "
+                    "WHERE room_id = $1 AND batch = $8::bigint AND EXISTS (SELECT 1 FROM ins)), "
+                    /* Refused for another reason (epoch, data key): no later
+                     * entry of the batch may land behind this one's gap. */
+                    "sealref AS (UPDATE search_batches SET state = 1 WHERE room_id = $1 "
+                    "AND batch = $8::bigint AND owner = $9::text AND state = 0 "
+                    "AND NOT EXISTS (SELECT 1 FROM dup) AND NOT EXISTS (SELECT 1 FROM r) "
+                    "AND EXISTS (SELECT 1 FROM b, rooms x WHERE x.room_id = $1 "
+                    "AND x.search_gen = b.gen AND NOT x.search_need_gen)) "
+                    "SELECT seq, NULL::text, NULL::bytea, true, true FROM ins "
+                    "UNION ALL SELECT seq, nick, payload, false, true FROM dup "
+                    "UNION ALL SELECT NULL, NULL, NULL, NULL, $8::bigint IS NULL OR EXISTS "
+                    "(SELECT 1 FROM b, rooms x WHERE x.room_id = $1 AND x.search_gen = b.gen "
+                    "AND NOT x.search_need_gen) WHERE NOT EXISTS (SELECT 1 FROM dup) "
                     "AND NOT EXISTS (SELECT 1 FROM r)",
-                    7, p, l, f) != 0)
+                    10, p, l, f) != 0)
         goto oom;
     free(raw);
+    free(labels);
     rm->refs++;
     r->writes_in_flight++;
     db_submit(r->db, u, true, stored, op);
     return;
 oom:
     free(raw);
+    free(labels);
     db_unit_free(u);
     if (op) store_op_free(op);
     svc_error(r, msg, to, "wait", "resource-constraint", NULL, "out of memory");
@@ -481,14 +750,22 @@ static void mam_done(void *arg, bool ok, PGresult *const *res, int nres, const c
     for (int k = 0; k < shown; k++) {
         int i = op->descending ? shown - 1 - k : k;
         const char *seq = PQgetvalue(res[0], i, 0);
-        size_t len = 0;
-        unsigned char *raw = svc_bytea_dup(res[0], i, 5, &len);
-        char *b64 = raw ? st_b64_encode(raw, len) : NULL;
-        free(raw);
+        bool retracted = !PQgetisnull(res[0], i, 6);
+        char *b64 = NULL, tomb[32] = "";
+        if (retracted) {
+            st_format_stamp(tomb, strtoll(PQgetvalue(res[0], i, 6), NULL, 10));
+        } else {
+            size_t len = 0;
+            unsigned char *raw = svc_bytea_dup(res[0], i, 5, &len);
+            b64 = raw ? st_b64_encode(raw, len) : NULL;
+            free(raw);
+        }
         const char *origin = PQgetisnull(res[0], i, 3) ? NULL : PQgetvalue(res[0], i, 3);
-        xmpp_stanza_t *inner = b64 ? build_message(ctx, rm->name, PQgetvalue(res[0], i, 2),
-                                                   PQgetvalue(res[0], i, 1), b64, origin, seq, false)
-                                   : NULL;
+        xmpp_stanza_t *inner =
+            b64 || retracted
+                ? archive_build_message(ctx, rm->name, PQgetvalue(res[0], i, 2),
+                                        PQgetvalue(res[0], i, 1), b64, tomb, origin, seq, false)
+                : NULL;
         free(b64);
         xmpp_stanza_t *outer = st_new(ctx, "message", NULL, rm->name, requester, NULL);
         xmpp_stanza_t *result = outer ? st_add(outer, "result", NS_MAM) : NULL;
@@ -605,12 +882,14 @@ void archive_handle_mam(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *qu
     const char *sql =
         op->descending
             ? "SELECT seq, sender, nick, origin_id, (extract(epoch FROM stamp) * 1000)::bigint, "
-              "payload FROM messages WHERE room_id = $1 AND ($2::bigint IS NULL OR seq > $2) AND "
+              "payload, (extract(epoch FROM retracted_at) * 1000)::bigint FROM messages WHERE "
+              "room_id = $1 AND ($2::bigint IS NULL OR seq > $2) AND "
               "($3::bigint IS NULL OR seq < $3) AND ($4::bigint IS NULL OR stamp >= "
               "to_timestamp($4::bigint / 1000.0)) AND ($5::bigint IS NULL OR stamp <= "
               "to_timestamp($5::bigint / 1000.0)) ORDER BY seq DESC LIMIT $6"
             : "SELECT seq, sender, nick, origin_id, (extract(epoch FROM stamp) * 1000)::bigint, "
-              "payload FROM messages WHERE room_id = $1 AND ($2::bigint IS NULL OR seq > $2) AND "
+              "payload, (extract(epoch FROM retracted_at) * 1000)::bigint FROM messages WHERE "
+              "room_id = $1 AND ($2::bigint IS NULL OR seq > $2) AND "
               "($3::bigint IS NULL OR seq < $3) AND ($4::bigint IS NULL OR stamp >= "
               "to_timestamp($4::bigint / 1000.0)) AND ($5::bigint IS NULL OR stamp <= "
               "to_timestamp($5::bigint / 1000.0)) ORDER BY seq ASC LIMIT $6";

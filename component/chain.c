@@ -287,10 +287,11 @@ static void submit_write(chain_op *op)
         int f[7] = {0, 0, 1, 1, 0, 1, 1};
         rc |= db_unit_add(u, sql, 7, p, l, f);
     }
-    bool membership = false;
+    bool membership = false, removal = false;
     for (unsigned i = 0; i < v->nops; i++) {
         const sr_roster_op *o = &v->ops[i];
         membership |= o->kind == SR_OP_ADD || o->kind == SR_OP_REMOVE;
+        removal |= o->kind == SR_OP_REMOVE;
         char role[4];
         snprintf(role, sizeof role, "%d", (int)o->role);
         if (o->kind == SR_OP_ADD) {
@@ -321,6 +322,16 @@ static void submit_write(chain_op *op)
         const char *p[2] = {rm->name, ver};
         rc |= db_unit_add(u, "UPDATE rooms SET membership_version = $2 WHERE name = $1", 2, p, NULL,
                           NULL);
+    }
+    if (removal && !op->create) {
+        /* The removed member holds the search index's generation key: no
+         * batch may be taken or written until a keyring brings a new
+         * generation (search-wire §3). Nothing to renew without a keyring. */
+        const char *p[1] = {rm->name};
+        rc |= db_unit_add(u,
+                          "UPDATE rooms SET search_need_gen = true WHERE name = $1 "
+                          "AND search_gen > 0",
+                          1, p, NULL, NULL);
     }
     free(canon);
     canon = NULL;

@@ -90,7 +90,15 @@ static const char *check_optional_domain(const char *v);
       "Worker threads re-keying archived data-key headers to their room's current epoch, each "   \
       "with its own database connection; they share even one big room.")                          \
     X(sweep_batch, "archive.sweep_batch", CFG_INT, "1000", 1, 100000, false, false, NULL,         \
-      "Headers re-keyed per transaction by a sweep worker.")
+      "Headers re-keyed per transaction by a sweep worker.")                                     \
+    X(search_threads, "search.threads", CFG_INT, "2", 1, 64, false, false, NULL,                  \
+      "Worker threads evaluating encrypted searches, each with its own database connection.")    \
+    X(search_lease_ms, "search.lease_ms", CFG_INT, "60000", 1000, 3600000, true, false, NULL,     \
+      "Milliseconds a member has to build and commit a search-index segment it leased "          \
+      "(<compact/>); after that the lease is void and its staged blocks are deleted.")            \
+    X(search_max_entries, "search.max_entries", CFG_INT, "8192", 8, 8192, true, false, NULL,      \
+      "Most search-index entries one message may carry (its <index/>; counts are multiples "     \
+      "of 8).")
 
 #define X_INFO(field, name, type, def, min, max, rel, sec, check, help)                            \
     {name, type, def, rel, sec, help},

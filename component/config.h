@@ -35,6 +35,9 @@ typedef struct config {
     int dmkd_retry_ms;         /* dmkd.retry_ms        30000 (reloadable): after a failed run */
     int sweep_threads;         /* archive.sweep_threads 2: archive re-keying worker threads */
     int sweep_batch;           /* archive.sweep_batch  1000: headers re-keyed per transaction */
+    int search_threads;        /* search.threads       2: encrypted-search worker threads */
+    int search_lease_ms;       /* search.lease_ms      60000 (reloadable): compaction lease */
+    int search_max_entries;    /* search.max_entries   8192 (reloadable): index entries per message */
 } config;
 
 /* Load from `path` (may be NULL: defaults + environment only). On failure

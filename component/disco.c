@@ -1,7 +1,8 @@
 /* Service discovery (XEP-0030): the service says it is a Sealroom MUC
  * service and lists the rooms the asker is a member of (never others');
  * each room describes itself as a members-only, persistent, non-anonymous
- * room with MAM and the Sealroom protocol. */
+ * room with MAM, the Sealroom protocol, encrypted search and message
+ * retraction. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,10 +11,12 @@
 #include "stanza.h"
 
 static const char *const service_features[] = {
-    NS_DISCO_INFO, NS_DISCO_ITEMS, NS_MUC, NS_MAM, NS_SID, NS_SEALROOM, NS_KEYS, NS_ARCHIVE, NS_PING, NS_COMMANDS, NULL};
+    NS_DISCO_INFO, NS_DISCO_ITEMS, NS_MUC,  NS_MAM,  NS_SID,      NS_SEALROOM, NS_KEYS,
+    NS_ARCHIVE,    NS_SEARCH,      NS_RETRACT, NS_PING, NS_COMMANDS, NULL};
 static const char *const room_features[] = {
     NS_DISCO_INFO, NS_MUC,           "muc_membersonly", "muc_persistent", "muc_hidden",
-    "muc_nonanonymous", "muc_unmoderated", NS_MAM, NS_SID, NS_SEALROOM, NS_KEYS, NS_ARCHIVE, NULL};
+    "muc_nonanonymous", "muc_unmoderated", NS_MAM, NS_SID, NS_SEALROOM, NS_KEYS, NS_ARCHIVE,
+    NS_SEARCH, NS_RETRACT, NULL};
 
 static void send_info(rooms *r, xmpp_stanza_t *iq, const char *from, const char *name,
                       const char *const *features)

@@ -3,7 +3,7 @@
  * other come and go. Occupancy is written through to PostgreSQL (so another
  * instance or a restarted one knows who is present) without making the join
  * wait for the commit. Members removed from the roster are kicked (status
- * 321). */
+ * 321). A session that leaves has its open search batch sealed. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,6 +72,13 @@ static void write_occupancy(rooms *r, room *rm, const occupant *o, bool present)
         const char *p[2] = {id, o->full_jid};
         rc = db_unit_add(u, "DELETE FROM occupants WHERE room_id = $1 AND full_jid = $2", 2, p,
                          NULL, NULL);
+        /* Its open search batch takes no more entries (search-wire §4): a
+         * session that comes back starts a new one. */
+        if (rc == 0)
+            rc = db_unit_add(u,
+                             "UPDATE search_batches SET state = 1 WHERE room_id = $1 "
+                             "AND owner = $2 AND state = 0",
+                             2, p, NULL, NULL);
     }
     if (rc != 0) {
         db_unit_free(u);

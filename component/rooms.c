@@ -137,6 +137,11 @@ rooms *rooms_new(const config *cfg, db *d, xmpp_link *l)
         free(r);
         return NULL;
     }
+    if (!search_start(r)) {
+        free(r->buckets);
+        free(r);
+        return NULL;
+    }
     if (cfg->instance_name && *cfg->instance_name) {
         snprintf(r->instance, sizeof r->instance, "%s", cfg->instance_name);
     } else {
@@ -175,6 +180,8 @@ static void room_free(room *rm)
 void rooms_free(rooms *r)
 {
     if (!r) return;
+    /* Its unfinished searches hold references to rooms. */
+    search_stop(r);
     for (size_t i = 0; i < r->nbuckets; i++) {
         room *rm = r->buckets[i];
         while (rm) {
@@ -519,6 +526,8 @@ static void handle_room_iq(rooms *r, room *rm, xmpp_stanza_t *iq)
     else if (strcmp(ns, NS_ARCHIVE) == 0 && set &&
              (strcmp(name, "check-ok") == 0 || strcmp(name, "check-failed") == 0))
         tokenerase_handle_answer(r, rm, iq, payload);
+    else if (strcmp(ns, NS_SEARCH) == 0)
+        search_handle_iq(r, rm, iq, payload);
     else if (strcmp(ns, NS_MAM) == 0 && strcmp(name, "query") == 0)
         archive_handle_mam(r, rm, iq, payload);
     else if ((strcmp(ns, NS_DISCO_INFO) == 0 || strcmp(ns, NS_DISCO_ITEMS) == 0) && get)
@@ -653,6 +662,7 @@ void rooms_tick(rooms *r, long now_ms)
     r->now_ms = now_ms;
     fanout_flush(r);
     tokenerase_tick(r, now_ms);
+    search_tick(r);
     if (!r->dmkd_resume_scanned && db_is_ready(r->db)) {
         r->dmkd_resume_scanned = true;
         db_read1(r->db, "SELECT r.name FROM dmkd_runs d JOIN rooms r USING (room_id)", 0, NULL,

@@ -101,7 +101,11 @@ struct rooms {
             vault_rate_limited, rekey_nudges, dmkd_runs_started, dmkd_runs_committed,
             dmkd_runs_failed, dmkd_members_dropped, tokens_stored, headers_rekeyed_lazily,
             checks_asked, checks_failed, tokens_erased;
+        /* search.c and the <index/> and retractions of archive.c */
+        unsigned long long search_keyrings, search_batches, search_entries, searches,
+            searches_failed, search_leases, search_segments, retractions;
     } stats;
+    struct searchpool *search; /* searchpool.h: the workers that evaluate searches */
     struct vault_limits *vault_limits; /* vault.c: per-user fetch buckets */
     long last_nudge_scan_ms;
     bool dmkd_resume_scanned; /* unfinished runs looked up after start-up */
@@ -167,6 +171,15 @@ void occupants_free(room *rm);
 
 /* archive.c */
 void archive_handle_groupchat(rooms *r, room *rm, xmpp_stanza_t *msg);
+/* The archived form of a message (as MAM and search results carry it):
+ * from room/nick, the fallback body and <sealed/> (payload_b64), or, for a
+ * retracted message (payload_b64 NULL), the XEP-0424 tombstone
+ * <retracted id=stanza_id stamp=retracted_stamp/>; origin-id if any,
+ * <stanza-id/> when with_sid, and the sender's bare JID. Caller releases. */
+xmpp_stanza_t *archive_build_message(xmpp_ctx_t *ctx, const char *room_name, const char *nick,
+                                     const char *sender_bare, const char *payload_b64,
+                                     const char *retracted_stamp, const char *origin_id,
+                                     const char *stanza_id, bool with_sid);
 void archive_handle_mam(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *query);
 /* Parse the MAM query (form + RSM). Exposed for tests and fuzzing. */
 typedef struct mam_query {
@@ -271,6 +284,29 @@ void datakey_cache_clear(room *rm);
 
 /* Shared by the e2e handlers: decimal u64 that fits a PostgreSQL bigint. */
 bool svc_parse_u64(const char *s, uint64_t *out);
+
+/* search.c (urn:xmpp:sealroom:search:0, search-wire §3-4) */
+#define NS_SEARCH "urn:xmpp:sealroom:search:0"
+#define NS_RETRACT "urn:xmpp:message-retract:1"
+/* IQ to a room in NS_SEARCH. */
+void search_handle_iq(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *el);
+/* A numeric macro spelled as an SQL literal. */
+#define SQL_NUMBER_(n) #n
+#define SQL_NUMBER(n) SQL_NUMBER_(n)
+/* Most entries a batch takes: the message that reaches it seals it. */
+#define SEARCH_BATCH_ENTRIES 65536
+/* A message's <index batch='N'>: the batch into *batch and the n × 16 label
+ * bytes into *labels (malloc'd, caller frees) and *len. NULL on success,
+ * search_nomem when memory ran out, else an English reason (a bad-request).
+ * Exposed for tests and fuzzing. */
+extern const char search_nomem[];
+const char *search_parse_index(xmpp_stanza_t *el, int max_entries, uint64_t *batch,
+                               unsigned char **labels, size_t *len);
+/* Start the search workers (rooms_new), stop them (rooms_free), and hand
+ * finished searches back to their requesters (rooms_tick, every turn). */
+bool search_start(rooms *r);
+void search_stop(rooms *r);
+void search_tick(rooms *r);
 
 /* disco.c */
 void disco_handle(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *query);

@@ -8,8 +8,10 @@
  * key distribution run through sealroomd (which never learns it), alice
  * hands sealroomd the re-encryption token, sealroomd re-keys the stored
  * data-key headers to the new epoch, and bob reads the whole history again
- * with the new key alone. The script then prints what the server holds:
- * ciphertext, headers re-keyed to the current epoch, no key.
+ * with the new key alone. Then bob searches the room by keyword (Latin and
+ * Japanese): the service answers from its encrypted index. The script then
+ * prints what the server holds: ciphertext, headers re-keyed to the current
+ * epoch, index labels and a sealed keyring, no key.
  *
  * Environment: SEALROOM_DEMO_HOST (127.0.0.1), SEALROOM_DEMO_PORT (5222),
  * SEALROOM_DEMO_DOMAIN (localhost), SEALROOM_DEMO_SERVICE (rooms.localhost),
@@ -29,6 +31,7 @@ typedef struct user {
     char jid[256];
     sealroom_client *client;
     char history_first[64]; /* from the last history page's completion */
+    int searching;          /* history events are search hits */
     int history_complete;
 } user;
 
@@ -68,7 +71,10 @@ static void on_event(void *arg, const sealroom_event *ev)
     size_t len = 0;
     const unsigned char *p = sealroom_event_payload(ev, &len);
     printf("  %-5s %s <%s> %.*s   [stanza-id %s]\n", u->name,
-           sealroom_event_is_history(ev) ? "history" : "live   ", sealroom_event_nick(ev),
+           u->searching                  ? "found  "
+           : sealroom_event_is_history(ev) ? "history"
+                                           : "live   ",
+           sealroom_event_nick(ev),
            (int)len, (const char *)p, sealroom_event_stanza_id(ev));
 }
 
@@ -214,6 +220,7 @@ int main(void)
                               {"b", "Thanks. Where do I find them later?"},
                               {"c", "I only need them until Friday."},
                               {"a", "In the room archive: page back through the history."},
+                              {"c", "東京のチームにも数字を共有します。"},
                               {"b", "And the server cannot read any of this."}};
     for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
         user *u = lines[i][0][0] == 'a' ? &alice : lines[i][0][0] == 'b' ? &bob : &carol;
@@ -248,6 +255,27 @@ int main(void)
            bob.name);
     if (connect_user(&bob)) goto out;
     if (read_history(&bob, room)) goto out;
+
+    /* Search: the words become tokens only bob can make; the service
+     * answers from its encrypted index without learning them. */
+    if ((rc = sealroom_room_join(sealroom_client_ctx(bob.client), &req, room, bob.name)) !=
+            SEALROOM_OK ||
+        (rc = sealroom_client_wait(bob.client, req, TIMEOUT_MS)) != SEALROOM_OK) {
+        fail("joining again", bob.client, rc);
+        goto out;
+    }
+    const char *searches[] = {"NUMBERS", "history archive", "東京"};
+    bob.searching = 1;
+    for (size_t i = 0; i < sizeof searches / sizeof searches[0]; i++) {
+        printf("%s: searching the encrypted index for \"%s\":\n", bob.name, searches[i]);
+        if ((rc = sealroom_room_search(sealroom_client_ctx(bob.client), &req, room, searches[i],
+                                       NULL, 0)) != SEALROOM_OK ||
+            (rc = sealroom_client_wait(bob.client, req, TIMEOUT_MS)) != SEALROOM_OK) {
+            fail("searching", bob.client, rc);
+            goto out;
+        }
+    }
+    bob.searching = 0;
     status = 0;
     printf("demo done: room %s\n", room);
 out:

@@ -45,15 +45,22 @@ CREATE TABLE search_batches (
     created_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (room_id, batch)
 ) WITH (fillfactor = 70);
+-- Searches and compaction list a room's batches that still hold entries;
+-- compacted ones pile up and must not be walked every time.
+CREATE INDEX search_batches_live_idx ON search_batches (room_id, batch) WHERE state < 2;
 
 -- Entries: probed by (room, batch, label), deleted by batch after a
--- compaction, so the primary key is the only index (one btree per insert).
+-- compaction, so the primary key is the only index (one btree per insert);
+-- it carries seq so that probes can be index-only scans. No foreign key:
+-- a check per entry would cost every stored message 8 or more lookups, and
+-- rooms are never deleted while they hold entries (the service has no
+-- room deletion; whoever adds it deletes the search rows first).
 CREATE TABLE search_entries (
     room_id bigint NOT NULL,
     batch   bigint NOT NULL,
     label   bytea  NOT NULL CHECK (length(label) = 16),
     seq     bigint NOT NULL CHECK (seq > 0),
-    PRIMARY KEY (room_id, batch, label)
+    PRIMARY KEY (room_id, batch, label) INCLUDE (seq)
 );
 
 -- Static segments made by compaction. seqs are the messages the segment

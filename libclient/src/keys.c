@@ -1031,6 +1031,7 @@ void sr_keys_changed(sealroom_ctx *ctx, sr_room *room)
     sr_keyrun_resume(ctx, room);
     sr_outbox_pump(ctx, room);
     sr_inbox_pump(ctx, room);
+    sr_sse_maintain(ctx, room);
 }
 
 /* ---- headlines from the room ---- */

@@ -170,6 +170,9 @@ static const struct {
     {"stale-epoch", SEALROOM_E_STALE},       {"bad-point", SEALROOM_E_PROTOCOL},
     {"datakey-conflict", SEALROOM_E_CONFLICT}, {"bad-payload", SEALROOM_E_PROTOCOL},
     {"unknown-run", SEALROOM_E_CONFLICT},    {"bad-round", SEALROOM_E_PROTOCOL},
+    {"batch-sealed", SEALROOM_E_STALE},      {"bad-cover", SEALROOM_E_PROTOCOL},
+    {"keyring-needed", SEALROOM_E_UNAVAILABLE}, {"stale-keyring", SEALROOM_E_STALE},
+    {"lease-expired", SEALROOM_E_NOT_FOUND},
 };
 
 const char *sr_error_app(xmpp_stanza_t *st)

@@ -59,7 +59,12 @@ typedef struct sr_sse_search {
     unsigned max;
     bool sent;
     uint64_t hi;
+    int reissued; /* times sent again because batches beyond hi existed */
 } sr_sse_search;
+
+/* A page is asked again with the room's newer highest batch at most this
+ * often (a room whose batches keep coming gets the page of the last ask). */
+#define SEARCH_REISSUE_MAX 3
 
 void sr_sse_search_free(void *p)
 {
@@ -146,6 +151,8 @@ static xmpp_stanza_t *search_element(sealroom_ctx *ctx, const sr_sse_room *s,
     return el;
 }
 
+static void send_search(sealroom_ctx *ctx, sr_room *room, sr_request *r);
+
 static void search_answered(sealroom_ctx *ctx, void *arg, xmpp_stanza_t *answer, int rc,
                             const char *text)
 {
@@ -169,6 +176,14 @@ static void search_answered(sealroom_ctx *ctx, void *arg, xmpp_stanza_t *answer,
     if (room->sse && sr_parse_u64(xmpp_stanza_get_attribute(res, "batch"), &batch) &&
         batch <= UINT32_MAX && batch > room->sse->last_batch)
         room->sse->last_batch = batch;
+    /* Batches were taken since the last we knew of (other writers): our
+     * covers did not reach them, so this page may miss matches. Ask again
+     * over the room's whole range, which the answer just told us. */
+    if (room->sse && room->sse->last_batch > q->hi && q->reissued < SEARCH_REISSUE_MAX) {
+        q->reissued++;
+        send_search(ctx, room, r);
+        return;
+    }
     for (xmpp_stanza_t *c = xmpp_stanza_get_children(res); c; c = xmpp_stanza_get_next(c)) {
         const char *name = xmpp_stanza_is_tag(c) ? xmpp_stanza_get_name(c) : NULL;
         const char *ns = xmpp_stanza_get_ns(c);

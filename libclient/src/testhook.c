@@ -5,6 +5,8 @@
 #include "testhook.h"
 
 #include "internal.h"
+#include "search/keyring.h"
+#include "sse.h"
 
 void sr_testhook_secrets(const sealroom_ctx *ctx, sr_testhook_secret_fn fn, void *user)
 {
@@ -30,6 +32,9 @@ void sr_testhook_secrets(const sealroom_ctx *ctx, sr_testhook_secret_fn fn, void
         for (const sr_datakey *d = room->dks; d; d = d->next)
             if (d->state == SR_DK_READY)
                 fn(user, "datakey.p", room->jid, d->epoch, d->p, sizeof d->p);
+        const sr_sse_keyring *kr = room->sse ? room->sse->keyring : NULL;
+        for (size_t i = 0; kr && i < kr->n; i++)
+            fn(user, "search.kg", room->jid, kr->gen[i], kr->key[i], 32);
     }
 }
 

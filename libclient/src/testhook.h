@@ -14,8 +14,9 @@
 /* Called once per secret: what names it ("identity.root",
  * "identity.sign_sk", "identity.box_sk", "identity.dmkd_a",
  * "identity.dmkd_b", "vault.key", "epoch.secret", "epoch.k",
- * "epoch.keyring", "datakey.p"), room is the bare room JID or NULL, epoch
- * the epoch number or 0. The bytes are borrowed for the call. */
+ * "epoch.keyring", "datakey.p", "search.kg"), room is the bare room JID or
+ * NULL, epoch the epoch number (for "search.kg" the index generation) or 0.
+ * The bytes are borrowed for the call. */
 typedef void (*sr_testhook_secret_fn)(void *user, const char *what, const char *room,
                                       uint64_t epoch, const unsigned char *secret, size_t len);
 
