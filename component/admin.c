@@ -143,11 +143,14 @@ static void sweep_progress(const rooms *r, xmpp_stanza_t *form)
     add_number(form, "batches", "Batches committed", st.batches);
     add_number(form, "headers-behind", "Headers behind their room's epoch (last counted)",
                st.headers_behind);
+    add_number(form, "headers-undone", "Headers taken back through revoked tokens",
+               st.headers_undone);
+    add_number(form, "undos-finished", "Undos of revoked tokens completed", st.undos_finished);
     add_number(form, "reconnects", "Database reconnects", st.reconnects);
     add_number(form, "errors", "Room slices given up on a database error", st.errors);
     add_number(form, "checks-asked", "Re-keyed check headers sent to members to confirm",
                r->stats.checks_asked);
-    add_number(form, "checks-failed", "Check headers members found wrong (tokens kept)",
+    add_number(form, "checks-failed", "Check headers members found wrong (unproved tokens revoked and undone)",
                r->stats.checks_failed);
     add_number(form, "tokens-erased", "Tokens erased after a member's confirmation",
                r->stats.tokens_erased);

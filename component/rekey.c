@@ -1,5 +1,6 @@
 /* Archive re-keying arithmetic on ristretto255 (rekey.h): token and header
- * checks, token composition and header re-keying, on libsodium alone. */
+ * checks, token composition, inversion and proof against check headers, and
+ * header re-keying, on libsodium alone. */
 #include "rekey.h"
 
 #include <sodium.h>
@@ -39,6 +40,29 @@ void rk_compose(unsigned char out[RK_BYTES], const unsigned char a[RK_BYTES],
     crypto_core_ristretto255_scalar_mul(t, a, b);
     memcpy(out, t, RK_BYTES);
     sodium_memzero(t, sizeof t);
+}
+
+bool rk_invert(unsigned char out[RK_BYTES], const unsigned char s[RK_BYTES])
+{
+    unsigned char t[RK_BYTES];
+    bool ok = rk_scalar_ok(s) && crypto_core_ristretto255_scalar_invert(t, s) == 0;
+    if (ok)
+        memcpy(out, t, RK_BYTES);
+    else
+        sodium_memzero(out, RK_BYTES);
+    sodium_memzero(t, sizeof t);
+    return ok;
+}
+
+bool rk_token_proved(const unsigned char delta[RK_BYTES], const unsigned char hc_from[RK_BYTES],
+                     const unsigned char hc_to[RK_BYTES])
+{
+    unsigned char moved[RK_BYTES];
+    /* Public values, but compared as the token handler always did. */
+    bool ok = rk_point_ok(hc_from) && rk_point_ok(hc_to) && rk_apply(moved, delta, hc_from) &&
+              sodium_memcmp(moved, hc_to, RK_BYTES) == 0;
+    sodium_memzero(moved, sizeof moved);
+    return ok;
 }
 
 bool rk_apply(unsigned char h_out[RK_BYTES], const unsigned char delta[RK_BYTES],

@@ -1,6 +1,7 @@
 /* The component's archive re-keying arithmetic (DESIGN §6, archive-wire
  * "Tokens"): checking tokens and headers, composing a room's token chain
- * Δ(a→c) and applying it to a stored header. Rebuilt here on libsodium,
+ * Δ(a→c), applying it to a stored header, proving a token against the
+ * check headers and inverting it to undo it. Rebuilt here on libsodium,
  * apart from the library's e2e core (libclient/src/e2e/archive.c); a unit
  * test holds the two to the same bytes.
  *
@@ -31,6 +32,16 @@ bool rk_point_ok(const unsigned char p[RK_BYTES]);
  * product of two non-zero scalars mod the prime ℓ is non-zero). */
 void rk_compose(unsigned char out[RK_BYTES], const unsigned char a[RK_BYTES],
                 const unsigned char b[RK_BYTES]);
+
+/* out = s⁻¹ mod ℓ, the token that undoes s: Δ(e→f)⁻¹ = k_e·k_f⁻¹. False
+ * (out zeroed) if s is not a canonical non-zero scalar. out may alias s. */
+bool rk_invert(unsigned char out[RK_BYTES], const unsigned char s[RK_BYTES]);
+
+/* True when the stored check headers prove token Δ(e→f): Δ·hc_from is
+ * hc_to. Since the check point has prime order, exactly one scalar passes,
+ * k_f·k_e⁻¹. False for a Δ or a header that is not valid. */
+bool rk_token_proved(const unsigned char delta[RK_BYTES], const unsigned char hc_from[RK_BYTES],
+                     const unsigned char hc_to[RK_BYTES]);
 
 /* h_out = Δ·h_in. False (h_out zeroed) if Δ is not a canonical non-zero
  * scalar, h_in is not a valid non-identity point, or the result is the

@@ -4,9 +4,11 @@
  * f without the component seeing a data key. A token is accepted only if it
  * carries the stored check header of epoch e onto that of epoch f (both
  * public: H_c = k·P_c), so a wrong token never touches the archive; for
- * epochs from before check headers, only from epoch f's maker. The room keeps its token chain in memory for the
- * lazy path (headers re-keyed as they are read) and the sweep (sweep.c)
- * moves the stored headers. */
+ * epochs from before check headers, only from epoch f's maker, and stored
+ * unverified: if a member's check later finds the chain wrong, tokenerase.c
+ * revokes it and the sweep undoes what it moved. The room keeps its token
+ * chain in memory for the lazy path (headers re-keyed as they are read) and
+ * the sweep (sweep.c) moves the stored headers. */
 #include <inttypes.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -170,7 +172,7 @@ static void looked_up(void *arg, bool ok, PGresult *const *res, int nres, const 
         svc_error(r, op->iq, rm->name, "cancel", "item-not-found", "no-epoch", text);
         goto done;
     }
-    unsigned char hc_from[32], hc_to[32], moved[32];
+    unsigned char hc_from[32], hc_to[32];
     bool have_from = svc_bytea(res[0], row_from, 2, hc_from, 32) == 32,
          have_to = svc_bytea(res[0], row_to, 2, hc_to, 32) == 32;
     /* With both check headers stored the check below proves the token
@@ -194,7 +196,7 @@ static void looked_up(void *arg, bool ok, PGresult *const *res, int nres, const 
         goto done;
     }
     if (have_to && have_from) {
-        if (!rk_apply(moved, op->delta, hc_from) || sodium_memcmp(moved, hc_to, 32) != 0) {
+        if (!rk_token_proved(op->delta, hc_from, hc_to)) {
             snprintf(text, sizeof text,
                      "the token does not carry the check header of epoch %" PRIu64
                      " to that of epoch %" PRIu64,

@@ -1,19 +1,35 @@
-/* Erasing a room's re-encryption tokens once they have done their work
- * (xep/sealroom.xml "Erasing tokens"; archive-wire.md). A token is needed
- * only until every header has moved past it, but kept tokens are what lets
- * a wrong one be undone (with their inverses), so they go only after a
- * member's own key has confirmed where the chain leads. When the sweep
- * reports a room with no header behind its epoch c (sweep_take_done), the
- * component takes the check header H_c(a) of the oldest epoch a of the
- * room's chain of tokens into c, re-keys it with Δ(a→c) as it re-keys data
- * headers, and sends it in a <confirm-check/> headline to one present
- * member session; <check-ok/> for c deletes the room's tokens into c and
- * earlier, <check-failed/> erases nothing and is reported to the operators.
+/* Erasing a room's re-encryption tokens once they have done their work,
+ * and undoing them when they were wrong (xep/sealroom.xml "Erasing
+ * tokens"; archive-wire.md). A token is needed only until every header has
+ * moved past it, but kept tokens are what lets a wrong one be undone (with
+ * their inverses), so they go only after a member's own key has confirmed
+ * where the chain leads. When the sweep reports a room with no header
+ * behind its epoch c (sweep_take_done), the component takes the check
+ * header H_c(a) of the oldest epoch a of the room's chain of tokens into c,
+ * re-keys it with Δ(a→c) as it re-keys data headers, and sends it in a
+ * <confirm-check/> headline to one present member session; <check-ok/> for
+ * c deletes the room's tokens into c and earlier.
+ *
+ * <check-failed/> for c means a token from a to c does not carry its epoch
+ * to the next. The component checks each of them again against the stored
+ * check headers; those that the headers do not prove (an epoch without a
+ * check header, which is why such a token was stored unverified, or a
+ * token or header that changed since) are the ones that can be wrong, and
+ * it revokes them: in one transaction it keeps them in archive_undo and
+ * deletes them from the chain (SWEEP_SQL_REVOKE_*), then forgets them in
+ * the room's cached chain so that the lazy path no longer re-keys through
+ * them, and kicks the sweep, which takes every header that went through
+ * one of them back to the epoch it left (sweep.h). Tokens the headers
+ * prove stay. A revoked step is a gap, as if its token never came, until
+ * the sealer of its later epoch sends a token for it again. If every token
+ * is proved, the fault is not a token's (a check header, or the member):
+ * nothing is undone, and the operators are told.
  *
  * The rooms waiting live in rooms.erasing, keyed by room id, apart from the
  * room cache: a room may be evicted (nobody present) and come back while
  * its tokens wait. The state is not stored: after a restart the sweep's
- * scan reports the rooms again. */
+ * scan reports the rooms again, and finds those with an undo pending, whose
+ * records (archive_undo) are the state of the undo. */
 #include <inttypes.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -40,7 +56,8 @@ typedef enum {
     ER_READING,  /* ... being read */
     ER_WAIT,     /* ready: ask at next_ms (again, once asked) */
     ER_DELETING, /* a member confirmed: the tokens are being deleted */
-    ER_SETTLED,  /* nothing more for epoch c (a failed check, or a chain that cannot be checked) */
+    ER_UNDOING,  /* a member found the check wrong: the tokens at fault are being revoked */
+    ER_SETTLED,  /* nothing more for epoch c (its chain cannot be checked, or is not at fault) */
 } er_state;
 
 typedef struct erase_room {
@@ -86,6 +103,34 @@ static void restart(erase_room *e, uint64_t c, long now_ms)
     e->asked = false;
     e->asks = 0;
     e->next_ms = now_ms;
+}
+
+/* Drop the room's cached token from epoch `from` if it is `delta`, so that
+ * the lazy path no longer re-keys through a revoked token (the chain of
+ * token.c, laid out as service.h says). A token stored for the step since,
+ * which nothing has applied, stays. */
+static void cache_forget(room *rm, uint64_t from, const unsigned char delta[RK_BYTES])
+{
+    if (from < rm->token_first || from - rm->token_first >= rm->ntokens) return;
+    size_t i = (size_t)(from - rm->token_first);
+    if (!rm->token_have[i] || sodium_memcmp(rm->tokens[i], delta, RK_BYTES) != 0) return;
+    rm->token_have[i] = false;
+    sodium_memzero(rm->tokens[i], RK_BYTES);
+}
+
+/* The revoked tokens in res (from_epoch, delta; an undo pending for room
+ * id) out of its cached chain, if it is loaded: a revocation whose answer
+ * was lost, or another instance's. */
+static void cache_forget_all(rooms *r, const char *name, long long id, const PGresult *res)
+{
+    room *rm = name ? room_lookup(r, name) : NULL;
+    if (!rm || rm->id != id) return;
+    for (int i = 0; i < PQntuples(res); i++) {
+        unsigned char d[RK_BYTES];
+        if (svc_bytea(res, i, 1, d, sizeof d) == RK_BYTES)
+            cache_forget(rm, strtoull(PQgetvalue(res, i, 0), NULL, 10), d);
+        sodium_memzero(d, sizeof d);
+    }
 }
 
 /* ---- asking a member ---- */
@@ -186,7 +231,7 @@ static void loaded(void *arg, bool ok, PGresult *const *res, int nres, const cha
         load(r, e, now_ms);
         return;
     }
-    if (!ok || nres != 3) {
+    if (!ok || nres != 4) {
         log_warn(NULL, "room %lld: reading its tokens for erasure failed: %s", e->id,
                  err ? err : "?");
         e->state = ER_LOAD;
@@ -194,6 +239,15 @@ static void loaded(void *arg, bool ok, PGresult *const *res, int nres, const cha
         return;
     }
     if (PQntuples(res[0]) != 1) { /* the room is gone */
+        forget(r, e);
+        return;
+    }
+    if (PQntuples(res[3]) > 0) {
+        /* An undo is under way (a sweep that ended before the revocation
+         * reported the room): its headers will be behind again. The sweep
+         * reports the room once the undo is over and nothing is behind. */
+        cache_forget_all(r, PQgetvalue(res[0], 0, 0), e->id, res[3]);
+        log_debug(PQgetvalue(res[0], 0, 0), "an undo is pending: no check of epoch %" PRIu64, c);
         forget(r, e);
         return;
     }
@@ -247,6 +301,8 @@ static void load(rooms *r, erase_room *e, long now_ms)
                     "WHERE t.room_id = $1 AND t.to_epoch <= $2 ORDER BY t.from_epoch DESC",
                     2, p, NULL, NULL) ||
         db_unit_add(u, "SELECT sealer FROM epochs WHERE room_id = $1 AND epoch = $2", 2, p, NULL,
+                    NULL) ||
+        db_unit_add(u, "SELECT from_epoch, delta FROM archive_undo WHERE room_id = $1", 1, p, NULL,
                     NULL)) {
         free(op);
         if (u) db_unit_free(u);
@@ -275,7 +331,7 @@ static void completed(rooms *r, long long id, uint64_t c, long now_ms)
         restart(e, c, now_ms);
     } else if (c <= e->c || c <= e->newer) {
         return; /* a repeat: already on it */
-    } else if (e->state == ER_READING || e->state == ER_DELETING) {
+    } else if (e->state == ER_READING || e->state == ER_DELETING || e->state == ER_UNDOING) {
         e->newer = c;
         return;
     } else {
@@ -334,14 +390,16 @@ static void deleted(void *arg, bool ok, PGresult *const *res, int nres, const ch
         }
     } else {
         /* The cache follows: its tokens into c and earlier are gone, later
-         * ones (stored meanwhile) stay for the lazy path. */
-        token_chain_drop_below(rm, op->c);
+         * ones (stored meanwhile) stay for the lazy path. Nothing is erased
+         * while an undo is pending: the headers it takes back need the
+         * tokens above the revoked ones to move on. */
         unsigned long long n = strtoull(PQcmdTuples(res[0]), NULL, 10);
+        if (n > 0) token_chain_drop_below(rm, op->c);
         r->stats.tokens_erased += n;
         log_info(rm->name,
                  "%s confirmed the check header of epoch %" PRIu64 ": %llu token(s) into it "
-                 "and earlier erased",
-                 op->sender, op->c, n);
+                 "and earlier erased%s",
+                 op->sender, op->c, n, n ? "" : " (an undo is pending, or they were already)");
         svc_send(r, st_iq_result(op->iq, rm->name));
         if (e && e->state == ER_DELETING && e->c == op->c) {
             if (e->newer) {
@@ -366,8 +424,10 @@ static void erase_tokens(rooms *r, room *rm, erase_room *e, xmpp_stanza_t *iq, c
     snprintf(c, sizeof c, "%" PRIu64, e->c);
     const char *p[2] = {id, c};
     if (!op || !u || !(op->iq = xmpp_stanza_copy(iq)) ||
-        db_unit_add(u, "DELETE FROM archive_tokens WHERE room_id = $1 AND to_epoch <= $2", 2, p,
-                    NULL, NULL)) {
+        db_unit_add(u,
+                    "DELETE FROM archive_tokens WHERE room_id = $1 AND to_epoch <= $2 AND NOT "
+                    "EXISTS (SELECT 1 FROM archive_undo u WHERE u.room_id = $1)",
+                    2, p, NULL, NULL)) {
         if (op && op->iq) xmpp_stanza_release(op->iq);
         free(op);
         if (u) db_unit_free(u);
@@ -384,6 +444,196 @@ static void erase_tokens(rooms *r, room *rm, erase_room *e, xmpp_stanza_t *iq, c
     db_submit(r->db, u, true, deleted, op);
 }
 
+/* ---- undoing: the member found the check wrong ---- */
+
+typedef struct undo_op {
+    rooms *r;
+    room *rm;
+    xmpp_stanza_t *iq;
+    long long id;
+    uint64_t a, c;
+    char sender[SR_BARE_JID_MAX];
+    size_t n;                         /* tokens revoked */
+    uint64_t *from;                   /* their steps */
+    unsigned char (*delta)[RK_BYTES]; /* and tokens, for the cache */
+} undo_op;
+
+static void undo_free(undo_op *op)
+{
+    room_release(op->r, op->rm);
+    xmpp_stanza_release(op->iq);
+    if (op->delta) sodium_memzero(op->delta, op->n * RK_BYTES);
+    free(op->delta);
+    free(op->from);
+    free(op);
+}
+
+/* The revocation failed, or could not start: the member's answer is lost
+ * and the room asks again (after reading its state anew). */
+static void undo_failed(rooms *r, undo_op *op, const char *why)
+{
+    erase_room *e = find(r, op->id);
+    log_error(op->rm->name, "the tokens into epoch %" PRIu64 " were not revoked: %s", op->c, why);
+    svc_error(r, op->iq, op->rm->name, "wait", "internal-server-error", NULL,
+              "the failed check could not be acted on; the room will ask again");
+    if (e && e->state == ER_UNDOING) {
+        e->state = ER_LOAD;
+        e->next_ms = r->now_ms + ERASE_DB_RETRY_MS;
+    }
+    undo_free(op);
+}
+
+static void undo_recorded(void *arg, bool ok, PGresult *const *res, int nres, const char *err)
+{
+    undo_op *op = arg;
+    rooms *r = op->r;
+    room *rm = op->rm;
+    (void)res;
+    r->writes_in_flight--;
+    if (!ok || nres != 2) {
+        undo_failed(r, op, err ? err : "?");
+        return;
+    }
+    if (rm->id == op->id)
+        for (size_t k = 0; k < op->n; k++)
+            cache_forget(rm, op->from[k], op->delta[k]);
+    char steps[160];
+    size_t len = 0;
+    size_t i = 0;
+    for (; i < op->n && len + 48 < sizeof steps; i++)
+        len += (size_t)snprintf(steps + len, sizeof steps - len, "%s%" PRIu64 "->%" PRIu64,
+                                i ? ", " : "", op->from[i], op->from[i] + 1);
+    if (i < op->n) snprintf(steps + len, sizeof steps - len, ", ...");
+    log_error(rm->name,
+              "%s found the check header of epoch %" PRIu64 " re-keyed to epoch %" PRIu64
+              " wrong: revoked %zu token(s) the check headers do not prove (%s); the sweep takes "
+              "every header that went through them back",
+              op->sender, op->a, op->c, op->n, steps);
+    sweep_kick(sweep_running(), op->id);
+    svc_send(r, st_iq_result(op->iq, rm->name));
+    /* Nothing more for c: the sweep reports the room again once the
+     * headers taken back have moved on, with a new token for each step. */
+    erase_room *e = find(r, op->id);
+    if (e && e->state == ER_UNDOING && e->c == op->c) forget(r, e);
+    undo_free(op);
+}
+
+/* res[0]: the tokens from a to c with the check headers of the epochs each
+ * joins; res[1]: revoked tokens still kept (an undo under way). */
+static void undo_read(void *arg, bool ok, PGresult *const *res, int nres, const char *err)
+{
+    undo_op *op = arg;
+    rooms *r = op->r;
+    room *rm = op->rm;
+    erase_room *e = find(r, op->id);
+    if (!ok || nres != 2) {
+        undo_failed(r, op, err ? err : "?");
+        return;
+    }
+    if (PQntuples(res[1]) > 0) {
+        /* A revocation came first (ours, whose answer was lost, or another
+         * instance's): the room asks again once that undo is over. */
+        cache_forget_all(r, rm->name, op->id, res[1]);
+        log_info(rm->name, "%s found the check of epoch %" PRIu64 " wrong; an undo is pending",
+                 op->sender, op->c);
+        svc_send(r, st_iq_result(op->iq, rm->name));
+        if (e && e->state == ER_UNDOING) forget(r, e);
+        undo_free(op);
+        return;
+    }
+    int rows = PQntuples(res[0]);
+    op->from = calloc(rows ? (size_t)rows : 1, sizeof *op->from);
+    op->delta = calloc(rows ? (size_t)rows : 1, RK_BYTES);
+    char *list = malloc((size_t)rows * 21 + 3), *p = list;
+    if (!op->from || !op->delta || !list) {
+        free(list);
+        undo_failed(r, op, "out of memory");
+        return;
+    }
+    *p++ = '{';
+    for (int i = 0; i < rows; i++) {
+        unsigned char hc_from[RK_BYTES], hc_to[RK_BYTES], *d = op->delta[op->n];
+        bool proved = svc_bytea(res[0], i, 1, d, RK_BYTES) == RK_BYTES &&
+                      svc_bytea(res[0], i, 2, hc_from, sizeof hc_from) == RK_BYTES &&
+                      svc_bytea(res[0], i, 3, hc_to, sizeof hc_to) == RK_BYTES &&
+                      rk_token_proved(d, hc_from, hc_to);
+        if (proved) {
+            sodium_memzero(d, RK_BYTES);
+            continue;
+        }
+        /* Unverified when stored, or no longer matching its check headers:
+         * this one can be the wrong one. */
+        op->from[op->n] = strtoull(PQgetvalue(res[0], i, 0), NULL, 10);
+        p += sprintf(p, "%s%" PRIu64, op->n ? "," : "", op->from[op->n]);
+        op->n++;
+    }
+    strcpy(p, "}");
+    if (op->n == 0) {
+        free(list);
+        log_error(rm->name,
+                  "%s found the check header of epoch %" PRIu64 " re-keyed to epoch %" PRIu64
+                  " wrong, but %s: nothing is undone and the tokens stay",
+                  op->sender, op->a, op->c,
+                  rows ? "the stored check headers prove every token between, so it is not a "
+                         "token's fault (a check header, or the member's answer)"
+                       : "no token between is stored any more");
+        if (e && e->state == ER_UNDOING) e->state = ER_SETTLED;
+        svc_send(r, st_iq_result(op->iq, rm->name));
+        undo_free(op);
+        return;
+    }
+    db_unit *u = db_unit_new();
+    char id[24];
+    snprintf(id, sizeof id, "%lld", op->id);
+    const char *v[2] = {id, list};
+    bool added = u && db_unit_add(u, SWEEP_SQL_REVOKE_KEEP, 2, v, NULL, NULL) == 0 &&
+                 db_unit_add(u, SWEEP_SQL_REVOKE_DROP, 2, v, NULL, NULL) == 0;
+    free(list);
+    if (!added) {
+        if (u) db_unit_free(u);
+        undo_failed(r, op, "out of memory");
+        return;
+    }
+    r->writes_in_flight++;
+    db_submit(r->db, u, true, undo_recorded, op);
+}
+
+static void undo_start(rooms *r, room *rm, erase_room *e, xmpp_stanza_t *iq, const char *sender)
+{
+    undo_op *op = calloc(1, sizeof *op);
+    db_unit *u = db_unit_new();
+    char id[24], a[24], c[24];
+    snprintf(id, sizeof id, "%lld", rm->id);
+    snprintf(a, sizeof a, "%" PRIu64, e->a);
+    snprintf(c, sizeof c, "%" PRIu64, e->c);
+    const char *p[3] = {id, a, c};
+    if (!op || !u || !(op->iq = xmpp_stanza_copy(iq)) ||
+        db_unit_add(u,
+                    "SELECT t.from_epoch, t.delta, ef.check_header, et.check_header "
+                    "FROM archive_tokens t LEFT JOIN epochs ef ON ef.room_id = t.room_id AND "
+                    "ef.epoch = t.from_epoch LEFT JOIN epochs et ON et.room_id = t.room_id AND "
+                    "et.epoch = t.to_epoch WHERE t.room_id = $1 AND t.from_epoch >= $2 AND "
+                    "t.to_epoch <= $3 ORDER BY t.from_epoch",
+                    3, p, NULL, NULL) ||
+        db_unit_add(u, "SELECT from_epoch, delta FROM archive_undo WHERE room_id = $1", 1, p, NULL,
+                    NULL)) {
+        if (op && op->iq) xmpp_stanza_release(op->iq);
+        free(op);
+        if (u) db_unit_free(u);
+        svc_error(r, iq, rm->name, "wait", "resource-constraint", NULL, "out of memory");
+        return;
+    }
+    op->r = r;
+    op->rm = rm;
+    op->id = rm->id;
+    op->a = e->a;
+    op->c = e->c;
+    snprintf(op->sender, sizeof op->sender, "%s", sender);
+    rm->refs++;
+    e->state = ER_UNDOING;
+    db_submit(r->db, u, false, undo_read, op);
+}
+
 void tokenerase_handle_answer(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *el)
 {
     char sender[SR_BARE_JID_MAX], text[128];
@@ -398,29 +648,28 @@ void tokenerase_handle_answer(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza
     }
     bool ok = strcmp(xmpp_stanza_get_name(el), "check-ok") == 0;
     erase_room *e = find(r, rm->id);
-    /* Only the epoch asked about, while the room waits for the answer; a
-     * second answer while the tokens are being erased changes nothing. */
-    if (!e || e->c != c || !e->asked || (e->state != ER_WAIT && e->state != ER_DELETING)) {
+    /* Only the epoch asked about, while the room waits for the answer or
+     * acts on the first one. */
+    if (!e || e->c != c || !e->asked ||
+        (e->state != ER_WAIT && e->state != ER_DELETING && e->state != ER_UNDOING)) {
         snprintf(text, sizeof text, "the room is not asking to confirm epoch %" PRIu64, c);
         svc_error(r, iq, rm->name, "cancel", "unexpected-request", NULL, text);
         return;
     }
-    if (!ok) {
-        /* Every token passed its check when stored: an attack or a bug. */
-        r->stats.checks_failed++;
-        log_error(rm->name,
-                  "%s reports that the check header of epoch %" PRIu64 " re-keyed to epoch %" PRIu64
-                  " is wrong: a token applied does not carry its epoch to the next (a damaged "
-                  "database, a token stored unverified or a fault of the service); the tokens are "
-                  "kept (their inverses could undo the re-keying, which is not implemented)",
-                  sender, e->a, c);
-        if (e->state == ER_WAIT) e->state = ER_SETTLED;
+    if (!ok) r->stats.checks_failed++;
+    if (e->state != ER_WAIT) {
+        /* The first answer decides; a second one changes nothing, but two
+         * members who disagree about the same check are worth a look. */
+        if (ok != (e->state == ER_DELETING))
+            log_warn(rm->name,
+                     "%s answers %s for epoch %" PRIu64 " after another member answered the "
+                     "opposite: the first answer stands",
+                     sender, ok ? "check-ok" : "check-failed", c);
         svc_send(r, st_iq_result(iq, rm->name));
         return;
     }
-    if (e->state == ER_DELETING) {
-        svc_send(r, st_iq_result(iq, rm->name));
-        return;
-    }
-    erase_tokens(r, rm, e, iq, sender);
+    if (ok)
+        erase_tokens(r, rm, e, iq, sender);
+    else
+        undo_start(r, rm, e, iq, sender);
 }

@@ -9,6 +9,20 @@
  * sweeps racing on one room; the workers' connections killed and the whole
  * server restarted mid-sweep; and a sweep in a child process SIGKILLed at
  * random points twenty times, every row consistent after each kill.
+ *
+ * The undo of revoked tokens: rooms whose chain holds wrong tokens (random
+ * scalars) are swept through them, then the wrong steps are revoked as the
+ * loop revokes them (SWEEP_SQL_REVOKE_*). Every header that went through a
+ * revoked step must come back to the first such step s on its way as
+ * exactly k_s·P, every other one stay exactly k_c·P, the undo records go,
+ * the room is not reported while headers are behind, and a right token for
+ * the step then moves them on to exactly k_c·P. Also: two revoked steps
+ * with a right token between; a right token stored while the undo is
+ * pending (it must wait for the undo); a revocation in the middle of the
+ * sweep that applies the wrong token; connections killed and the server
+ * restarted mid-undo; the undo SIGKILLed twenty times (every row either as
+ * before the undo or exactly undone); and a header that cannot be undone
+ * (not a point), which stays as it is and keeps the undo pending.
  * Uses $SEALROOM_TEST_PG if set, otherwise starts a throwaway cluster with
  * tests/pg-scratch.sh (the server restart only runs on that one). */
 #include <setjmp.h>
@@ -694,13 +708,508 @@ static void test_sigkill(void **state)
     seeded_free(r);
 }
 
+/* A new epoch's sweep while the tokens below its chain are erased (a
+ * member confirmed the previous epoch): the batches that composed only the
+ * newest token are not held up by the erasure, and everything still ends
+ * at exactly k_c·P. */
+static void test_erasure_mid_sweep(void **state)
+{
+    (void)state;
+    seeded *s = seed_room("erase-mid@rooms.localhost", 3, 0, 16000, 0);
+    config cfg = sweep_config(2, 25);
+    sweep *sw = sweep_start(&cfg);
+    assert_non_null(sw);
+    sweep_kick(sw, s->id);
+    sweep_stats st;
+    wait_idle(sw, &st);
+    assert_int_equal(check_room(s, true), 0);
+    /* Every header is at 3: the rows keep their seeded epochs as where
+     * they were registered, k_3·P is what the next token moves. */
+    advance(s, false);
+    unsigned long long base = st.headers_rekeyed;
+    sweep_kick(sw, s->id);
+    wait_rekeyed(sw, base + 1000);
+    PGconn *conn = pg(g_conninfo);
+    const char *vals[] = {s->idtext};
+    PQclear(exec(conn, "DELETE FROM archive_tokens WHERE room_id = $1 AND to_epoch <= 3", 1, vals));
+    PQfinish(conn);
+    s->has_token[1] = s->has_token[2] = false;
+    wait_idle(sw, &st);
+    assert_int_equal(check_room(s, true), 0);
+    assert_int_equal(st.headers_rekeyed - base, s->n);
+    sweep_stop(sw);
+    seeded_free(s);
+}
+
+/* ---- undoing revoked tokens ---- */
+
+/* Store delta as the token e→e+1 (right or not). */
+static void store_delta(PGconn *c, seeded *s, uint64_t e, const unsigned char d[32])
+{
+    char hex[65], from[24], to[24], lit[80];
+    sodium_bin2hex(hex, sizeof hex, d, 32);
+    snprintf(from, sizeof from, "%llu", (unsigned long long)e);
+    snprintf(to, sizeof to, "%llu", (unsigned long long)e + 1);
+    snprintf(lit, sizeof lit, "\\x%s", hex);
+    const char *vals[] = {s->idtext, from, to, lit};
+    PQclear(exec(c,
+                 "INSERT INTO archive_tokens(room_id, from_epoch, to_epoch, delta, verified) "
+                 "VALUES ($1, $2, $3, $4, false)",
+                 4, vals));
+    s->has_token[e] = true;
+}
+
+/* A room at epoch c with n headers at random epochs 1..c and a token for
+ * every step, a random scalar for the steps in wrong (bit e: step e→e+1). */
+static seeded *seed_wrong(const char *name, uint64_t c, unsigned wrong, size_t n)
+{
+    seeded *s = seed_room(name, c, c, n, 0);
+    PGconn *conn = pg(g_conninfo);
+    for (uint64_t e = 1; e < c; e++) {
+        if (wrong & (1u << e)) {
+            unsigned char d[32];
+            random_scalar(d);
+            store_delta(conn, s, e, d);
+        } else {
+            store_token(conn, s, e);
+        }
+    }
+    PQfinish(conn);
+    return s;
+}
+
+/* Revoke the steps in mask as tokenerase.c does: one transaction. */
+static void revoke_steps(seeded *s, unsigned mask)
+{
+    char steps[128] = "{";
+    for (uint64_t e = 1; e <= MAXE; e++)
+        if (mask & (1u << e)) {
+            size_t n = strlen(steps);
+            snprintf(steps + n, sizeof steps - n, "%s%llu", n > 1 ? "," : "",
+                     (unsigned long long)e);
+            s->has_token[e] = false;
+        }
+    strcat(steps, "}");
+    PGconn *conn = pg(g_conninfo);
+    const char *vals[] = {s->idtext, steps};
+    PQclear(exec(conn, "BEGIN", 0, NULL));
+    PQclear(exec(conn, SWEEP_SQL_REVOKE_KEEP, 2, vals));
+    PQclear(exec(conn, SWEEP_SQL_REVOKE_DROP, 2, vals));
+    PQclear(exec(conn, "COMMIT", 0, NULL));
+    PQfinish(conn);
+}
+
+/* Where header i belongs once the steps in mask are undone: the first
+ * revoked step on its way from its epoch to c, else c. */
+static uint64_t undone_epoch(const seeded *s, unsigned mask, size_t i)
+{
+    for (uint64_t e = s->epoch[i]; e < s->c; e++)
+        if (mask & (1u << e)) return e;
+    return s->c;
+}
+
+static long long room_count(const seeded *s, const char *table)
+{
+    PGconn *conn = pg(g_conninfo);
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE room_id = $1", table);
+    const char *vals[] = {s->idtext};
+    PGresult *r = exec(conn, sql, 1, vals);
+    long long n = atoll(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    PQfinish(conn);
+    return n;
+}
+
+/* Every row of s as stored now (in dkid order), for the crash tests. */
+typedef struct snapshot {
+    uint64_t *epoch;
+    unsigned char (*h)[32];
+} snapshot;
+
+static uint64_t be64_of(const char *p)
+{
+    uint64_t e = 0;
+    for (int k = 0; k < 8; k++)
+        e = e << 8 | (unsigned char)p[k];
+    return e;
+}
+
+static PGresult *read_rows(const seeded *s, PGconn **conn)
+{
+    *conn = pg(g_conninfo);
+    const char *vals[] = {s->idtext};
+    PGresult *r = PQexecParams(*conn,
+                               "SELECT dkid, epoch, header FROM datakeys WHERE room_id = $1 "
+                               "ORDER BY dkid",
+                               1, NULL, vals, NULL, NULL, 1);
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    assert_int_equal(PQntuples(r), (int)s->n);
+    return r;
+}
+
+static snapshot take_snapshot(const seeded *s)
+{
+    snapshot sn = {calloc(s->n, sizeof *sn.epoch), calloc(s->n, 32)};
+    assert_true(sn.epoch && sn.h);
+    PGconn *conn;
+    PGresult *r = read_rows(s, &conn);
+    for (size_t row = 0; row < s->n; row++) {
+        sn.epoch[row] = be64_of(PQgetvalue(r, (int)row, 1));
+        memcpy(sn.h[row], PQgetvalue(r, (int)row, 2), 32);
+    }
+    PQclear(r);
+    PQfinish(conn);
+    return sn;
+}
+
+/* After undoing mask: every row is exactly k_E·P at the epoch E where the
+ * undo leaves it (final), or, mid-undo, either that or as in before (if
+ * given); with unmoved, a row may also be untouched where it was
+ * registered (the sweep had not reached it when the steps were revoked).
+ * Returns the rows not yet undone. */
+static size_t check_undo_at(seeded *s, unsigned mask, const snapshot *before, bool final,
+                            bool unmoved)
+{
+    PGconn *conn;
+    PGresult *r = read_rows(s, &conn);
+    size_t left = 0;
+    for (size_t row = 0; row < s->n; row++) {
+        size_t i = s->order[row];
+        assert_memory_equal(PQgetvalue(r, (int)row, 0), s->dkid[i], 16);
+        uint64_t e = be64_of(PQgetvalue(r, (int)row, 1)), want = undone_epoch(s, mask, i);
+        const char *h = PQgetvalue(r, (int)row, 2);
+        if (before && !final && e == before->epoch[row] && memcmp(h, before->h[row], 32) == 0 &&
+            e != want) {
+            left++; /* not reached yet */
+            continue;
+        }
+        if (unmoved && e == s->epoch[i]) {
+            assert_memory_equal(h, s->h[i], 32);
+            continue;
+        }
+        if (e != want)
+            fail_msg("row %zu (registered in %llu) is at epoch %llu, expected %llu", row,
+                     (unsigned long long)s->epoch[i], (unsigned long long)e,
+                     (unsigned long long)want);
+        if (s->moved_epoch[i] != e) {
+            assert_int_equal(sr_e2e_header_wrap(s->moved[i], s->k[e], s->p[i]), SR_E2E_OK);
+            s->moved_epoch[i] = e;
+        }
+        if (memcmp(h, s->moved[i], 32) != 0)
+            fail_msg("row %zu: header at epoch %llu is not k_%llu·P (registered in %llu)", row,
+                     (unsigned long long)e, (unsigned long long)e, (unsigned long long)s->epoch[i]);
+    }
+    PQclear(r);
+    PQfinish(conn);
+    return left;
+}
+
+static size_t check_undo(seeded *s, unsigned mask, const snapshot *before, bool final)
+{
+    return check_undo_at(s, mask, before, final, false);
+}
+
+static size_t count_undone(const seeded *s, unsigned mask)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < s->n; i++)
+        n += undone_epoch(s, mask, i) < s->c;
+    return n;
+}
+
+/* Which of rooms (bit i for rooms[i]) were reported done at their current
+ * epoch. Takes every report. */
+static unsigned reported(sweep *sw, seeded *const *rooms, size_t n)
+{
+    long long got;
+    uint64_t e;
+    unsigned seen = 0;
+    while (sweep_take_done(sw, &got, &e))
+        for (size_t i = 0; i < n; i++)
+            if (got == rooms[i]->id && e == rooms[i]->c) seen |= 1u << i;
+    return seen;
+}
+
+/* Forward through wrong tokens, then the undo, then right tokens: one room
+ * with a wrong step 3→4, another with wrong steps 2→3 and 5→6 around a
+ * right 3→4 (a header from epoch 3 goes back to 5, not 2). */
+static void test_undo(void **state)
+{
+    (void)state;
+    seeded *a = seed_wrong("undo-a@rooms.localhost", 6, 1u << 3, 3000);
+    seeded *b = seed_wrong("undo-b@rooms.localhost", 7, 1u << 2 | 1u << 5, 3000);
+    seeded *ab[] = {a, b};
+    config cfg = sweep_config(2, 100);
+    sweep *sw = sweep_start(&cfg);
+    assert_non_null(sw);
+    sweep_stats st;
+    wait_idle(sw, &st); /* the scan found both: everything at c, through the wrong tokens */
+    assert_int_equal(count_behind(a) + count_behind(b), 0);
+    assert_int_equal(reported(sw, ab, 2), 3);
+
+    revoke_steps(a, 1u << 3);
+    revoke_steps(b, 1u << 2 | 1u << 5);
+    assert_int_equal(room_count(a, "archive_undo"), 1);
+    assert_int_equal(room_count(b, "archive_undo"), 2);
+    sweep_kick(sw, a->id);
+    sweep_kick(sw, b->id);
+    wait_idle(sw, &st);
+    size_t ua = count_undone(a, 1u << 3), ub = count_undone(b, 1u << 2 | 1u << 5);
+    assert_true(ua > 1000 && ub > 1500);
+    assert_int_equal(check_undo(a, 1u << 3, NULL, true), 0);
+    assert_int_equal(check_undo(b, 1u << 2 | 1u << 5, NULL, true), 0);
+    assert_int_equal(st.headers_undone, ua + ub);
+    assert_int_equal(st.undos_finished, 2);
+    assert_int_equal(st.errors, 0);
+    assert_int_equal(room_count(a, "archive_undo") + room_count(b, "archive_undo"), 0);
+    assert_int_equal(room_count(a, "archive_tokens"), 4);
+    assert_int_equal(room_count(b, "archive_tokens"), 4);
+    /* Headers are behind: neither room is reported, nor while undoing. */
+    assert_int_equal(reported(sw, ab, 2), 0);
+    assert_int_equal(count_behind(a), ua);
+
+    /* The right tokens arrive: everything moves on to exactly k_c·P. */
+    PGconn *conn = pg(g_conninfo);
+    store_token(conn, a, 3);
+    store_token(conn, b, 2);
+    store_token(conn, b, 5);
+    PQfinish(conn);
+    sweep_kick(sw, a->id);
+    sweep_kick(sw, b->id);
+    wait_idle(sw, &st);
+    assert_int_equal(check_undo(a, 0, NULL, true), 0);
+    assert_int_equal(check_undo(b, 0, NULL, true), 0);
+    assert_int_equal(reported(sw, ab, 2), 3);
+    assert_int_equal(st.headers_undone, ua + ub);
+    sweep_stop(sw);
+    seeded_free(a);
+    seeded_free(b);
+}
+
+/* A right token for the revoked step stored before the undo has run (the
+ * sweep is down meanwhile): the re-keying must not use it until every
+ * header that went through the wrong one is back, else the undo would
+ * invert the wrong token on headers moved by the right one. The scan at
+ * start finds the room by its undo records. */
+static void test_undo_new_token_waits(void **state)
+{
+    (void)state;
+    seeded *s = seed_wrong("undo-wait@rooms.localhost", 5, 1u << 2, 3000);
+    config cfg = sweep_config(2, 50);
+    sweep *sw = sweep_start(&cfg);
+    sweep_stats st;
+    wait_idle(sw, &st);
+    sweep_stop(sw);
+    assert_int_equal(count_behind(s), 0);
+    revoke_steps(s, 1u << 2);
+    PGconn *conn = pg(g_conninfo);
+    store_token(conn, s, 2);
+    PQfinish(conn);
+    sw = sweep_start(&cfg);
+    wait_idle(sw, &st);
+    assert_int_equal(check_undo(s, 0, NULL, true), 0);
+    assert_int_equal(st.headers_undone, count_undone(s, 1u << 2));
+    assert_int_equal(st.undos_finished, 1);
+    assert_int_equal(room_count(s, "archive_undo"), 0);
+    assert_int_equal(reported(sw, &s, 1), 1);
+    sweep_stop(sw);
+    seeded_free(s);
+}
+
+/* The revocation commits while two sweeps (as two instances) are applying
+ * the wrong token: slices that loaded the chain before it write nothing
+ * through it after it (their batches wait for it, then find the token
+ * gone), the undo catches every header they moved before, and whichever
+ * instance ends the undo, the other one's batches apply nothing stale. */
+static void test_undo_revoked_mid_sweep(void **state)
+{
+    (void)state;
+    seeded *s = seed_wrong("undo-mid@rooms.localhost", 4, 1u << 2, 16000);
+    config cfg = sweep_config(2, 25);
+    sweep *s1 = sweep_start(&cfg), *s2 = sweep_start(&cfg);
+    assert_non_null(s1);
+    assert_non_null(s2);
+    sweep_kick(s1, s->id);
+    sweep_kick(s2, s->id);
+    wait_rekeyed(s1, 1000);
+    revoke_steps(s, 1u << 2);
+    sweep_kick(s1, s->id);
+    sweep_kick(s2, s->id);
+    sweep_stats st1, st2;
+    wait_idle(s1, &st1);
+    wait_idle(s2, &st2);
+    /* Headers from epoch 1 the sweeps had not reached stay there. */
+    assert_int_equal(check_undo_at(s, 1u << 2, NULL, true, true), 0);
+    assert_true(count_behind(s) >= count_undone(s, 1u << 2));
+    assert_int_equal(room_count(s, "archive_undo"), 0);
+    assert_int_equal(st1.errors + st2.errors, 0);
+    assert_int_equal(reported(s1, &s, 1) | reported(s2, &s, 1), 0);
+    sweep_stop(s1);
+    sweep_stop(s2);
+    seeded_free(s);
+}
+
+/* Mid-undo the server restarts (our own cluster only) and the workers'
+ * sessions are killed: they reconnect and finish, exactly. */
+static void test_undo_connection_loss(void **state)
+{
+    (void)state;
+    seeded *s = seed_wrong("undo-loss@rooms.localhost", 3, 1u << 1, 16000);
+    config cfg = sweep_config(2, 25);
+    sweep *sw = sweep_start(&cfg);
+    sweep_stats st;
+    wait_idle(sw, &st);
+    revoke_steps(s, 1u << 1);
+    unsigned long long base = st.headers_undone;
+    sweep_kick(sw, s->id);
+    long deadline = now_ms() + WAIT_MS;
+    if (g_scratch[0]) {
+        do {
+            if (now_ms() > deadline) fail_msg("the undo made no progress");
+            sleep_ms(1);
+            sweep_get_stats(sw, &st);
+        } while (st.headers_undone < base + 200);
+        char args[400];
+        snprintf(args, sizeof args, "restart '%s'", g_scratch);
+        assert_int_equal(scratch(args), 0);
+    }
+    do {
+        if (now_ms() > deadline) fail_msg("the undo made no progress");
+        sleep_ms(1);
+        sweep_get_stats(sw, &st);
+    } while (st.headers_undone < base + 1000);
+    assert_int_equal(admin_exec(g_admin_conninfo,
+                                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                "WHERE application_name = 'sealroomd-sweep'"),
+                     0);
+    wait_idle(sw, &st);
+    assert_int_equal(check_undo(s, 1u << 1, NULL, true), 0);
+    assert_int_equal(room_count(s, "archive_undo"), 0);
+    assert_true(st.headers_undone - base <= count_undone(s, 1u << 1));
+    assert_int_equal(st.errors, 0);
+    sweep_stop(sw);
+    seeded_free(s);
+}
+
+/* The undo in a child process SIGKILLed twenty times, at random moments
+ * or after it has written: every row is either as before the undo or
+ * exactly undone after each kill, the records stay until the end, and a
+ * last run finishes the room. */
+static void test_undo_sigkill(void **state)
+{
+    (void)state;
+    enum { KILLS = 20 };
+    seeded *s = seed_wrong("undo-kill@rooms.localhost", 5, 1u << 2, 20000);
+    config cfg = sweep_config(2, 100);
+    sweep *sw = sweep_start(&cfg);
+    sweep_stats st;
+    wait_idle(sw, &st);
+    sweep_stop(sw);
+    snapshot before = take_snapshot(s);
+    revoke_steps(s, 1u << 2);
+    size_t left = check_undo(s, 1u << 2, &before, false), mid = 0;
+    assert_int_equal(left, count_undone(s, 1u << 2));
+    for (int k = 0; k < KILLS && left > 0; k++) {
+        fflush(NULL);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            sweep *child = sweep_start(&cfg);
+            sweep_stats cst;
+            while (child && !idle(child, &cst))
+                sleep_ms(2);
+            _exit(child ? 0 : 1);
+        }
+        if (k % 2) {
+            long deadline = now_ms() + WAIT_MS;
+            while (count_behind(s) == count_undone(s, 1u << 2) - left && now_ms() < deadline)
+                sleep_ms(1);
+            sleep_ms((long)randombytes_uniform(30));
+        } else {
+            sleep_ms((long)randombytes_uniform(40));
+        }
+        kill(pid, SIGKILL);
+        int status;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        size_t now = check_undo(s, 1u << 2, &before, false);
+        assert_true(now <= left);
+        if (now > 0) assert_int_equal(room_count(s, "archive_undo"), 1);
+        if (now > 0 && now < left) mid++;
+        left = now;
+    }
+    assert_true(mid >= KILLS / 4);
+    sw = sweep_start(&cfg);
+    wait_idle(sw, &st);
+    sweep_stop(sw);
+    assert_int_equal(check_undo(s, 1u << 2, NULL, true), 0);
+    assert_int_equal(room_count(s, "archive_undo"), 0);
+    free(before.epoch);
+    free(before.h);
+    seeded_free(s);
+}
+
+/* A header that went through the wrong token and is no point any more (a
+ * damaged row): it cannot be inverted, so it stays exactly as it is, every
+ * other header is undone, and the undo stays pending (the revoked token is
+ * still kept, the room not reported). */
+static void test_undo_stuck(void **state)
+{
+    (void)state;
+    seeded *s = seed_wrong("undo-stuck@rooms.localhost", 4, 1u << 1, 500);
+    config cfg = sweep_config(2, 50);
+    sweep *sw = sweep_start(&cfg);
+    sweep_stats st;
+    wait_idle(sw, &st);
+    assert_int_equal(reported(sw, &s, 1), 1);
+    size_t victim = 0;
+    while (s->epoch[victim] != 1)
+        victim++;
+    char hex[33], lit[40];
+    sodium_bin2hex(hex, sizeof hex, s->dkid[victim], 16);
+    snprintf(lit, sizeof lit, "\\x%s", hex);
+    PGconn *conn = pg(g_conninfo);
+    const char *vals[] = {s->idtext, lit};
+    PQclear(exec(conn,
+                 "UPDATE datakeys SET header = decode(repeat('ff', 32), 'hex') "
+                 "WHERE room_id = $1 AND dkid = $2",
+                 2, vals));
+    PQfinish(conn);
+    revoke_steps(s, 1u << 1);
+    sweep_kick(sw, s->id);
+    wait_idle(sw, &st);
+    PGresult *r = read_rows(s, &conn);
+    for (size_t row = 0; row < s->n; row++) {
+        size_t i = s->order[row];
+        uint64_t e = be64_of(PQgetvalue(r, (int)row, 1));
+        if (i == victim) {
+            unsigned char ff[32];
+            memset(ff, 0xff, sizeof ff);
+            assert_int_equal(e, 4);
+            assert_memory_equal(PQgetvalue(r, (int)row, 2), ff, 32);
+        } else {
+            assert_int_equal(e, undone_epoch(s, 1u << 1, i));
+        }
+    }
+    PQclear(r);
+    PQfinish(conn);
+    assert_int_equal(st.headers_undone, count_undone(s, 1u << 1) - 1);
+    assert_int_equal(st.undos_finished, 0);
+    assert_int_equal(room_count(s, "archive_undo"), 1);
+    assert_int_equal(reported(sw, &s, 1), 0);
+    sweep_stop(sw);
+    seeded_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_scan_and_kicks),
-        cmocka_unit_test(test_two_sweeps_race),
-        cmocka_unit_test(test_connection_loss),
-        cmocka_unit_test(test_sigkill),
+        cmocka_unit_test(test_scan_and_kicks),       cmocka_unit_test(test_two_sweeps_race),
+        cmocka_unit_test(test_connection_loss),      cmocka_unit_test(test_sigkill),
+        cmocka_unit_test(test_erasure_mid_sweep),    cmocka_unit_test(test_undo),
+        cmocka_unit_test(test_undo_new_token_waits), cmocka_unit_test(test_undo_revoked_mid_sweep),
+        cmocka_unit_test(test_undo_connection_loss), cmocka_unit_test(test_undo_sigkill),
+        cmocka_unit_test(test_undo_stuck),
     };
     return cmocka_run_group_tests_name("sweep", tests, group_setup, group_teardown);
 }
