@@ -407,6 +407,15 @@ static open_status open_item(sealroom_ctx *ctx, sr_room *room, sr_inbox_item *it
                "message without an occupant nickname");
         return OPEN_DONE;
     }
+    /* A retracted message's tombstone: nothing to open. A search or a
+     * compaction never wants one (the room leaves them out). */
+    if (sr_child(msg, "retracted", "urn:xmpp:message-retract:1")) {
+        if (it->sink)
+            sr_sse_compaction_unreadable(it->sink);
+        else if (!it->filter)
+            sr_retract_tombstone(ctx, room, msg, stanza_id, it->ts, it->history);
+        return OPEN_DONE;
+    }
     if (!sender_p || !origin || !*origin) {
         reject(ctx, room, it, nick, sender_p, origin, stanza_id, 0, SEALROOM_E_PROTOCOL,
                "message without the sender's JID or an origin-id: it cannot be verified");

@@ -469,6 +469,15 @@ void sr_inbox_pump(sealroom_ctx *ctx, sr_room *room);
 void sr_inbox_free(sr_room *room);
 void sr_history_fin(sealroom_ctx *ctx, sr_request *r, xmpp_stanza_t *iq);
 
+/* retract.c (XEP-0424) */
+/* A groupchat message carrying <retract/>: handled (event, our request). */
+bool sr_retract_reflected(sealroom_ctx *ctx, sr_room *room, xmpp_stanza_t *msg, int64_t ts);
+/* An error answering one of our retractions: handled. */
+bool sr_retract_refused(sealroom_ctx *ctx, const char *room, xmpp_stanza_t *err_msg);
+/* A history message that is a tombstone: handled (event emitted). */
+bool sr_retract_tombstone(sealroom_ctx *ctx, sr_room *room, xmpp_stanza_t *msg,
+                          const char *archive_id, int64_t ts, bool history);
+
 /* account.c: pins */
 /* Check (ed, x) of jid against the pin: OK (pinned now if new),
  * KEY_CHANGED (event emitted). */

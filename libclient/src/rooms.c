@@ -804,6 +804,8 @@ int sr_handle_message(sealroom_ctx *ctx, xmpp_stanza_t *st)
             sr_request_done(ctx, r, rc, text, NULL);
             return 1;
         }
+        if (sr_retract_refused(ctx, room_jid, st))
+            return 1;
         return sr_room_find(ctx, room_jid) ? 1 : 0;
     }
     sr_room *rm = sr_room_find(ctx, room_jid);
@@ -817,6 +819,8 @@ int sr_handle_message(sealroom_ctx *ctx, xmpp_stanza_t *st)
     xmpp_stanza_t *delay = sr_child(st, "delay", SR_NS_DELAY);
     if (delay)
         sr_parse_stamp(xmpp_stanza_get_attribute(delay, "stamp"), &ts);
+    if (sr_retract_reflected(ctx, rm, st, ts))
+        return 1;
     sr_inbox_push(ctx, rm, st, NULL, ts, false);
     return 1;
 }

@@ -261,6 +261,51 @@ static void scenario_corpus(void)
     it_log("%d compaction jobs: %lld segments, %lld batches compacted, %lld live; "
            "every query still exact", jobs, segments, compacted, live);
 
+    /* Retraction: the message stops matching, occupants are told, and
+     * history shows a tombstone in its place. */
+    uint32_t rq = send_text(alice, "invoice to retract, zebra");
+    wait_sent(alice, &rq, 1);
+    const it_ev *sd = it_lib_done(alice->l, rq);
+    IT_CHECK(sd && sd->stanza_id, "no stanza-id for the message to retract");
+    char victim[32];
+    snprintf(victim, sizeof victim, "%s", sd->stanza_id);
+    check_query(bob, "invoice zebra", 50);
+    it_lib_clear(bob->l);
+    uint32_t rr = 0;
+    IT_OK(sealroom_room_retract(e2e_ctx(alice), &rr, room, victim));
+    it_lib_wait_ok(alice->l, rr, "retracting");
+    uint64_t until = it_mono_ms() + WAIT_MS;
+    for (;;) {
+        bool told = false;
+        for (size_t i = 0; i < bob->l->nev && !told; i++)
+            told = bob->l->ev[i].type == SEALROOM_EVENT_MESSAGE_RETRACTED &&
+                   bob->l->ev[i].stanza_id && strcmp(bob->l->ev[i].stanza_id, victim) == 0 &&
+                   !bob->l->ev[i].history;
+        if (told)
+            break;
+        IT_CHECK(it_mono_ms() < until, "bob was not told of the retraction of %s", victim);
+        it_lib_pump_others(NULL);
+        it_sleep_ms(10);
+    }
+    free(sent[nsent - 1].text);
+    sent[nsent - 1].text = strdup(""); /* matches nothing now */
+    check_query(bob, "invoice zebra", 50);
+    check_query(carol, "invoice", 50);
+    uint32_t rbad = 0;
+    IT_OK(sealroom_room_retract(e2e_ctx(bob), &rbad, room, victim));
+    IT_CHECK(it_lib_wait(bob->l, rbad) == SEALROOM_E_FORBIDDEN,
+             "bob retracted alice's message, or got another error");
+    it_lib_clear(carol->l);
+    IT_CHECK(e2e_read_history(carol, room) == SEALROOM_OK, "carol's history read failed");
+    bool tomb = false;
+    for (size_t i = 0; i < carol->l->nev && !tomb; i++)
+        tomb = carol->l->ev[i].type == SEALROOM_EVENT_MESSAGE_RETRACTED &&
+               carol->l->ev[i].history && carol->l->ev[i].stanza_id &&
+               strcmp(carol->l->ev[i].stanza_id, victim) == 0;
+    IT_CHECK(tomb, "history has no tombstone for %s", victim);
+    it_log("message %s retracted: occupants told, no search returns it, history shows a tombstone",
+           victim);
+
     /* A member added now searches the whole history. */
     e2e_lib *dave = e2e_connect("dave", true);
     it_lib_register(dave->l);

@@ -159,8 +159,11 @@ typedef enum sealroom_event_type {
     SEALROOM_EVENT_MESSAGE_REJECTED = 7,   /* a room message failed a check: not shown */
     SEALROOM_EVENT_FINGERPRINT_CHANGED = 8,/* a user's identity key is not the pinned one */
     SEALROOM_EVENT_EPOCH_CHANGED = 9,      /* a room moved to a new key epoch we hold */
-    SEALROOM_EVENT_KEY_AGREEMENT_FAILED = 10 /* our part in a room's key agreement run
+    SEALROOM_EVENT_KEY_AGREEMENT_FAILED = 10,/* our part in a room's key agreement run
                                               * stopped on a failed check */
+    SEALROOM_EVENT_MESSAGE_RETRACTED = 11  /* a message was retracted by its sender
+                                            * (stanza_id: the retracted message's id;
+                                            * is_history for a tombstone in history) */
 } sealroom_event_type;
 
 /* What a request was; sealroom_event_request_kind() on REQUEST_DONE. */
@@ -178,7 +181,8 @@ typedef enum sealroom_request_kind {
     SEALROOM_REQ_ACCOUNT_LOGIN = 11,
     SEALROOM_REQ_REKEY = 12,
     SEALROOM_REQ_SEARCH = 13,
-    SEALROOM_REQ_COMPACT = 14
+    SEALROOM_REQ_COMPACT = 14,
+    SEALROOM_REQ_RETRACT = 15
 } sealroom_request_kind;
 
 /* Roles in a room's roster. */
@@ -219,7 +223,8 @@ SEALROOM_API const char *sealroom_event_nick(const sealroom_event *ev);
 /* MESSAGE, OCCUPANT_*: the occupant's real bare JID when the room disclosed
  * it. REQUEST_DONE of IDENTITY_FETCH, ROSTER_UPDATE: the user concerned. */
 SEALROOM_API const char *sealroom_event_jid(const sealroom_event *ev);
-/* MESSAGE and REQUEST_DONE of SEND: the room archive id (XEP-0359 stanza-id). */
+/* MESSAGE and REQUEST_DONE of SEND: the room archive id (XEP-0359 stanza-id);
+ * MESSAGE_RETRACTED and REQUEST_DONE of RETRACT: the retracted message's. */
 SEALROOM_API const char *sealroom_event_stanza_id(const sealroom_event *ev);
 /* MESSAGE and REQUEST_DONE of SEND: the sender's origin-id. */
 SEALROOM_API const char *sealroom_event_origin_id(const sealroom_event *ev);
@@ -533,6 +538,17 @@ SEALROOM_API SEALROOM_WARN_UNUSED int sealroom_room_history(sealroom_ctx *ctx,
 SEALROOM_API SEALROOM_WARN_UNUSED int sealroom_room_search(sealroom_ctx *ctx, uint32_t *request_id,
                                                            const char *room, const char *query,
                                                            const char *before_id, unsigned max);
+
+/* Retract one of our own messages (XEP-0424) by its archive id (the
+ * stanza-id of its MESSAGE event or send completion): the room erases the
+ * stored payload, every occupant gets SEALROOM_EVENT_MESSAGE_RETRACTED,
+ * history shows a tombstone (the same event with is_history) and searches
+ * never return it again. Completes when the room has done it. Errors:
+ * INVALID (not an archive id), STATE (not joined, link down), FORBIDDEN
+ * (not our message), NOT_FOUND (no such message). */
+SEALROOM_API SEALROOM_WARN_UNUSED int sealroom_room_retract(sealroom_ctx *ctx, uint32_t *request_id,
+                                                            const char *room,
+                                                            const char *stanza_id);
 
 /* Do one compaction job of the room's search index, if the room has one:
  * take a lease, read and decrypt the messages of the sealed batches (or
