@@ -60,6 +60,7 @@ typedef struct sr_sse_search {
     bool sent;
     uint64_t hi;
     int reissued; /* times sent again because batches beyond hi existed */
+    bool refreshed; /* the room's state was fetched again for this search */
 } sr_sse_search;
 
 /* A page is asked again with the room's newer highest batch at most this
@@ -205,6 +206,15 @@ static void send_search(sealroom_ctx *ctx, sr_room *room, sr_request *r)
 {
     sr_sse_search *q = r->sse;
     sr_sse_room *s = room->sse;
+    if (s->last_batch == 0 && !q->refreshed) {
+        /* We knew of no batch when we last looked; writers may have taken
+         * some since. Ask the room once before concluding nothing is
+         * indexed (the answer resumes this search). */
+        q->refreshed = true;
+        s->state_known = false;
+        sr_sse_maintain(ctx, room);
+        return;
+    }
     q->sent = true;
     if (s->last_batch == 0) {
         /* No batch was ever taken: nothing is indexed. */
