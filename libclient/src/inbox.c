@@ -221,7 +221,7 @@ static void datakeys_fetched(sealroom_ctx *ctx, void *arg, xmpp_stanza_t *answer
         d->state = SR_DK_NEED_EPOCH;
         sr_epoch *e = sr_epoch_find(room, epoch);
         if (e) {
-            if (sr_e2e_header_unwrap(d->p, e->keys.k, d->h) == SR_E2E_OK) {
+            if (sr_e2e_header_unwrap_inverse(d->p, e->keys.k_inv, d->h) == SR_E2E_OK) {
                 d->state = SR_DK_READY;
             } else {
                 d->state = SR_DK_FAILED;

@@ -248,7 +248,7 @@ static void epoch_install(sealroom_ctx *ctx, sr_room *room, sr_epoch *e)
     for (sr_datakey *d = room->dks; d; d = d->next) {
         if (d->state != SR_DK_NEED_EPOCH || d->epoch != e->number)
             continue;
-        if (sr_e2e_header_unwrap(d->p, e->keys.k, d->h) == SR_E2E_OK) {
+        if (sr_e2e_header_unwrap_inverse(d->p, e->keys.k_inv, d->h) == SR_E2E_OK) {
             d->state = SR_DK_READY;
         } else {
             d->state = SR_DK_FAILED;

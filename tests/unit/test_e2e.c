@@ -425,6 +425,35 @@ static void test_epoch_vectors(void **state)
     expect_vectors_ok();
 }
 
+/* The inverse kept with each epoch unwraps exactly as inverting per header. */
+static void test_epoch_inverse_unwrap(void **state)
+{
+    sr_e2e_epoch_keys k;
+    unsigned char p[32], h[32], a[32], b[32], one[32] = {1}, prod[32];
+    (void)state;
+    for (int e = 1; e <= 3; e++) {
+        epoch_keys(&k, e);
+        crypto_core_ristretto255_scalar_mul(prod, k.k, k.k_inv);
+        assert_memory_equal(prod, one, 32);
+        for (int i = 0; i < 20; i++) {
+            assert_int_equal(sr_e2e_datakey_random(p), SR_E2E_OK);
+            assert_int_equal(sr_e2e_header_wrap(h, k.k, p), SR_E2E_OK);
+            assert_int_equal(sr_e2e_header_unwrap(a, k.k, h), SR_E2E_OK);
+            assert_int_equal(sr_e2e_header_unwrap_inverse(b, k.k_inv, h), SR_E2E_OK);
+            assert_memory_equal(a, p, 32);
+            assert_memory_equal(b, p, 32);
+        }
+    }
+    /* Refused like the per-header path: a zero scalar, a non-point header. */
+    unsigned char zero[32] = {0}, junk[32];
+    memset(junk, 0xff, sizeof junk);
+    assert_int_not_equal(sr_e2e_header_unwrap_inverse(b, zero, h), SR_E2E_OK);
+    assert_true(sodium_is_zero(b, 32));
+    assert_int_not_equal(sr_e2e_header_unwrap_inverse(b, k.k_inv, junk), SR_E2E_OK);
+    assert_true(sodium_is_zero(b, 32));
+    sodium_memzero(&k, sizeof k);
+}
+
 static void test_epoch_binding(void **state)
 {
     unsigned char s[32], rh[32], other[32];
@@ -1050,6 +1079,7 @@ int main(void)
     };
     const struct CMUnitTest epoch[] = {
         cmocka_unit_test(test_epoch_vectors),
+        cmocka_unit_test(test_epoch_inverse_unwrap),
         cmocka_unit_test(test_epoch_binding),
     };
     const struct CMUnitTest archive[] = {

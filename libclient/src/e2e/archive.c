@@ -117,6 +117,20 @@ out:
     return rc;
 }
 
+int sr_e2e_header_unwrap_inverse(unsigned char p[SR_E2E_POINT_BYTES],
+                                 const unsigned char k_inv[SR_E2E_SCALAR_BYTES],
+                                 const unsigned char h[SR_E2E_POINT_BYTES])
+{
+    if (!p)
+        return SR_E2E_ERR_INVALID;
+    int rc = sr_e2e_scalar_check(k_inv);
+    if (rc == SR_E2E_OK)
+        rc = checked_mul(p, k_inv, h);
+    if (rc != SR_E2E_OK)
+        sodium_memzero(p, SR_E2E_POINT_BYTES);
+    return rc;
+}
+
 /* out = a·b mod l with both checked, refusing a zero product. */
 static int scalar_product(unsigned char out[SR_E2E_SCALAR_BYTES], const unsigned char a[SR_E2E_SCALAR_BYTES],
                           const unsigned char b[SR_E2E_SCALAR_BYTES])

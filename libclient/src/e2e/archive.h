@@ -51,6 +51,12 @@ int sr_e2e_header_wrap(unsigned char h[SR_E2E_POINT_BYTES], const unsigned char 
 /* P = k⁻¹·H. Errors: INVALID, SCALAR, POINT. p is zeroed on error. */
 int sr_e2e_header_unwrap(unsigned char p[SR_E2E_POINT_BYTES], const unsigned char k[SR_E2E_SCALAR_BYTES],
                          const unsigned char h[SR_E2E_POINT_BYTES]);
+/* P = k_inv·H with k_inv = k⁻¹ computed once per epoch (epoch.h): the same
+ * result as sr_e2e_header_unwrap without an inversion per header.
+ * Errors: INVALID, SCALAR, POINT. p is zeroed on error. */
+int sr_e2e_header_unwrap_inverse(unsigned char p[SR_E2E_POINT_BYTES],
+                                 const unsigned char k_inv[SR_E2E_SCALAR_BYTES],
+                                 const unsigned char h[SR_E2E_POINT_BYTES]);
 /* Δ = k_new·k_old⁻¹. Errors: INVALID, SCALAR. */
 int sr_e2e_token_make(unsigned char delta[SR_E2E_SCALAR_BYTES],
                       const unsigned char k_old[SR_E2E_SCALAR_BYTES],

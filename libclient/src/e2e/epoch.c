@@ -39,7 +39,8 @@ int sr_e2e_epoch_derive(sr_e2e_epoch_keys *out, const unsigned char secret[SR_E2
     if ((rc = sr_e2e_kdf(wide, sizeof wide, secret, SR_E2E_LABEL_EPOCH_SCALAR, ctx, n)) != SR_E2E_OK)
         goto out;
     crypto_core_ristretto255_scalar_reduce(out->k, wide);
-    if (sodium_is_zero(out->k, sizeof out->k)) {
+    if (sodium_is_zero(out->k, sizeof out->k) ||
+        crypto_core_ristretto255_scalar_invert(out->k_inv, out->k) != 0) {
         rc = SR_E2E_ERR_SCALAR;
         goto out;
     }
