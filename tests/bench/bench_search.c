@@ -1630,7 +1630,7 @@ static int report(const keyword *kw, const sizes *sz, size_t postings)
             met += m1 + m2 + (st == 1 && m3);
             targets += 2 + (st == 1);
             if (!m1)
-                printf("NOT MET: %s newest-50 page for r%u is %.2fx full-text search, above "
+                printf("NOT MET: %s newest-50 page for r%u is %.3fx full-text search, above "
                        "%.1fx\n",
                        STATE_NAME[st], t, e / b, TARGET_PAGE_RATIO);
             if (!m2)
@@ -1638,12 +1638,12 @@ static int report(const keyword *kw, const sizes *sz, size_t postings)
                        "under %.0f ms\n",
                        STATE_NAME[st], t, srv, TARGET_PAGE_SERVER_MS);
             if (st == 1 && !m3)
-                printf("NOT MET: compacted full result set for r%u is %.2fx full-text search, "
+                printf("NOT MET: compacted full result set for r%u is %.3fx full-text search, "
                        "above %.0fx\n",
                        t, ef / bf, TARGET_FULL_RATIO);
             snprintf(lines[nl++], sizeof lines[0],
                      "RESULT search.%s.newest50.r%u.latency_ms %.3f ms baseline "
-                     "fts.newest50.r%u.latency_ms %.3f ms ratio %.2f target <=%.1f",
+                     "fts.newest50.r%u.latency_ms %.3f ms ratio %.3f target <=%.1f",
                      STATE_NAME[st], t, e, t, b, e / b, TARGET_PAGE_RATIO);
             snprintf(lines[nl++], sizeof lines[0],
                      "RESULT search.%s.newest50.r%u.server_ms %.3f ms baseline none - - ratio - "
@@ -1651,13 +1651,13 @@ static int report(const keyword *kw, const sizes *sz, size_t postings)
                      STATE_NAME[st], t, srv, TARGET_PAGE_SERVER_MS);
             if (st == 1)
                 snprintf(lines[nl++], sizeof lines[0],
-                         "RESULT search.%s.full.r%u.latency_ms %.2f ms baseline "
-                         "fts.full.r%u.latency_ms %.2f ms ratio %.2f target <=%.0f",
+                         "RESULT search.%s.full.r%u.latency_ms %.3f ms baseline "
+                         "fts.full.r%u.latency_ms %.3f ms ratio %.3f target <=%.0f",
                          STATE_NAME[st], t, ef, t, bf, ef / bf, TARGET_FULL_RATIO);
             else /* the issue sets the full-set target after compaction only */
                 snprintf(lines[nl++], sizeof lines[0],
-                         "RESULT search.%s.full.r%u.latency_ms %.2f ms baseline "
-                         "fts.full.r%u.latency_ms %.2f ms ratio %.2f target -",
+                         "RESULT search.%s.full.r%u.latency_ms %.3f ms baseline "
+                         "fts.full.r%u.latency_ms %.3f ms ratio %.3f target -",
                          STATE_NAME[st], t, ef, t, bf, ef / bf);
         }
     double ie = median(&g_ins[SIDE_ENC]), ip = median(&g_ins[SIDE_PLAIN]);
@@ -1665,18 +1665,18 @@ static int report(const keyword *kw, const sizes *sz, size_t postings)
     met += mi;
     targets++;
     if (!mi)
-        printf("NOT MET: inserts with index entries reach %.2fx the plaintext rate, below %.1fx\n",
+        printf("NOT MET: inserts with index entries reach %.3fx the plaintext rate, below %.1fx\n",
                ie / ip, TARGET_INSERT_RATIO);
     snprintf(lines[nl++], sizeof lines[0],
              "RESULT search.insert.msgs_per_s %.0f msg/s baseline fts.insert.msgs_per_s %.0f "
-             "msg/s ratio %.2f target >=%.1f",
+             "msg/s ratio %.3f target >=%.1f",
              ie, ip, ie / ip, TARGET_INSERT_RATIO);
     for (int st = 0; st < NSTATE; st++) {
         double v = (double)sz[st].search / (double)postings,
                g = (double)sz[st].gin / (double)postings;
         snprintf(lines[nl++], sizeof lines[0],
                  "RESULT search.%s.index_bytes_per_posting %.1f B baseline "
-                 "fts.gin.index_bytes_per_posting %.1f B ratio %.2f target -",
+                 "fts.gin.index_bytes_per_posting %.1f B ratio %.3f target -",
                  STATE_NAME[st], v, g, v / g);
     }
     snprintf(lines[nl++], sizeof lines[0],
