@@ -170,6 +170,8 @@ void presence_roster_changed(rooms *r, room *rm, const sr_roster_state *before);
 void occupants_free(room *rm);
 
 /* archive.c */
+/* The statement storing a message (and its index entries); archive.c. */
+extern const char archive_store_sql[];
 void archive_handle_groupchat(rooms *r, room *rm, xmpp_stanza_t *msg);
 /* The archived form of a message (as MAM and search results carry it):
  * from room/nick, the fallback body and <sealed/> (payload_b64), or, for a

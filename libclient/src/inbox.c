@@ -603,7 +603,7 @@ void sr_inbox_pump(sealroom_ctx *ctx, sr_room *room)
             pop(room);
             sr_request *r = sr_request_by_id(ctx, id);
             if (r && r->kind == SEALROOM_REQ_SEARCH)
-                sr_sse_search_fin(ctx, r, fin);
+                sr_page_done(ctx, r, fin); /* <result/>: 'complete' and the RSM set */
             else if (r && r->kind == SEALROOM_REQ_COMPACT)
                 sr_sse_compaction_fin(ctx, r, fin);
             else if (r)

@@ -468,6 +468,9 @@ void sr_inbox_push_fin(sealroom_ctx *ctx, sr_room *room, uint32_t request_id, xm
 void sr_inbox_pump(sealroom_ctx *ctx, sr_room *room);
 void sr_inbox_free(sr_room *room);
 void sr_history_fin(sealroom_ctx *ctx, sr_request *r, xmpp_stanza_t *iq);
+/* Completes a paged request (history, search) from the element carrying
+ * 'complete' and the RSM <set/> with <first/> and <last/>. */
+void sr_page_done(sealroom_ctx *ctx, sr_request *r, xmpp_stanza_t *fin);
 
 /* retract.c (XEP-0424) */
 /* A groupchat message carrying <retract/>: handled (event, our request). */

@@ -922,12 +922,17 @@ int sealroom_room_history(sealroom_ctx *ctx, uint32_t *request_id, const char *r
 
 void sr_history_fin(sealroom_ctx *ctx, sr_request *r, xmpp_stanza_t *iq)
 {
-    sealroom_event ev = {0};
     xmpp_stanza_t *fin = sr_child(iq, "fin", SR_NS_MAM);
     if (!fin) {
         sr_request_done(ctx, r, SEALROOM_E_PROTOCOL, "history answer without <fin/>", NULL);
         return;
     }
+    sr_page_done(ctx, r, fin);
+}
+
+void sr_page_done(sealroom_ctx *ctx, sr_request *r, xmpp_stanza_t *fin)
+{
+    sealroom_event ev = {0};
     const char *complete = xmpp_stanza_get_attribute(fin, "complete");
     ev.complete = complete && (strcmp(complete, "true") == 0 || strcmp(complete, "1") == 0);
     xmpp_stanza_t *set = sr_child(fin, "set", SR_NS_RSM);

@@ -75,8 +75,6 @@ void sr_sse_message_refused(sealroom_ctx *ctx, sr_room *room, uint32_t batch);
 void sr_sse_search_free(void *search);
 /* Send the searches that waited for the keyring. */
 void sr_sse_search_resume(sealroom_ctx *ctx, sr_room *room);
-/* The inbox item's end-of-search marker reached the head (inbox.c). */
-void sr_sse_search_fin(sealroom_ctx *ctx, sr_request *r, xmpp_stanza_t *fin);
 /* Whether a decrypted hit really contains the query's keywords. */
 struct sr_sse_filter;
 bool sr_sse_filter_match(const struct sr_sse_filter *f, const unsigned char *plain, size_t len);

@@ -267,27 +267,6 @@ void sr_sse_search_resume(sealroom_ctx *ctx, sr_room *room)
     }
 }
 
-void sr_sse_search_fin(sealroom_ctx *ctx, sr_request *r, xmpp_stanza_t *fin)
-{
-    sealroom_event ev = {0};
-    const char *complete = xmpp_stanza_get_attribute(fin, "complete");
-    ev.complete = complete && (strcmp(complete, "true") == 0 || strcmp(complete, "1") == 0);
-    xmpp_stanza_t *set = sr_child(fin, "set", SR_NS_RSM);
-    xmpp_stanza_t *first = set ? sr_child(set, "first", NULL) : NULL;
-    xmpp_stanza_t *last = set ? sr_child(set, "last", NULL) : NULL;
-    char *f = first ? xmpp_stanza_get_text(first) : NULL;
-    char *l = last ? xmpp_stanza_get_text(last) : NULL;
-    r->first = f ? sr_strdup(f) : NULL;
-    r->last = l ? sr_strdup(l) : NULL;
-    if (f)
-        xmpp_free(ctx->xmpp, f);
-    if (l)
-        xmpp_free(ctx->xmpp, l);
-    ev.first = r->first;
-    ev.last = r->last;
-    sr_request_done(ctx, r, SEALROOM_OK, NULL, &ev);
-}
-
 int sealroom_room_search(sealroom_ctx *ctx, uint32_t *request_id, const char *room_name,
                          const char *query, const char *before_id, unsigned max)
 {

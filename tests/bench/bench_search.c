@@ -1304,49 +1304,12 @@ static int measure_sizes(PGconn *pg, sizes *s)
 
 /* ---- insert throughput ---- */
 
-/* component/archive.c's statement storing a groupchat message with its
- * <index/> (archive_handle_groupchat), verbatim as of the sealref addendum
- * (search-wire §6): $1 room, $2 sender, $3 nick, $4 origin-id, $5
- * payload, $6 epoch, $7 data-key id, $8 batch, $9 the sending session,
- * $10 the labels. With $8..$10 NULL it stores a message without an index.
- * Keep it in step with archive.c: the figure is only the component's if
- * the statement is. */
-#define LABEL_SQL SQL_NUMBER(SSE_LABEL_BYTES)
-static const char SQL_STORE[] =
-    "WITH dup AS (SELECT seq, nick, payload FROM messages WHERE room_id = $1 "
-    "AND sender = $2 AND origin_id = $4), "
-    "b AS (SELECT gen FROM search_batches WHERE room_id = $1 AND batch = $8::bigint "
-    "AND owner = $9::text AND state = 0 AND NOT EXISTS (SELECT 1 FROM dup) "
-    "FOR UPDATE), "
-    "r AS (UPDATE rooms SET last_seq = last_seq + 1 WHERE room_id = $1 "
-    "AND NOT EXISTS (SELECT 1 FROM dup) AND current_epoch = $6 "
-    "AND EXISTS (SELECT 1 FROM datakeys WHERE room_id = $1 AND dkid = $7 "
-    "AND sender = $2 AND created_epoch = $6) "
-    "AND ($8::bigint IS NULL OR (NOT search_need_gen AND "
-    "search_gen = (SELECT gen FROM b))) RETURNING last_seq), "
-    "ins AS (INSERT INTO messages (room_id, seq, sender, nick, origin_id, payload) "
-    "SELECT $1, r.last_seq, $2, $3, $4, $5 FROM r "
-    "ON CONFLICT (room_id, sender, origin_id) WHERE origin_id IS NOT NULL "
-    "DO NOTHING RETURNING seq), "
-    "ent AS (INSERT INTO search_entries (room_id, batch, label, seq) "
-    "SELECT $1, $8::bigint, substring($10::bytea FROM i * " LABEL_SQL " + 1 FOR "
-    LABEL_SQL "), ins.seq FROM ins, generate_series(0, length($10::bytea) / "
-    LABEL_SQL " - 1) AS i ON CONFLICT DO NOTHING), "
-    "bu AS (UPDATE search_batches SET entries = entries + length($10::bytea) / "
-    LABEL_SQL ", state = CASE WHEN entries + length($10::bytea) / " LABEL_SQL " >= "
-    SQL_NUMBER(SEARCH_BATCH_ENTRIES) " THEN 1 ELSE state END "
-    "WHERE room_id = $1 AND batch = $8::bigint AND EXISTS (SELECT 1 FROM ins)), "
-    "sealref AS (UPDATE search_batches SET state = 1 WHERE room_id = $1 "
-    "AND batch = $8::bigint AND owner = $9::text AND state = 0 "
-    "AND NOT EXISTS (SELECT 1 FROM dup) AND NOT EXISTS (SELECT 1 FROM r) "
-    "AND EXISTS (SELECT 1 FROM b, rooms x WHERE x.room_id = $1 "
-    "AND x.search_gen = b.gen AND NOT x.search_need_gen)) "
-    "SELECT seq, NULL::text, NULL::bytea, true, true FROM ins "
-    "UNION ALL SELECT seq, nick, payload, false, true FROM dup "
-    "UNION ALL SELECT NULL, NULL, NULL, NULL, $8::bigint IS NULL OR EXISTS "
-    "(SELECT 1 FROM b, rooms x WHERE x.room_id = $1 AND x.search_gen = b.gen "
-    "AND NOT x.search_need_gen) WHERE NOT EXISTS (SELECT 1 FROM dup) "
-    "AND NOT EXISTS (SELECT 1 FROM r)";
+/* The component's own statement storing a groupchat message with its
+ * <index/> (archive_store_sql, component/archive.c): $1 room, $2 sender,
+ * $3 nick, $4 origin-id, $5 payload, $6 epoch, $7 data-key id, $8 batch,
+ * $9 the sending session, $10 the labels; with $8..$10 NULL it stores a
+ * message without an index. */
+#define SQL_STORE archive_store_sql
 
 /* The plaintext server's counterpart: the same dedup and sequence, the
  * text instead of a sealed payload, its tsvector computed by the table. */
