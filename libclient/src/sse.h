@@ -13,8 +13,10 @@
 /* How long the outbox holds messages for the index before sending them
  * unindexed (the keyring cannot be opened or extended by anyone online). */
 #define SR_SSE_WAIT_MS 5000u
-/* While stuck (no writer, no keyring), look at the room's state this often. */
+/* While stuck (no writer, no keyring), look at the room's state after this
+ * long, doubling up to the maximum while nothing changes. */
 #define SR_SSE_REFRESH_MS 3000u
+#define SR_SSE_REFRESH_MAX_MS 60000u
 /* After a refused batch request, ask again no sooner than this. */
 #define SR_SSE_RETRY_MS 1000u
 /* The page bounds of the service's search answers. */
@@ -28,6 +30,7 @@ typedef struct sr_sse_room {
     bool disabled;           /* the service has no search: send unindexed */
     bool state_known, state_fetching;
     uint64_t state_at_ms;    /* when the state was learnt */
+    uint64_t refresh_ms;     /* the next look after being stuck this long */
     uint32_t gen;            /* the room's generation (0: no keyring yet) */
     bool need_gen;           /* a removal happened: a new generation is due */
     uint64_t last_batch;     /* the highest batch id we know of */

@@ -22,8 +22,8 @@
 
 static sr_sse_room *sse_of(sr_room *room)
 {
-    if (!room->sse)
-        room->sse = calloc(1, sizeof *room->sse);
+    if (!room->sse && (room->sse = calloc(1, sizeof *room->sse)))
+        room->sse->refresh_ms = SR_SSE_REFRESH_MS;
     return room->sse;
 }
 
@@ -173,6 +173,7 @@ static void open_blob(sealroom_ctx *ctx, sr_room *room, sr_sse_room *s)
         }
         s->keyring = kr;
         s->keyring_epoch = s->blob_epoch;
+        s->refresh_ms = SR_SSE_REFRESH_MS;
         kr = NULL;
     } else {
         sr_log(ctx, SEALROOM_LOG_WARN, "%s: the search keyring of epoch %" PRIu64
@@ -342,6 +343,7 @@ static void batch_answered(sealroom_ctx *ctx, void *arg, xmpp_stanza_t *answer, 
     drop_writer(s);
     s->writer = sr_sse_writer_new(kg, (uint32_t)gen, (uint32_t)id);
     s->writer_gen = (uint32_t)gen;
+    s->refresh_ms = SR_SSE_REFRESH_MS;
     if (id > s->last_batch)
         s->last_batch = id;
     if (s->writer)
@@ -412,9 +414,14 @@ void sr_sse_tick(sealroom_ctx *ctx, sr_room *room, uint64_t now_ms)
      * have stored what we lack (a keyring for an epoch we hold). */
     bool refresh = s->state_known && !s->state_fetching &&
                    (!s->keyring || (s->wait_since_ms && !s->writer)) &&
-                   room->joined && now_ms >= s->state_at_ms + SR_SSE_REFRESH_MS;
-    if (refresh)
+                   room->joined && now_ms >= s->state_at_ms + s->refresh_ms;
+    if (refresh) {
+        /* Back off while nothing changes: a room whose keyring nobody
+         * online can open must not be polled every few seconds forever. */
+        s->refresh_ms = s->refresh_ms * 2 > SR_SSE_REFRESH_MAX_MS ? SR_SSE_REFRESH_MAX_MS
+                                                                   : s->refresh_ms * 2;
         state_stale(s);
+    }
     if (retry)
         s->batch_failed_ms = 0;
     if (retry || refresh)
