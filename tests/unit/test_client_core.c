@@ -38,6 +38,7 @@
 #include "proto/b64.h"
 #include "proto/jid.h"
 #include "proto/roster.h"
+#include "search/keyring.h"
 #include "testhook.h"
 
 #define SVC "rooms.localhost"
@@ -130,6 +131,10 @@ typedef struct fsvc {
     unsigned n_check_ok, n_check_failed;
     uint64_t check_answer_epoch;
     unsigned n_epoch_get_by[FS_MAXE + 1]; /* numbered fetches per epoch */
+    /* encrypted search: answer <state/> with generation 1 and this key
+     * sealed for the current epoch (otherwise: no search at all) */
+    bool search_on;
+    unsigned char search_kg[32];
 } fsvc;
 
 typedef struct fixture {
@@ -953,6 +958,28 @@ static void fs_check_answer(fixture *f, xmpp_stanza_t *iq, xmpp_stanza_t *el)
  * those the answers provoke, until none is left or max were answered.
  * Stanzas the test takes (out_stanza) are left alone. Returns how many
  * were answered. */
+/* <state/>: generation 1, one batch, the keyring sealed for the current epoch. */
+static void fs_search_state(fixture *f, xmpp_stanza_t *iq)
+{
+    fsvc *s = f->svc;
+    const fs_epoch *e = &s->ep[s->nep - 1];
+    sr_sse_keyring kr = {0};
+    assert_int_equal(sr_sse_keyring_put(&kr, 1, s->search_kg), SR_E2E_OK);
+    unsigned char *blob = NULL;
+    size_t len = 0;
+    assert_int_equal(sr_sse_keyring_seal(&blob, &len, &kr, e->keys.keyring, ROOM, s->nep),
+                     SR_E2E_OK);
+    char *b = b64_of(blob, len), inner[4096];
+    snprintf(inner, sizeof inner,
+             "<state xmlns='urn:xmpp:sealroom:search:0' gen='1' need-gen='false' batch='1'>"
+             "<keyring epoch='%zu'>%s</keyring></state>",
+             s->nep, b);
+    fs_answer(f, iq, inner);
+    free(b);
+    free(blob);
+    sr_sse_keyring_free(&kr);
+}
+
 static size_t settle_max(fixture *f, size_t max)
 {
     size_t answered = 0;
@@ -999,8 +1026,9 @@ static size_t settle_max(fixture *f, size_t max)
             kind = 2;
         else if (strcmp(child, "identity") == 0 && f->svc->auto_identity)
             kind = 3;
-        else if (ns && strcmp(ns, "urn:xmpp:sealroom:search:0") == 0)
-            kind = 4; /* this fake service has no encrypted search */
+        else if (ns && strcmp(ns, "urn:xmpp:sealroom:search:0") == 0 &&
+                 (!f->svc->search_on || strcmp(child, "state") == 0))
+            kind = 4; /* the state, or anything when the fake has no search */
         if (!h && !kind) {
             xmpp_stanza_release(st);
             continue;
@@ -1013,6 +1041,8 @@ static size_t settle_max(fixture *f, size_t max)
             fs_bundles(f, st);
         else if (kind == 2)
             fs_vault(f, st, el, set);
+        else if (kind == 4 && f->svc->search_on && strcmp(child, "state") == 0)
+            fs_search_state(f, st);
         else if (kind == 4)
             fs_error(f, st, "cancel", "feature-not-implemented", NULL, NULL);
         else
@@ -2436,6 +2466,78 @@ static void test_send_offline_without_key(void **state)
     xmpp_stanza_release(m);
     free(oid);
     assert_int_equal(done_event(f, req)->result, SEALROOM_OK);
+}
+
+/* A search answer is opened like history, and a hit whose plaintext lacks
+ * the query's words (a service that errs or lies) is dropped, not shown. */
+static void test_search_hits_rechecked(void **state)
+{
+    fixture *f = *state;
+    fsvc *s = f->svc;
+    uint32_t req;
+    s->search_on = true;
+    randombytes_buf(s->search_kg, sizeof s->search_kg);
+    join_ready(f);
+    assert_int_equal(sealroom_room_search(f->ctx, &req, "team", "", NULL, 0), SEALROOM_E_INVALID);
+    assert_int_equal(sealroom_room_search(f->ctx, &req, "team", "a b c d e f g h i", NULL, 0),
+                     SEALROOM_E_INVALID);
+    assert_int_equal(sealroom_room_search(f->ctx, &req, "team", "Hello", NULL, 0), SEALROOM_OK);
+    settle(f);
+    xmpp_stanza_t *iq = peek_out_with(f, "iq", "search");
+    assert_non_null(iq);
+    xmpp_stanza_t *q = xmpp_stanza_get_child_by_name_and_ns(iq, "search",
+                                                            "urn:xmpp:sealroom:search:0");
+    assert_non_null(q);
+    assert_string_equal(xmpp_stanza_get_attribute(q, "hi"), "1");
+    assert_string_equal(xmpp_stanza_get_attribute(q, "max"), "50");
+    xmpp_stanza_t *kw = xmpp_stanza_get_child_by_name(q, "keyword");
+    assert_non_null(kw);
+    assert_null(xmpp_stanza_get_next(kw)); /* one word */
+    xmpp_stanza_t *cover = xmpp_stanza_get_child_by_name(kw, "cover");
+    assert_non_null(cover);
+    assert_string_equal(xmpp_stanza_get_attribute(cover, "gen"), "1");
+    char iqid[64];
+    snprintf(iqid, sizeof iqid, "%s", xmpp_stanza_get_id(iq));
+    xmpp_stanza_release(iq);
+
+    size_t dk = fs_datakey(f, U_BOB, s->nep, s->nep);
+    char *hit = fs_seal(f, U_BOB, dk, "o-hit", 1, "hello, world");
+    char *liar = fs_seal(f, U_BOB, dk, "o-liar", 1, "goodbye, world");
+#define HIT_FMT                                                                                    \
+    "<forwarded xmlns='" SR_NS_FORWARD "'><delay xmlns='" SR_NS_DELAY                              \
+    "' stamp='2026-11-01T10:00:00Z'/><message type='groupchat' from='" ROOM "/bob'>"                \
+    "<body>x</body><sealed xmlns='" SR_NS "'>%s</sealed><origin-id xmlns='" SR_NS_SID "' id='%s'/>" \
+    "<stanza-id xmlns='" SR_NS_SID "' id='%s' by='" ROOM "'/>"                                       \
+    "<x xmlns='" SR_NS_MUC_USER "'><item jid='bob@localhost'/></x></message></forwarded>"
+    char result[8192];
+    int n = snprintf(result, sizeof result,
+                     "<result xmlns='urn:xmpp:sealroom:search:0' batch='1' complete='true'>" HIT_FMT
+                     HIT_FMT "<set xmlns='" SR_NS_RSM "'><first>8</first><last>7</last></set>"
+                     "</result>",
+                     liar, "o-liar", "8", hit, "o-hit", "7");
+    assert_true(n > 0 && (size_t)n < sizeof result);
+#undef HIT_FMT
+    answer_result(f, ROOM, iqid, result);
+    settle(f);
+    size_t messages = 0;
+    const ev_copy *shown = NULL;
+    for (size_t i = 0; i < f->nev; i++)
+        if (f->ev[i].type == SEALROOM_EVENT_MESSAGE) {
+            messages++;
+            shown = &f->ev[i];
+        }
+    assert_int_equal(messages, 1);
+    assert_string_equal(shown->stanza_id, "7");
+    assert_true(shown->history);
+    assert_int_equal(shown->payload_len, strlen("hello, world"));
+    assert_memory_equal(shown->payload, "hello, world", shown->payload_len);
+    const ev_copy *done = done_event(f, req);
+    assert_int_equal(done->result, SEALROOM_OK);
+    assert_int_equal(done->kind, SEALROOM_REQ_SEARCH);
+    assert_true(done->complete);
+    assert_string_equal(done->last, "7");
+    free(hit);
+    free(liar);
 }
 
 static void test_history(void **state)
@@ -4801,6 +4903,7 @@ int main(void)
         T(test_link_down_during_datakey),
         T(test_send_offline_without_key),
         T(test_history),
+        T(test_search_hits_rechecked),
         T(test_timeout),
         T(test_send_wait_retry),
         T(test_send_failure),
