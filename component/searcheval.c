@@ -65,11 +65,26 @@
 /* $1 room, $2 hi. Seals only when hi is within the room's batches (a
  * refused search seals nothing); returns the room's last batch, no row for
  * no room. (A data-modifying WITH runs whether or not it is read.) */
+/* Seals the open batches <= $2 that nobody is writing into right now and
+ * returns the room's last batch with, one per row, the open batches it
+ * skipped (NULL when none). It never waits for a row lock: a message being
+ * stored holds its batch's row until its group commit ends, and that
+ * commit may wait for another batch's row, so a statement that locked
+ * several batches in its own order and waited could deadlock with it.
+ * The skipped ones are then sealed one row per transaction (SQL_SEAL1). */
 #define SQL_SEAL                                                                                   \
     "WITH r AS (SELECT search_last_batch AS last FROM rooms WHERE room_id = $1), "                 \
-    "s AS (UPDATE search_batches b SET state = 1 FROM r WHERE b.room_id = $1 AND b.batch <= $2 "   \
-    "AND b.state = 0 AND $2 <= r.last) "                                                           \
-    "SELECT last FROM r"
+    "l AS (SELECT batch FROM search_batches WHERE room_id = $1 AND batch <= $2 AND state = 0 "     \
+    "AND $2 <= (SELECT last FROM r) FOR UPDATE SKIP LOCKED), "                                     \
+    "s AS (UPDATE search_batches b SET state = 1 FROM l WHERE b.room_id = $1 "                     \
+    "AND b.batch = l.batch RETURNING b.batch) "                                                    \
+    "SELECT r.last, o.batch FROM r LEFT JOIN (SELECT batch FROM search_batches WHERE room_id = $1 " \
+    "AND batch <= $2 AND state = 0 AND $2 <= (SELECT last FROM r) "                                \
+    "AND batch NOT IN (SELECT batch FROM s)) o ON true"
+/* One busy batch, in its own transaction: waits for the message writing
+ * into it, holding no other lock meanwhile. */
+#define SQL_SEAL1                                                                                  \
+    "UPDATE search_batches SET state = 1 WHERE room_id = $1 AND batch = $2 AND state = 0"
 /* $1 room, $2 hi, $3 before (exclusive). Kind 0: batch, gen; kind 1:
  * segment, gen, first and last batch, min and max seq. */
 #define SQL_LIST                                                                                   \
@@ -99,7 +114,7 @@
 static const struct {
     const char *name, *sql;
 } STATEMENTS[] = {
-    {"se_seal", SQL_SEAL},     {"se_list", SQL_LIST}, {"se_entries", SQL_ENTRIES},
+    {"se_seal", SQL_SEAL},     {"se_seal1", SQL_SEAL1}, {"se_list", SQL_LIST}, {"se_entries", SQL_ENTRIES},
     {"se_blocks", SQL_BLOCKS}, {"se_live", SQL_LIVE},
 };
 #define NSTATEMENTS (sizeof STATEMENTS / sizeof STATEMENTS[0])
@@ -539,6 +554,56 @@ static bool take_listing(eval *ev, const PGresult *r)
     return true;
 }
 
+/* Batches a message was being written into when the seal skipped them
+ * (rows of the seal's answer): roll the listing back, seal each in a
+ * transaction of its own (waiting for its writer, then sealing it), and
+ * list again from a snapshot taken after every seal. */
+static bool seal_busy(eval *ev, PGresult *seal, size_t nbusy)
+{
+    size_t ncalls = 2 + 2 * nbusy + 3, k = 0;
+    call *calls = calloc(ncalls, sizeof *calls);
+    unsigned char(*ids)[8] = calloc(nbusy, sizeof *ids);
+    PGresult **res = calloc(ncalls, sizeof *res);
+    unsigned char room[8], hi[8], bound[8];
+    bool ok = false;
+    if (!calls || !ids || !res) {
+        fail(ev, SE_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    be64(room, (uint64_t)ev->q->room_id);
+    be64(hi, ev->q->hi);
+    be64(bound, ev->bound > INT64_MAX ? (uint64_t)INT64_MAX : ev->bound);
+    calls[k++] = (call){.sql = "ROLLBACK"};
+    calls[k++] = SYNC;
+    for (int i = 0, j = 0; i < PQntuples(seal); i++) {
+        if (PQgetisnull(seal, i, 1) || PQgetlength(seal, i, 1) != 8) continue;
+        memcpy(ids[j], PQgetvalue(seal, i, 1), 8);
+        calls[k++] = (call){.stmt = "se_seal1",
+                            .nparams = 2,
+                            .vals = {(const char *)room, (const char *)ids[j]},
+                            .lens = {8, 8}};
+        calls[k++] = SYNC;
+        j++;
+    }
+    calls[k++] = (call){.sql = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"};
+    calls[k++] = (call){.stmt = "se_list",
+                        .nparams = 3,
+                        .vals = {(const char *)room, (const char *)hi, (const char *)bound},
+                        .lens = {8, 8, 8}};
+    calls[k++] = SYNC;
+    ev->in_tx = false;
+    ok = pipeline(ev, calls, k, res, false);
+    ev->in_tx = true;
+    /* Results: ROLLBACK, one per seal, BEGIN, the listing. */
+    if (ok) ok = take_listing(ev, res[1 + nbusy + 1]);
+out:
+    if (res) clear_results(res, ncalls);
+    free(res);
+    free(ids);
+    free(calls);
+    return ok;
+}
+
 /* Seal ‖ BEGIN ‖ list. Prepares the statements if the connection lacks
  * them and tries once more. */
 static bool start(eval *ev)
@@ -576,7 +641,7 @@ static bool start(eval *ev)
     }
     if (!ok) goto out;
     ok = false;
-    if (PQntuples(res[0]) != 1 || PQgetlength(res[0], 0, 0) != 8) {
+    if (PQntuples(res[0]) < 1 || PQgetlength(res[0], 0, 0) != 8) {
         fail(ev, SE_ERR_NO_ROOM, "no such room");
         goto out;
     }
@@ -585,7 +650,14 @@ static bool start(eval *ev)
         fail(ev, SE_ERR_BAD_QUERY, "hi is beyond the room's last batch");
         goto out;
     }
-    ok = take_listing(ev, res[2]);
+    size_t nbusy = 0;
+    for (int i = 0; i < PQntuples(res[0]); i++)
+        nbusy += !PQgetisnull(res[0], i, 1) && PQgetlength(res[0], i, 1) == 8;
+    if (nbusy == 0) {
+        ok = take_listing(ev, res[2]);
+        goto out;
+    }
+    ok = seal_busy(ev, res[0], nbusy);
 out:
     clear_results(res, 3);
     return ok;
