@@ -1,5 +1,6 @@
 /* The PostgreSQL, seeding and checking helpers of the archive benchmark
  * and soak (archive_common.h). */
+#include "pgtest.h"
 #include "archive_common.h"
 
 #include <arpa/inet.h>
@@ -34,28 +35,6 @@ void ac_sleep_ms(double ms)
     nanosleep(&ts, NULL);
 }
 
-/* ---- the server ---- */
-
-static int free_port(void)
-{
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    int port = -1;
-    if (s >= 0 && bind(s, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(s, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    if (s >= 0) close(s);
-    return port;
-}
-
-static void quiet(void *arg, const char *msg)
-{
-    (void)arg;
-    (void)msg;
-}
-
 PGconn *ac_connect(const char *conninfo)
 {
     PGconn *c = PQconnectdb(conninfo);
@@ -64,7 +43,7 @@ PGconn *ac_connect(const char *conninfo)
         PQfinish(c);
         return NULL;
     }
-    PQsetNoticeProcessor(c, quiet, NULL);
+    PQsetNoticeProcessor(c, pgt_quiet, NULL);
     return c;
 }
 
@@ -91,36 +70,6 @@ static bool admin_ok(const char *conninfo, const char *sql)
     bool ok = c && ac_ok(c, sql, 0, NULL);
     PQfinish(c);
     return ok;
-}
-
-static void append_kv(char *buf, size_t cap, const char *key, const char *val)
-{
-    size_t n = strlen(buf);
-    n += (size_t)snprintf(buf + n, cap - n, "%s%s='", n ? " " : "", key);
-    for (const char *p = val; *p && n + 3 < cap; p++) {
-        if (*p == '\'' || *p == '\\') buf[n++] = '\\';
-        buf[n++] = *p;
-    }
-    snprintf(buf + n, cap - n, "'");
-}
-
-/* base with its dbname replaced. */
-static char *conninfo_for(const char *base, const char *dbname)
-{
-    char *errmsg = NULL;
-    PQconninfoOption *opts = PQconninfoParse(base, &errmsg);
-    if (!opts) {
-        fprintf(stderr, "bad conninfo: %s\n", errmsg ? errmsg : "?");
-        PQfreemem(errmsg);
-        return NULL;
-    }
-    char *buf = calloc(1, 4096);
-    for (PQconninfoOption *o = opts; buf && o->keyword; o++)
-        if (o->val && o->val[0] && strcmp(o->keyword, "dbname") != 0)
-            append_kv(buf, 4096, o->keyword, o->val);
-    if (buf) append_kv(buf, 4096, "dbname", dbname);
-    PQconninfoFree(opts);
-    return buf;
 }
 
 static int scratch(const ac_pg *pg, const char *verb)
@@ -153,7 +102,7 @@ int ac_pg_open(ac_pg *pg, const char *src, const char *prefix)
         chmod(pg->scratch, 0755);
         char cmd[2400], line[512] = "";
         snprintf(cmd, sizeof cmd, "sh '%s/tests/pg-scratch.sh' start '%s' %d", src, pg->scratch,
-                 free_port());
+                 pgt_free_port());
         FILE *p = popen(cmd, "r");
         bool got = p && fgets(line, sizeof line, p);
         if (!p || pclose(p) != 0 || !got) {
@@ -172,7 +121,7 @@ int ac_pg_open(ac_pg *pg, const char *src, const char *prefix)
         ac_pg_close(pg);
         return -1;
     }
-    pg->conninfo = conninfo_for(pg->admin, pg->dbname);
+    pg->conninfo = pgt_conninfo_for(pg->admin, pg->dbname);
     snprintf(dir, sizeof dir, "%s/sql", src);
     db *d = pg->conninfo ? db_new(pg->conninfo) : NULL;
     int rc = d && db_connect_blocking(d, 10000, err, sizeof err) == 0 &&

@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "pgtest.h"
 #include "db.h"
 #include "log.h"
 
@@ -42,57 +43,9 @@ static long now_ms(void) {
     return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int free_port(void) {
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof a) < 0 ||
-        getsockname(s, (struct sockaddr *)&a, &len) < 0) {
-        if (s >= 0) close(s);
-        return -1;
-    }
-    close(s);
-    return ntohs(a.sin_port);
-}
-
-/* Append key='value' with libpq's quoting. */
-static void append_kv(char *buf, size_t cap, const char *key, const char *val) {
-    size_t n = strlen(buf);
-    n += (size_t)snprintf(buf + n, cap - n, "%s%s='", n ? " " : "", key);
-    for (const char *p = val; *p && n + 3 < cap; p++) {
-        if (*p == '\'' || *p == '\\') buf[n++] = '\\';
-        buf[n++] = *p;
-    }
-    snprintf(buf + n, cap - n, "'");
-}
-
-/* The given conninfo with its database replaced. */
-static char *conninfo_for(const char *base, const char *dbname) {
-    char *errmsg = NULL;
-    PQconninfoOption *opts = PQconninfoParse(base, &errmsg);
-    if (!opts) {
-        fprintf(stderr, "bad conninfo: %s\n", errmsg ? errmsg : "?");
-        PQfreemem(errmsg);
-        return NULL;
-    }
-    char *buf = calloc(1, 4096);
-    for (PQconninfoOption *o = opts; buf && o->keyword; o++)
-        if (o->val && o->val[0] && strcmp(o->keyword, "dbname") != 0)
-            append_kv(buf, 4096, o->keyword, o->val);
-    if (buf) append_kv(buf, 4096, "dbname", dbname);
-    PQconninfoFree(opts);
-    return buf;
-}
-
-static void quiet(void *arg, const char *msg) {
-    (void)arg;
-    (void)msg;
-}
-
 static int admin_exec(const char *conninfo, const char *sql) {
     PGconn *c = PQconnectdb(conninfo);
-    PQsetNoticeProcessor(c, quiet, NULL);
+    PQsetNoticeProcessor(c, pgt_quiet, NULL);
     int rc = -1;
     if (PQstatus(c) == CONNECTION_OK) {
         PGresult *r = PQexec(c, sql);
@@ -115,7 +68,7 @@ static char *new_database(const char *suffix) {
     snprintf(sql, sizeof sql, "CREATE DATABASE %s", name);
     if (admin_exec(g_admin_conninfo, sql) < 0) return NULL;
     if (suffix[0]) g_extra_dbs++;
-    return conninfo_for(g_admin_conninfo, name);
+    return pgt_conninfo_for(g_admin_conninfo, name);
 }
 
 /* One value of a one-row query on the test database, as a long. */
@@ -152,7 +105,7 @@ static int group_setup(void **state) {
         snprintf(g_scratch, sizeof g_scratch, "/tmp/sealroom-test-db-XXXXXX");
         if (!mkdtemp(g_scratch)) return -1;
         chmod(g_scratch, 0755);
-        int port = free_port();
+        int port = pgt_free_port();
         char cmd[2048];
         snprintf(cmd, sizeof cmd, "sh '%s/tests/pg-scratch.sh' start '%s' %d", g_src, g_scratch,
                  port);
@@ -790,7 +743,7 @@ static void test_unavailable_and_shutdown(void **state) {
     (void)state;
     char ci[128];
     snprintf(ci, sizeof ci, "host=127.0.0.1 port=%d user=nobody dbname=none connect_timeout=2",
-             free_port());
+             pgt_free_port());
     db *d = db_new(ci);
     assert_non_null(d);
     db_set_unavailable_timeout_ms(d, 300);

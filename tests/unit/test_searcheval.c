@@ -37,6 +37,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "pgtest.h"
 #include "db.h"
 #include "log.h"
 #include "search/ggm.h"
@@ -59,61 +60,11 @@ static char *g_conninfo;
 static PGconn *g_pg; /* the connection searches run on */
 static uint64_t g_rng;
 
-static int free_port(void)
-{
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof a) < 0 ||
-        getsockname(s, (struct sockaddr *)&a, &len) < 0) {
-        if (s >= 0) close(s);
-        return -1;
-    }
-    close(s);
-    return ntohs(a.sin_port);
-}
-
-static void append_kv(char *buf, size_t cap, const char *key, const char *val)
-{
-    size_t n = strlen(buf);
-    n += (size_t)snprintf(buf + n, cap - n, "%s%s='", n ? " " : "", key);
-    for (const char *p = val; *p && n + 3 < cap; p++) {
-        if (*p == '\'' || *p == '\\') buf[n++] = '\\';
-        buf[n++] = *p;
-    }
-    snprintf(buf + n, cap - n, "'");
-}
-
-static char *conninfo_for(const char *base, const char *dbname)
-{
-    char *errmsg = NULL;
-    PQconninfoOption *opts = PQconninfoParse(base, &errmsg);
-    if (!opts) {
-        fprintf(stderr, "bad conninfo: %s\n", errmsg ? errmsg : "?");
-        PQfreemem(errmsg);
-        return NULL;
-    }
-    char *buf = calloc(1, 4096);
-    for (PQconninfoOption *o = opts; buf && o->keyword; o++)
-        if (o->val && o->val[0] && strcmp(o->keyword, "dbname") != 0)
-            append_kv(buf, 4096, o->keyword, o->val);
-    if (buf) append_kv(buf, 4096, "dbname", dbname);
-    PQconninfoFree(opts);
-    return buf;
-}
-
-static void quiet(void *arg, const char *msg)
-{
-    (void)arg;
-    (void)msg;
-}
-
 static PGconn *pg_connect(void)
 {
     PGconn *c = PQconnectdb(g_conninfo);
     if (PQstatus(c) != CONNECTION_OK) fail_msg("connect: %s", PQerrorMessage(c));
-    PQsetNoticeProcessor(c, quiet, NULL);
+    PQsetNoticeProcessor(c, pgt_quiet, NULL);
     return c;
 }
 
@@ -134,7 +85,7 @@ static void exec0(const char *sql, int n, const char *const *vals)
 static int admin_exec(const char *sql)
 {
     PGconn *c = PQconnectdb(g_admin_conninfo);
-    PQsetNoticeProcessor(c, quiet, NULL);
+    PQsetNoticeProcessor(c, pgt_quiet, NULL);
     int rc = -1;
     if (PQstatus(c) == CONNECTION_OK) {
         PGresult *r = PQexec(c, sql);
@@ -167,7 +118,7 @@ static int group_setup(void **state)
         chmod(g_scratch, 0755);
         char cmd[2048];
         snprintf(cmd, sizeof cmd, "sh '%s/tests/pg-scratch.sh' start '%s' %d", g_src, g_scratch,
-                 free_port());
+                 pgt_free_port());
         FILE *p = popen(cmd, "r");
         char line[512] = "";
         if (!p || !fgets(line, sizeof line, p)) {
@@ -183,7 +134,7 @@ static int group_setup(void **state)
     char sql[160];
     snprintf(sql, sizeof sql, "CREATE DATABASE %s", g_dbname);
     if (admin_exec(sql) != 0) return -1;
-    g_conninfo = conninfo_for(g_admin_conninfo, g_dbname);
+    g_conninfo = pgt_conninfo_for(g_admin_conninfo, g_dbname);
     if (!g_conninfo) return -1;
     db *d = db_new(g_conninfo);
     char err[512], dir[1100];
@@ -197,7 +148,7 @@ static int group_setup(void **state)
     if (rc == 0) {
         g_pg = PQconnectdb(g_conninfo);
         if (PQstatus(g_pg) != CONNECTION_OK) rc = -1;
-        PQsetNoticeProcessor(g_pg, quiet, NULL);
+        PQsetNoticeProcessor(g_pg, pgt_quiet, NULL);
     }
     return rc;
 }
