@@ -3,11 +3,13 @@
 #include "pgtest.h"
 
 #include <arpa/inet.h>
+#include <stdbool.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 int pgt_free_port(void)
@@ -53,6 +55,32 @@ char *pgt_conninfo_for(const char *base, const char *dbname)
     if (buf) append_kv(buf, 4096, "dbname", dbname);
     PQconninfoFree(opts);
     return buf;
+}
+
+char *pgt_admin_conninfo(const char *src, const char *template, char *scratch, size_t scratch_len)
+{
+    const char *env = getenv("SEALROOM_TEST_PG");
+    scratch[0] = '\0';
+    if (env && env[0]) return strdup(env);
+    snprintf(scratch, scratch_len, "%s", template);
+    if (!mkdtemp(scratch)) {
+        perror("mkdtemp");
+        scratch[0] = '\0';
+        return NULL;
+    }
+    /* The cluster runs as postgres when we are root. */
+    chmod(scratch, 0755);
+    char cmd[2400], line[512] = "";
+    snprintf(cmd, sizeof cmd, "sh '%s/tests/pg-scratch.sh' start '%s' %d", src, scratch,
+             pgt_free_port());
+    FILE *p = popen(cmd, "r");
+    bool got = p && fgets(line, sizeof line, p);
+    if (!p || pclose(p) != 0 || !got) {
+        fprintf(stderr, "tests/pg-scratch.sh start failed\n");
+        return NULL;
+    }
+    line[strcspn(line, "\n")] = '\0';
+    return strdup(line);
 }
 
 void pgt_quiet(void *arg, const char *msg)

@@ -88,30 +88,12 @@ int ac_pg_open(ac_pg *pg, const char *src, const char *prefix)
 {
     memset(pg, 0, sizeof *pg);
     snprintf(pg->src, sizeof pg->src, "%s", src);
-    const char *env = getenv("SEALROOM_TEST_PG");
-    if (env && env[0]) {
-        pg->admin = strdup(env);
-    } else {
-        snprintf(pg->scratch, sizeof pg->scratch, "/var/tmp/sealroom-%s-XXXXXX", prefix);
-        if (!mkdtemp(pg->scratch)) {
-            perror("mkdtemp");
-            pg->scratch[0] = '\0';
-            return -1;
-        }
-        /* The cluster runs as postgres when we are root. */
-        chmod(pg->scratch, 0755);
-        char cmd[2400], line[512] = "";
-        snprintf(cmd, sizeof cmd, "sh '%s/tests/pg-scratch.sh' start '%s' %d", src, pg->scratch,
-                 pgt_free_port());
-        FILE *p = popen(cmd, "r");
-        bool got = p && fgets(line, sizeof line, p);
-        if (!p || pclose(p) != 0 || !got) {
-            fprintf(stderr, "tests/pg-scratch.sh start failed\n");
-            ac_pg_close(pg);
-            return -1;
-        }
-        line[strcspn(line, "\n")] = '\0';
-        pg->admin = strdup(line);
+    char tmpl[128];
+    snprintf(tmpl, sizeof tmpl, "/var/tmp/sealroom-%s-XXXXXX", prefix);
+    pg->admin = pgt_admin_conninfo(src, tmpl, pg->scratch, sizeof pg->scratch);
+    if (!pg->admin) {
+        ac_pg_close(pg);
+        return -1;
     }
     snprintf(pg->dbname, sizeof pg->dbname, "%s_%d", prefix, (int)getpid());
     char sql[160], err[512] = "", dir[1100];

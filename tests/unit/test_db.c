@@ -98,28 +98,9 @@ static int group_setup(void **state) {
     log_set_level(LOG_LVL_WARN);
     const char *src = getenv("SEALROOM_SOURCE_DIR");
     snprintf(g_src, sizeof g_src, "%s", src ? src : ".");
-    const char *pg = getenv("SEALROOM_TEST_PG");
-    if (pg && pg[0]) {
-        g_admin_conninfo = strdup(pg);
-    } else {
-        snprintf(g_scratch, sizeof g_scratch, "/tmp/sealroom-test-db-XXXXXX");
-        if (!mkdtemp(g_scratch)) return -1;
-        chmod(g_scratch, 0755);
-        int port = pgt_free_port();
-        char cmd[2048];
-        snprintf(cmd, sizeof cmd, "sh '%s/tests/pg-scratch.sh' start '%s' %d", g_src, g_scratch,
-                 port);
-        FILE *p = popen(cmd, "r");
-        char line[512] = "";
-        if (!p || !fgets(line, sizeof line, p)) {
-            if (p) pclose(p);
-            fprintf(stderr, "pg-scratch.sh start failed\n");
-            return -1;
-        }
-        if (pclose(p) != 0) return -1;
-        line[strcspn(line, "\n")] = '\0';
-        g_admin_conninfo = strdup(line);
-    }
+    g_admin_conninfo =
+        pgt_admin_conninfo(g_src, "/tmp/sealroom-test-db-XXXXXX", g_scratch, sizeof g_scratch);
+    if (!g_admin_conninfo) return -1;
     snprintf(g_dbname, sizeof g_dbname, "sealroom_test_%d", (int)getpid());
     g_conninfo = new_database("");
     return g_conninfo ? 0 : -1;
