@@ -41,6 +41,10 @@
 #define SR_DATAKEY_FETCH_MAX 100u  /* ids per <datakeys/> query */
 #define SR_ROTATE_ATTEMPTS 4       /* new-epoch tries before giving up */
 #define SR_SEND_RESEAL_MAX 3       /* re-seals of one message after <stale-epoch/> */
+/* Re-indexings of one message after <batch-sealed/>: normal operation
+ * (every search seals the batches messages in flight were written into),
+ * so the bound only stops a service that refuses for ever. */
+#define SR_SEND_REINDEX_MAX 32
 #define SR_RUN_MAX_AGE_MS (5u * 60u * 1000u) /* run state older than this is dropped */
 #define SR_RUN_WAIT_MS 60000u      /* after mode="run", no new <rekey/> ask before this */
 
@@ -124,6 +128,7 @@ typedef struct sr_request {
     unsigned char *plain;
     size_t plain_len;
     int reseals;
+    int reindexes; /* times re-indexed after <batch-sealed/> */
     /* account requests */
     sr_e2e_vault_key *vkey;
     sr_e2e_vault_data *vdata;

@@ -769,8 +769,9 @@ int sr_handle_message(sealroom_ctx *ctx, xmpp_stanza_t *st)
              * entries were for: the next seal takes a new one. */
             if (erm && r->sse_batch)
                 sr_sse_message_refused(ctx, erm, r->sse_batch);
-            if (app && strcmp(app, "batch-sealed") == 0 && erm && r->reseals < SR_SEND_RESEAL_MAX) {
-                r->reseals++;
+            if (app && strcmp(app, "batch-sealed") == 0 && erm &&
+                r->reindexes < SR_SEND_REINDEX_MAX) {
+                r->reindexes++;
                 xmpp_stanza_release(r->msg);
                 r->msg = NULL;
                 r->resend = false;
