@@ -116,6 +116,9 @@ static void stats(rooms *r, xmpp_stanza_t *iq, xmpp_stanza_t *form)
                r->stats.searches_failed);
     add_number(form, "searches-running", "Searches being evaluated now", ss.running);
     add_number(form, "searches-queued", "Searches waiting for a worker now", ss.queued);
+    add_number(form, "search-cache-hits", "Search cache hits", ss.cache_hits);
+    add_number(form, "search-cache-misses", "Search cache misses", ss.cache_misses);
+    add_number(form, "search-cache-bytes", "Bytes held by the search cache", ss.cache_bytes);
     add_number(form, "search-leases", "Compaction leases granted", r->stats.search_leases);
     add_number(form, "search-segments", "Index segments committed", r->stats.search_segments);
     add_number(form, "retractions", "Messages retracted", r->stats.retractions);

@@ -36,6 +36,7 @@ typedef struct config {
     int sweep_threads;         /* archive.sweep_threads 2: archive re-keying worker threads */
     int sweep_batch;           /* archive.sweep_batch  1000: headers re-keyed per transaction */
     int search_threads;        /* search.threads       2: encrypted-search worker threads */
+    int search_cache_mb;       /* search.cache_mb      64: search cache (listings, blocks) */
     int search_lease_ms;       /* search.lease_ms      60000 (reloadable): compaction lease */
     int search_max_entries;    /* search.max_entries   8192 (reloadable): index entries per message */
 } config;

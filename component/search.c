@@ -1015,7 +1015,8 @@ out:
 
 bool search_start(rooms *r)
 {
-    r->search = searchpool_start(r->cfg->db_conninfo, (unsigned)r->cfg->search_threads);
+    r->search = searchpool_start(r->cfg->db_conninfo, (unsigned)r->cfg->search_threads,
+                                 (size_t)r->cfg->search_cache_mb << 20);
     return r->search != NULL;
 }
 

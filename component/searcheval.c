@@ -2,42 +2,61 @@
  *
  * Round trips. Everything goes through libpq's pipeline mode with
  * prepared statements, binary parameters (int8[] and bytea[] arrays) and
- * binary results, so one round trip carries all the probes of a round:
- *   1. seal ‖ BEGIN REPEATABLE READ ‖ list the live batches and segments;
- *   2.. one pipeline per round: entry labels of every (keyword, batch) still
- *      being probed, posting blocks of every (keyword, segment) still worth
- *      reading, and once the entries are all in, the liveness (message
- *      there, not retracted) of the page's candidates;
- *   last: the liveness of the candidates not yet checked ‖ COMMIT.
- * Entries are probed 16 counters per batch first, then only where the whole
- * chunk matched, doubling. Segment blocks are read in order (block 0 holds
- * the newest seqs), one block per segment first, doubling, and only while
- * the segment could still change the page: a segment whose unread seqs all
- * lie below the (max+1)-th known match, or where no other keyword could
- * match any more, is left alone.
+ * binary results. A round is ONE statement (SQL_ROUND) that reads, from
+ * its own snapshot: the room's live batches and segments (the listing),
+ * the entry labels of every (keyword, batch) still being probed, the
+ * posting blocks of every (keyword, segment) still worth reading, in the
+ * first round the room's retracted messages, and, only when those were
+ * too many to fetch, the liveness of the page's candidates. The first
+ * round rides in one pipeline with the seal, so a search whose answer the
+ * first round settles costs one round trip.
  *
- * Sealing. The seal commits on its own, before the snapshot is taken: the
- * message path counts entries on the batch row in the transaction that
- * stores them, so an entry either committed before the seal (and is in the
- * snapshot) or meets a sealed batch and is refused. Inside a REPEATABLE
- * READ transaction the same update would fail with a serialization error
- * whenever a message had just touched the batch. A seal stays right even
- * if the evaluation then fails: the search did reach the batch.
+ * Guessing the listing. Probes need the listing (which batches and
+ * segments, of which generation) before they can be made, and the listing
+ * comes from the database. So each round probes with the listing it
+ * believes in — for the first round the one the search cache kept from
+ * the room's last search (searchcache.h), if any — and reads the listing
+ * again in the same snapshot. The round's probes count only if the two
+ * are the same; otherwise the evaluation starts over from the listing it
+ * just read (counted in restarts). Batches at or below hi cannot appear
+ * (their ids were handed out before the searcher learnt hi) and sealed
+ * batches take no entries, so only a compaction commit can change the
+ * listing between rounds: what the rounds read all comes from one state
+ * of the index even though each round has its own snapshot.
  *
- * Snapshot. All reads share one snapshot, so a compaction committing in
- * between (batches' entries deleted, a segment made live) shows either
- * entirely or not at all. Liveness needs no snapshot (a retraction is for
- * good), so the last liveness checks ride with the COMMIT; should they
- * drop enough of the page that a segment has to be read further, the
- * evaluation starts again from the listing, keeping what it learnt about
- * retractions, and that second time checks liveness before committing.
+ * Sealing. The seal (SQL_SEAL) runs first in the first round's implicit
+ * transaction, so the round's statement, taking its snapshot after it,
+ * sees every entry that committed before the seal, and an entry that
+ * comes later meets a sealed batch and is refused. A batch the seal found
+ * locked by a message being stored is sealed on its own afterwards
+ * (waiting for that message) and the round's probes are not used.
+ *
+ * Retractions. The first round fetches the room's retracted seqs below
+ * `before` (a partial index keeps this cheap; retractions are rare); a
+ * retraction that lands while the search runs may or may not count, as if
+ * it came just after. Above RETRACTED_MAX of them the list is not used and
+ * the page's candidates are checked one by one instead. A seq a segment
+ * names that is no message at all (a lying compactor) is dropped when the
+ * page's messages are read (searchpool.c).
+ *
+ * Cache. Blocks that opened (and labels known to have no block) are filed
+ * in the search cache, so the next page of the same search, or the same
+ * word searched again, reads from memory what it read before; a round
+ * whose reads all come from the cache costs no round trip.
+ *
+ * Entries are probed 16 counters per batch first, then only where the
+ * whole chunk matched, doubling. Segment blocks are read in order (block 0
+ * holds the newest seqs), one block per segment first, doubling, and only
+ * while the segment could still change the page: a segment whose unread
+ * seqs all lie below the (max+1)-th known match, or where no other
+ * keyword could match any more, is left alone.
  *
  * Correctness. Per keyword the matches are exactly the spec's: entry
  * counters 0.. until the first miss, blocks 0.. until a miss or a block
  * with fewer than 32 seqs (a block that does not open is logged, counted
  * and skipped). The page is the newest `max` of the intersection below
- * `before` with every member checked live, and it is final only when no
- * unread block could hold a seq above its (max+1)-th match. */
+ * `before` without retracted seqs, and it is final only when no unread
+ * block could hold a seq above its (max+1)-th match. */
 #include "searcheval.h"
 
 #include <inttypes.h>
@@ -48,6 +67,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "searchcache.h"
 
 #define OID_BYTEA 17
 #define OID_INT8 20
@@ -59,19 +79,29 @@
  * not fill the page), but only from the newest few segments of a keyword. */
 #define SPEC_SEGMENTS 4
 #define LIVE_AHEAD (4 * SE_MAX_RESULTS)
+/* RETRACTED_LIMIT in SQL_ROUND: one more than is used, to tell "all". */
+#define RETRACTED_LIMIT 1025
+#define RETRACTED_MAX (RETRACTED_LIMIT - 1)
+#define STR_(n) #n
+#define STR(n) STR_(n)
+/* Listing changes tolerated before giving up (each needs a compaction to
+ * commit while the search runs). */
+#define MAX_RESTARTS 8
 #define SQLSTATE_NO_STATEMENT "26000"
 #define SQLSTATE_DUP_STATEMENT "42P05"
+#define ROUND_LIST 1
+#define ROUND_RETRACTED 2
 
-/* $1 room, $2 hi. Seals only when hi is within the room's batches (a
- * refused search seals nothing); returns the room's last batch, no row for
- * no room. (A data-modifying WITH runs whether or not it is read.) */
-/* Seals the open batches <= $2 that nobody is writing into right now and
- * returns the room's last batch with, one per row, the open batches it
- * skipped (NULL when none). It never waits for a row lock: a message being
- * stored holds its batch's row until its group commit ends, and that
- * commit may wait for another batch's row, so a statement that locked
- * several batches in its own order and waited could deadlock with it.
- * The skipped ones are then sealed one row per transaction (SQL_SEAL1). */
+/* $1 room, $2 hi. Seals the open batches <= $2 that nobody is writing
+ * into right now (only when hi is within the room's batches, so a
+ * refused search seals nothing) and returns the room's last batch with,
+ * one per row, the open batches it skipped (NULL when none); no row for
+ * no room. It never waits for a row lock: a message being stored holds
+ * its batch's row until its group commit ends, and that commit may wait
+ * for another batch's row, so a statement that locked several batches in
+ * its own order and waited could deadlock with it. The skipped ones are
+ * then sealed one row per transaction (SQL_SEAL1). (A data-modifying WITH
+ * runs whether or not it is read.) */
 #define SQL_SEAL                                                                                   \
     "WITH r AS (SELECT search_last_batch AS last FROM rooms WHERE room_id = $1), "                 \
     "l AS (SELECT batch FROM search_batches WHERE room_id = $1 AND batch <= $2 AND state = 0 "     \
@@ -85,37 +115,44 @@
  * into it, holding no other lock meanwhile. */
 #define SQL_SEAL1                                                                                  \
     "UPDATE search_batches SET state = 1 WHERE room_id = $1 AND batch = $2 AND state = 0"
-/* $1 room, $2 hi, $3 before (exclusive). Kind 0: batch, gen; kind 1:
- * segment, gen, first and last batch, min and max seq. */
-#define SQL_LIST                                                                                   \
-    "SELECT 0::int8, batch, gen::int8, 0::int8, 0::int8, 0::int8, 0::int8 FROM search_batches "    \
-    "WHERE room_id = $1 AND batch <= $2 AND state <= 1 "                                           \
-    "UNION ALL SELECT 1::int8, segment, gen::int8, first_batch, last_batch, min_seq, max_seq "     \
-    "FROM search_segments WHERE room_id = $1 AND state = 1 AND last_batch <= $2 AND min_seq < $3"
-/* Probes are primary-key lookups, one per pair, whatever the statistics
+/* One round, rows (kind, a..f, body), all int8 but the body:
+ *  0 batch: id, gen              (when $4 has ROUND_LIST)
+ *  1 segment: id, gen, first and last batch, min and max seq   (idem)
+ *  2 entry found: index (from 1) into $5/$6, seq
+ *  3 block found: index (from 1) into $7/$8, body
+ *  4 retracted seq below $3, newest first, RETRACTED_LIMIT at most
+ *                                (when $4 has ROUND_RETRACTED)
+ *  5 live seq of $9 (a message, not retracted)
+ * Probes are primary-key lookups, one per pair, whatever the statistics
  * say: a lateral subquery with LIMIT is never flattened into a join, so
  * the planner cannot trade it for a scan of the room's rows (which it
  * does when the tables grew since their last ANALYZE). */
-/* $1 room, $2 batches, $3 labels: the index (from 1) of each pair found. */
-#define SQL_ENTRIES                                                                                \
-    "SELECT p.i, e.seq FROM unnest($2::int8[], $3::bytea[]) WITH ORDINALITY AS p(batch, label, "   \
-    "i) "                                                                                          \
+#define SQL_ROUND                                                                                  \
+    "SELECT 0::int8, batch, gen::int8, 0::int8, 0::int8, 0::int8, 0::int8, NULL::bytea "           \
+    "FROM search_batches WHERE room_id = $1 AND batch <= $2 AND state <= 1 AND ($4::int8 & 1) <> 0 "       \
+    "UNION ALL SELECT 1, segment, gen::int8, first_batch, last_batch, min_seq, max_seq, NULL "     \
+    "FROM search_segments WHERE room_id = $1 AND state = 1 AND last_batch <= $2 AND ($4::int8 & 1) <> 0 " \
+    "UNION ALL SELECT 2, p.i, e.seq, 0, 0, 0, 0, NULL "                                            \
+    "FROM unnest($5::int8[], $6::bytea[]) WITH ORDINALITY AS p(batch, label, i) "                  \
     "CROSS JOIN LATERAL (SELECT seq FROM search_entries WHERE room_id = $1 AND batch = p.batch "   \
-    "AND label = p.label LIMIT 1) e"
-#define SQL_BLOCKS                                                                                 \
-    "SELECT p.i, b.body FROM unnest($2::int8[], $3::bytea[]) WITH ORDINALITY AS p(seg, label, i) " \
+    "AND label = p.label LIMIT 1) e "                                                              \
+    "UNION ALL SELECT 3, p.i, 0, 0, 0, 0, 0, b.body "                                              \
+    "FROM unnest($7::int8[], $8::bytea[]) WITH ORDINALITY AS p(seg, label, i) "                    \
     "CROSS JOIN LATERAL (SELECT body FROM search_blocks WHERE room_id = $1 AND segment = p.seg "   \
-    "AND label = p.label LIMIT 1) b"
-/* $1 room, $2 seqs: those that are messages and not retracted. */
-#define SQL_LIVE                                                                                   \
-    "SELECT u.seq FROM unnest($2::int8[]) AS u(seq) CROSS JOIN LATERAL (SELECT 1 FROM messages "   \
-    "WHERE room_id = $1 AND seq = u.seq AND retracted_at IS NULL LIMIT 1) m"
+    "AND label = p.label LIMIT 1) b "                                                              \
+    "UNION ALL (SELECT 4, seq, 0, 0, 0, 0, 0, NULL FROM messages WHERE room_id = $1 "              \
+    "AND retracted_at IS NOT NULL AND seq < $3 AND ($4::int8 & 2) <> 0 ORDER BY seq DESC LIMIT "           \
+    STR(RETRACTED_LIMIT) ") "                                                                      \
+    "UNION ALL SELECT 5, u.seq, 0, 0, 0, 0, 0, NULL FROM unnest($9::int8[]) AS u(seq) "            \
+    "CROSS JOIN LATERAL (SELECT 1 FROM messages WHERE room_id = $1 AND seq = u.seq "               \
+    "AND retracted_at IS NULL LIMIT 1) m"
 
 static const struct {
     const char *name, *sql;
 } STATEMENTS[] = {
-    {"se_seal", SQL_SEAL},     {"se_seal1", SQL_SEAL1}, {"se_list", SQL_LIST}, {"se_entries", SQL_ENTRIES},
-    {"se_blocks", SQL_BLOCKS}, {"se_live", SQL_LIVE},
+    {"se_seal", SQL_SEAL},
+    {"se_seal1", SQL_SEAL1},
+    {"se_round", SQL_ROUND},
 };
 #define NSTATEMENTS (sizeof STATEMENTS / sizeof STATEMENTS[0])
 
@@ -172,7 +209,15 @@ typedef struct breq {
     uint64_t seg;
     unsigned char label[SSE_LABEL_BYTES];
     const unsigned char *body; /* into this round's result; NULL: no such block */
+    int cached;                /* SE_CACHE_*: MISS when it has to be read */
+    size_t ncached;
+    uint64_t seqs[SSE_BLOCK_IDS]; /* as the cache had them */
 } breq;
+
+/* A listing row as SQL_ROUND returns it (kind 0 or 1, then a..f). */
+typedef struct lrow {
+    uint64_t v[7];
+} lrow;
 
 typedef struct eval {
     PGconn *pg;
@@ -183,8 +228,12 @@ typedef struct eval {
     int code;       /* the first failure, SE_OK while none */
     bool no_stmt;   /* it was a missing prepared statement */
     uint64_t bound; /* results are below it */
-    bool optimistic;
-    bool in_tx;
+    se_cache *cache;
+    bool sealed;    /* the first round (with the seal) has been */
+    bool retracted; /* dead holds every retracted seq below bound */
+    /* The listing the tasks were made from, sorted; NULL before any. */
+    lrow *rows;
+    size_t nrows;
     batch_row *batches;
     size_t nbatches;
     seg_row *segs;
@@ -203,11 +252,13 @@ typedef struct eval {
     seqvec inter;
     uint64_t cstar;
     seqvec live, dead; /* liveness checked, sorted descending */
-    /* This round's requests. */
+    /* This round's requests; nbr_db of the blocks are not in the cache. */
     ereq *er;
     size_t ner, cer;
     breq *br;
-    size_t nbr, cbr;
+    size_t nbr, cbr, nbr_db;
+    size_t *bmap; /* the blocks read from the database: their index in br */
+    size_t cbmap;
     seqvec lreq;
     buf pb[5];
 } eval;
@@ -373,8 +424,8 @@ typedef struct call {
     const char *stmt;
     const char *sql;
     int nparams;
-    const char *vals[3];
-    int lens[3];
+    const char *vals[9];
+    int lens[9];
 } call;
 
 static const call SYNC = {0};
@@ -413,7 +464,7 @@ static PGresult *next_result(PGconn *pg)
  * statement already there counts as success. */
 static bool pipeline(eval *ev, const call *calls, size_t n, PGresult **res, bool allow_dup)
 {
-    static const int formats[3] = {1, 1, 1};
+    static const int formats[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1};
     size_t nres = 0;
     bool sent = true, ok = true;
 
@@ -492,7 +543,6 @@ static void abandon(eval *ev)
         ev->code = code;
         ev->errlen = errlen;
     }
-    ev->in_tx = false;
 }
 
 static bool prepare_all(eval *ev)
@@ -505,163 +555,7 @@ static bool prepare_all(eval *ev)
     return pipeline(ev, calls, 2 * NSTATEMENTS, NULL, true);
 }
 
-/* ---- the listing ---- */
-
-static int cmp_batch(const void *a, const void *b)
-{
-    uint64_t x = ((const batch_row *)a)->id, y = ((const batch_row *)b)->id;
-    return x < y ? -1 : x > y;
-}
-
-/* Newest segments first: the order blocks are worth reading in. */
-static int cmp_seg(const void *a, const void *b)
-{
-    const seg_row *x = a, *y = b;
-    if (x->max_seq != y->max_seq) return x->max_seq < y->max_seq ? 1 : -1;
-    return x->id < y->id ? -1 : x->id > y->id;
-}
-
-static bool take_listing(eval *ev, const PGresult *r)
-{
-    int rows = PQntuples(r);
-    if (PQnfields(r) != 7) {
-        fail(ev, SE_ERR_DB, "listing: unexpected shape");
-        return false;
-    }
-    ev->batches = calloc((size_t)rows + 1, sizeof *ev->batches);
-    ev->segs = calloc((size_t)rows + 1, sizeof *ev->segs);
-    if (!ev->batches || !ev->segs) {
-        fail(ev, SE_ERR_NOMEM, "out of memory");
-        return false;
-    }
-    for (int i = 0; i < rows; i++) {
-        uint64_t v[7];
-        for (int f = 0; f < 7; f++) {
-            if (PQgetlength(r, i, f) != 8) {
-                fail(ev, SE_ERR_DB, "listing: unexpected field");
-                return false;
-            }
-            v[f] = get64((const unsigned char *)PQgetvalue(r, i, f));
-        }
-        /* gen is a positive int4 (CHECK gen > 0). */
-        if (v[0] == 0)
-            ev->batches[ev->nbatches++] = (batch_row){v[1], (uint32_t)v[2]};
-        else
-            ev->segs[ev->nsegs++] = (seg_row){v[1], v[3], v[4], v[5], v[6], (uint32_t)v[2]};
-    }
-    qsort(ev->batches, ev->nbatches, sizeof *ev->batches, cmp_batch);
-    qsort(ev->segs, ev->nsegs, sizeof *ev->segs, cmp_seg);
-    return true;
-}
-
-/* Batches a message was being written into when the seal skipped them
- * (rows of the seal's answer): roll the listing back, seal each in a
- * transaction of its own (waiting for its writer, then sealing it), and
- * list again from a snapshot taken after every seal. */
-static bool seal_busy(eval *ev, PGresult *seal, size_t nbusy)
-{
-    size_t ncalls = 2 + 2 * nbusy + 3, k = 0;
-    call *calls = calloc(ncalls, sizeof *calls);
-    unsigned char(*ids)[8] = calloc(nbusy, sizeof *ids);
-    PGresult **res = calloc(ncalls, sizeof *res);
-    unsigned char room[8], hi[8], bound[8];
-    bool ok = false;
-    if (!calls || !ids || !res) {
-        fail(ev, SE_ERR_NOMEM, "out of memory");
-        goto out;
-    }
-    be64(room, (uint64_t)ev->q->room_id);
-    be64(hi, ev->q->hi);
-    be64(bound, ev->bound > INT64_MAX ? (uint64_t)INT64_MAX : ev->bound);
-    calls[k++] = (call){.sql = "ROLLBACK"};
-    calls[k++] = SYNC;
-    for (int i = 0, j = 0; i < PQntuples(seal); i++) {
-        if (PQgetisnull(seal, i, 1) || PQgetlength(seal, i, 1) != 8) continue;
-        memcpy(ids[j], PQgetvalue(seal, i, 1), 8);
-        calls[k++] = (call){.stmt = "se_seal1",
-                            .nparams = 2,
-                            .vals = {(const char *)room, (const char *)ids[j]},
-                            .lens = {8, 8}};
-        calls[k++] = SYNC;
-        j++;
-    }
-    calls[k++] = (call){.sql = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"};
-    calls[k++] = (call){.stmt = "se_list",
-                        .nparams = 3,
-                        .vals = {(const char *)room, (const char *)hi, (const char *)bound},
-                        .lens = {8, 8, 8}};
-    calls[k++] = SYNC;
-    ev->in_tx = false;
-    ok = pipeline(ev, calls, k, res, false);
-    ev->in_tx = true;
-    /* Results: ROLLBACK, one per seal, BEGIN, the listing. */
-    if (ok) ok = take_listing(ev, res[1 + nbusy + 1]);
-out:
-    if (res) clear_results(res, ncalls);
-    free(res);
-    free(ids);
-    free(calls);
-    return ok;
-}
-
-/* Seal ‖ BEGIN ‖ list. Prepares the statements if the connection lacks
- * them and tries once more. */
-static bool start(eval *ev)
-{
-    unsigned char room[8], hi[8], bound[8];
-    be64(room, (uint64_t)ev->q->room_id);
-    be64(hi, ev->q->hi);
-    be64(bound, ev->bound > INT64_MAX ? (uint64_t)INT64_MAX : ev->bound);
-    const call calls[] = {
-        {.stmt = "se_seal",
-         .nparams = 2,
-         .vals = {(const char *)room, (const char *)hi},
-         .lens = {8, 8}},
-        SYNC,
-        {.sql = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"},
-        {.stmt = "se_list",
-         .nparams = 3,
-         .vals = {(const char *)room, (const char *)hi, (const char *)bound},
-         .lens = {8, 8, 8}},
-        SYNC,
-    };
-    PGresult *res[3] = {0};
-    bool ok = false;
-
-    for (int attempt = 0; attempt < 2; attempt++) {
-        ev->no_stmt = false;
-        ok = pipeline(ev, calls, sizeof calls / sizeof calls[0], res, false);
-        ev->in_tx = true;
-        if (ok || !ev->no_stmt || attempt > 0) break;
-        clear_results(res, 3);
-        abandon(ev);
-        ev->code = SE_OK;
-        if (ev->errlen) ev->err[0] = '\0';
-        if (!prepare_all(ev)) return false;
-    }
-    if (!ok) goto out;
-    ok = false;
-    if (PQntuples(res[0]) < 1 || PQgetlength(res[0], 0, 0) != 8) {
-        fail(ev, SE_ERR_NO_ROOM, "no such room");
-        goto out;
-    }
-    ev->out->last_batch = get64((const unsigned char *)PQgetvalue(res[0], 0, 0));
-    if (ev->q->hi > ev->out->last_batch) {
-        fail(ev, SE_ERR_BAD_QUERY, "hi is beyond the room's last batch");
-        goto out;
-    }
-    size_t nbusy = 0;
-    for (int i = 0; i < PQntuples(res[0]); i++)
-        nbusy += !PQgetisnull(res[0], i, 1) && PQgetlength(res[0], i, 1) == 8;
-    if (nbusy == 0) {
-        ok = take_listing(ev, res[2]);
-        goto out;
-    }
-    ok = seal_busy(ev, res[0], nbusy);
-out:
-    clear_results(res, 3);
-    return ok;
-}
+static int cmp_seg(const void *a, const void *b);
 
 /* ---- tasks: the searcher's nodes walked down to batch tokens ---- */
 
@@ -691,7 +585,7 @@ static void new_etask(eval *ev, unsigned kw, uint64_t batch, const unsigned char
 }
 
 static void new_stask(eval *ev, unsigned kw, const seg_row *seg,
-                      const unsigned char t_first[SSE_KEY_BYTES])
+                      const unsigned char t_last[SSE_KEY_BYTES])
 {
     stask *s = &ev->st[ev->nst++];
     s->kw = kw;
@@ -701,7 +595,7 @@ static void new_stask(eval *ev, unsigned kw, const seg_row *seg,
     s->last_seq = 0;
     s->frontier = seg->max_seq < ev->bound ? seg->max_seq : ev->bound - 1;
     if (s->frontier < seg->min_seq) s->frontier = 0;
-    sse_segment_key(s->s, t_first, seg->id);
+    sse_segment_key(s->s, t_last, seg->id);
     sse_block_key(s->bk, s->s);
 }
 
@@ -712,7 +606,7 @@ static int cmp_stask(const void *a, const void *b)
     return cmp_seg(x->seg, y->seg);
 }
 
-/* Per keyword, each batch and segment (its first batch) of a cover's
+/* Per keyword, each batch and segment (its last batch) of a cover's
  * generation inside one of the cover's nodes becomes a task, the first
  * cover that reaches it winning, so overlapping covers cost nothing
  * more. */
@@ -753,10 +647,12 @@ static bool make_tasks(eval *ev)
                 }
                 for (size_t i = 0; i < ev->nsegs; i++) {
                     const seg_row *sg = &ev->segs[i];
-                    if (taken_s[i] || sg->gen != cv->gen || sg->first < lo || sg->first > hi)
+                    /* Keyed by the last batch: a token issued before
+                     * that batch existed cannot open the segment. */
+                    if (taken_s[i] || sg->gen != cv->gen || sg->last < lo || sg->last > hi)
                         continue;
                     taken_s[i] = true;
-                    sse_walk_leaf(&w, t, (uint32_t)sg->first);
+                    sse_walk_leaf(&w, t, (uint32_t)sg->last);
                     new_stask(ev, k, sg, t);
                 }
                 sse_walk_wipe(&w);
@@ -785,6 +681,76 @@ static void drop_tasks(eval *ev)
     ev->net = ev->nst = ev->nbatches = ev->nsegs = 0;
     for (size_t k = 0; k < SE_MAX_KEYWORDS; k++)
         ev->found[k].n = 0;
+}
+
+/* ---- the listing ---- */
+
+static int cmp_batch(const void *a, const void *b)
+{
+    uint64_t x = ((const batch_row *)a)->id, y = ((const batch_row *)b)->id;
+    return x < y ? -1 : x > y;
+}
+
+/* Newest segments first: the order blocks are worth reading in. */
+static int cmp_seg(const void *a, const void *b)
+{
+    const seg_row *x = a, *y = b;
+    if (x->max_seq != y->max_seq) return x->max_seq < y->max_seq ? 1 : -1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static int cmp_lrow(const void *a, const void *b)
+{
+    const lrow *x = a, *y = b;
+    for (int f = 0; f < 2; f++)
+        if (x->v[f] != y->v[f]) return x->v[f] < y->v[f] ? -1 : 1;
+    return 0;
+}
+
+static bool same_listing(const lrow *a, size_t na, const lrow *b, size_t nb)
+{
+    return na == nb && (na == 0 || memcmp(a, b, na * sizeof *a) == 0);
+}
+
+/* Makes rows (n of them, sorted, taken over) the listing: batches, and
+ * the segments that can hold seqs below bound, for make_tasks. */
+static bool adopt_listing(eval *ev, lrow *rows, size_t n)
+{
+    drop_tasks(ev);
+    free(ev->rows);
+    ev->rows = rows;
+    ev->nrows = n;
+    ev->batches = calloc(n + 1, sizeof *ev->batches);
+    ev->segs = calloc(n + 1, sizeof *ev->segs);
+    if (!ev->batches || !ev->segs) {
+        fail(ev, SE_ERR_NOMEM, "out of memory");
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const uint64_t *v = rows[i].v;
+        /* gen is a positive int4 (CHECK gen > 0). */
+        if (v[0] == 0)
+            ev->batches[ev->nbatches++] = (batch_row){v[1], (uint32_t)v[2]};
+        else if (v[5] < ev->bound)
+            ev->segs[ev->nsegs++] = (seg_row){v[1], v[3], v[4], v[5], v[6], (uint32_t)v[2]};
+    }
+    qsort(ev->batches, ev->nbatches, sizeof *ev->batches, cmp_batch);
+    qsort(ev->segs, ev->nsegs, sizeof *ev->segs, cmp_seg);
+    return make_tasks(ev);
+}
+
+/* The listing guessed from the room's last search, if the cache kept one
+ * for this hi. */
+static bool guess_listing(eval *ev)
+{
+    size_t len = 0;
+    lrow *rows = se_cache_listing_get(ev->cache, ev->q->room_id, ev->q->hi, &len);
+    if (!rows) return true;
+    if (len % sizeof *rows != 0) {
+        free(rows);
+        return true;
+    }
+    return adopt_listing(ev, rows, len / sizeof *rows);
 }
 
 /* ---- what is known, and what is still worth reading ---- */
@@ -857,10 +823,11 @@ static bool worth_reading(const eval *ev, const stask *s)
 
 /* ---- a round ---- */
 
-/* Fills this round's requests from the assessed state. */
+/* Fills this round's requests from the assessed state, taking from the
+ * cache the blocks it holds. */
 static bool plan(eval *ev)
 {
-    ev->ner = ev->nbr = 0;
+    ev->ner = ev->nbr = ev->nbr_db = 0;
     ev->lreq.n = 0;
     for (size_t i = 0; i < ev->net; i++) {
         etask *e = &ev->et[i];
@@ -892,34 +859,32 @@ static bool plan(eval *ev)
             r->seg = s->seg->id;
             r->body = NULL;
             sse_block_label(r->label, s->s, s->next + b);
+            r->cached = se_cache_block_get(ev->cache, ev->q->room_id, r->seg, r->label, r->seqs,
+                                           &r->ncached);
+            if (r->cached == SE_CACHE_MISS) ev->nbr_db++;
         }
     }
-    /* Liveness of the page's candidates once the entries are in (before,
-     * the page still moves); looking further ahead the more retractions
-     * have turned up. */
-    size_t top =
-        ev->pending ? 0 : ev->q->max + 1 + (ev->dead.n < LIVE_AHEAD ? ev->dead.n : LIVE_AHEAD);
+    /* Without the room's list of retractions: the liveness of the page's
+     * candidates once the entries are in (before, the page still moves),
+     * looking further ahead the more retractions have turned up. */
+    size_t top = ev->retracted || ev->pending
+                     ? 0
+                     : ev->q->max + 1 + (ev->dead.n < LIVE_AHEAD ? ev->dead.n : LIVE_AHEAD);
     if (top > ev->inter.n) top = ev->inter.n;
     for (size_t i = 0; i < top; i++)
-        if (!sv_has(&ev->live, ev->inter.v[i]) && !sv_push(ev, &ev->lreq, ev->inter.v[i]))
+        if (!sv_has(&ev->live, ev->inter.v[i]) && !sv_has(&ev->dead, ev->inter.v[i]) &&
+            !sv_push(ev, &ev->lreq, ev->inter.v[i]))
             return false;
     return true;
 }
 
-static bool take_entries(eval *ev, const PGresult *r)
+/* Entries found this round: counters count up from 0 until the first
+ * miss; anything after a miss is not the keyword's (spec §4). */
+static bool take_entries(eval *ev)
 {
-    for (int i = 0; i < PQntuples(r); i++) {
-        if (PQgetlength(r, i, 0) != 8 || PQgetlength(r, i, 1) != 8) goto bad;
-        uint64_t idx = get64((const unsigned char *)PQgetvalue(r, i, 0));
-        uint64_t seq = get64((const unsigned char *)PQgetvalue(r, i, 1));
-        if (idx < 1 || idx > ev->ner || seq == 0) goto bad;
-        ev->er[idx - 1].seq = seq;
-    }
     for (size_t i = 0; i < ev->net; i++) {
         etask *e = &ev->et[i];
         if (e->done) continue;
-        /* Counters count up from 0 until the first miss; anything after
-         * a miss is not the keyword's (spec §4). */
         uint32_t run = 0;
         while (run < e->chunk && ev->er[e->req + run].seq != 0) {
             uint64_t seq = ev->er[e->req + run].seq;
@@ -937,9 +902,6 @@ static bool take_entries(eval *ev, const PGresult *r)
         }
     }
     return true;
-bad:
-    fail(ev, SE_ERR_DB, "entries: unexpected row");
-    return false;
 }
 
 static void corrupt(eval *ev, const stask *s, uint32_t idx, const char *why)
@@ -949,7 +911,8 @@ static void corrupt(eval *ev, const stask *s, uint32_t idx, const char *why)
               s->seg->id, why);
 }
 
-/* Blocks of one segment in order: a miss or a short block ends it. */
+/* Blocks of one segment in order: a miss or a short block ends it. What
+ * the database answered goes into the cache as it opened. */
 static bool read_blocks(eval *ev, stask *s)
 {
     uint64_t seqs[SSE_BLOCK_IDS];
@@ -958,11 +921,18 @@ static bool read_blocks(eval *ev, stask *s)
     for (uint32_t b = 0; b < s->nreq && s->frontier; b++) {
         const breq *r = &ev->br[s->req + b];
         uint32_t idx = s->next + b;
-        if (!r->body) {
+        if (r->cached == SE_CACHE_NO_BLOCK || (r->cached == SE_CACHE_MISS && !r->body)) {
+            if (r->cached == SE_CACHE_MISS)
+                se_cache_block_put(ev->cache, ev->q->room_id, r->seg, r->label, false, NULL, 0);
             s->frontier = 0;
             break;
         }
-        if (sse_block_open(seqs, &n, s->bk, s->seg->id, idx, r->body) != SSE_OPEN_OK) {
+        if (r->cached == SE_CACHE_BLOCK) {
+            n = r->ncached;
+            memcpy(seqs, r->seqs, n * sizeof *seqs);
+        } else if (sse_block_open(seqs, &n, s->bk, s->seg->id, idx, r->body) == SSE_OPEN_OK) {
+            se_cache_block_put(ev->cache, ev->q->room_id, r->seg, r->label, true, seqs, n);
+        } else {
             corrupt(ev, s, idx, "does not open");
             continue;
         }
@@ -990,135 +960,255 @@ static bool read_blocks(eval *ev, stask *s)
     return ok;
 }
 
-static bool take_blocks(eval *ev, const PGresult *r)
+static bool take_blocks(eval *ev)
 {
-    for (int i = 0; i < PQntuples(r); i++) {
-        if (PQgetlength(r, i, 0) != 8) goto bad;
-        uint64_t idx = get64((const unsigned char *)PQgetvalue(r, i, 0));
-        if (idx < 1 || idx > ev->nbr || PQgetlength(r, i, 1) != SSE_BLOCK_BYTES) goto bad;
-        ev->br[idx - 1].body = (const unsigned char *)PQgetvalue(r, i, 1);
-    }
     for (size_t i = 0; i < ev->nst; i++)
         if (ev->st[i].nreq && !read_blocks(ev, &ev->st[i])) return false;
     return true;
-bad:
-    fail(ev, SE_ERR_DB, "blocks: unexpected row");
-    return false;
 }
 
-static bool take_live(eval *ev, const PGresult *r)
+/* Liveness answers: the candidates asked about that came back are live,
+ * the others dead. */
+static bool take_live(eval *ev, const seqvec *got)
 {
-    seqvec got = {0};
     bool ok = true;
-    for (int i = 0; i < PQntuples(r) && ok; i++) {
-        if (PQgetlength(r, i, 0) != 8) {
-            fail(ev, SE_ERR_DB, "liveness: unexpected row");
-            ok = false;
-            break;
-        }
-        ok = sv_push(ev, &got, get64((const unsigned char *)PQgetvalue(r, i, 0)));
-    }
-    sv_sort(&got);
     for (size_t i = 0; i < ev->lreq.n && ok; i++) {
         uint64_t x = ev->lreq.v[i];
-        ok = sv_push(ev, sv_has(&got, x) ? &ev->live : &ev->dead, x);
+        ok = sv_push(ev, sv_has(got, x) ? &ev->live : &ev->dead, x);
     }
-    sv_free(&got);
     sv_sort(&ev->live);
     sv_sort(&ev->dead);
     return ok;
 }
 
-/* Sends this round's requests (and COMMIT when `commit`) as one pipeline
- * and takes in what came back. */
-static bool send_round(eval *ev, bool commit)
-{
-    unsigned char room[8];
-    call calls[5];
-    size_t n = 0;
-    int which[3]; /* 0 entries, 1 blocks, 2 liveness, per result */
-    size_t nres = 0;
-    PGresult *res[4] = {0};
-    bool ok = true;
+/* The parts of a round's rows, checked for shape. */
+typedef struct round_rows {
+    lrow *listing;
+    size_t nlisting;
+    seqvec retracted, live;
+} round_rows;
 
+static void round_rows_free(round_rows *rr)
+{
+    free(rr->listing);
+    sv_free(&rr->retracted);
+    sv_free(&rr->live);
+}
+
+/* Splits the round's result: the listing and retractions into rr, entry
+ * and block answers straight into this round's requests (used only if the
+ * round counts). */
+static bool split_round(eval *ev, const PGresult *r, round_rows *rr)
+{
+    int rows = PQntuples(r);
+    if (PQnfields(r) != 8) goto bad;
+    rr->listing = calloc((size_t)rows + 1, sizeof *rr->listing);
+    if (!rr->listing) {
+        fail(ev, SE_ERR_NOMEM, "out of memory");
+        return false;
+    }
+    for (int i = 0; i < rows; i++) {
+        uint64_t v[7];
+        for (int f = 0; f < 7; f++) {
+            if (PQgetlength(r, i, f) != 8) goto bad;
+            v[f] = get64((const unsigned char *)PQgetvalue(r, i, f));
+        }
+        switch (v[0]) {
+        case 0:
+        case 1:
+            memcpy(rr->listing[rr->nlisting++].v, v, sizeof v);
+            break;
+        case 2:
+            if (v[1] < 1 || v[1] > ev->ner || v[2] == 0) goto bad;
+            ev->er[v[1] - 1].seq = v[2];
+            break;
+        case 3:
+            if (v[1] < 1 || v[1] > ev->nbr_db || PQgetlength(r, i, 7) != SSE_BLOCK_BYTES) goto bad;
+            ev->br[ev->bmap[v[1] - 1]].body = (const unsigned char *)PQgetvalue(r, i, 7);
+            break;
+        case 4:
+            if (!sv_push(ev, &rr->retracted, v[1])) return false;
+            break;
+        case 5:
+            if (!sv_push(ev, &rr->live, v[1])) return false;
+            break;
+        default:
+            goto bad;
+        }
+    }
+    qsort(rr->listing, rr->nlisting, sizeof *rr->listing, cmp_lrow);
+    sv_sort(&rr->retracted);
+    sv_sort(&rr->live);
+    return true;
+bad:
+    fail(ev, SE_ERR_DB, "search round: unexpected row");
+    return false;
+}
+
+/* The first round's seal answer: the room's last batch and the batches
+ * the seal had to skip, which are then sealed one by one. *busy: some
+ * were, so the round's snapshot may predate entries now in them. */
+static bool take_seal(eval *ev, const PGresult *seal, bool *busy)
+{
+    *busy = false;
+    if (PQntuples(seal) < 1 || PQgetlength(seal, 0, 0) != 8) {
+        fail(ev, SE_ERR_NO_ROOM, "no such room");
+        return false;
+    }
+    ev->out->last_batch = get64((const unsigned char *)PQgetvalue(seal, 0, 0));
+    if (ev->q->hi > ev->out->last_batch) {
+        fail(ev, SE_ERR_BAD_QUERY, "hi is beyond the room's last batch");
+        return false;
+    }
+    size_t nbusy = 0;
+    for (int i = 0; i < PQntuples(seal); i++)
+        nbusy += !PQgetisnull(seal, i, 1) && PQgetlength(seal, i, 1) == 8;
+    if (nbusy == 0) return true;
+    *busy = true;
+    call *calls = calloc(2 * nbusy, sizeof *calls);
+    unsigned char(*ids)[8] = calloc(nbusy, sizeof *ids);
+    unsigned char room[8];
+    bool ok = false;
+    if (!calls || !ids) {
+        fail(ev, SE_ERR_NOMEM, "out of memory");
+        goto out;
+    }
     be64(room, (uint64_t)ev->q->room_id);
-    if (ev->ner) {
-        ok = arr_begin(ev, &ev->pb[0], OID_INT8, ev->ner) &&
-             arr_begin(ev, &ev->pb[1], OID_BYTEA, ev->ner);
-        for (size_t i = 0; i < ev->ner && ok; i++)
-            ok = arr_int8(ev, &ev->pb[0], ev->er[i].batch) &&
-                 arr_bytes(ev, &ev->pb[1], ev->er[i].label, SSE_LABEL_BYTES);
-        calls[n++] = (call){
-            .stmt = "se_entries",
-            .nparams = 3,
-            .vals = {(const char *)room, (const char *)ev->pb[0].p, (const char *)ev->pb[1].p},
-            .lens = {8, (int)ev->pb[0].len, (int)ev->pb[1].len}};
-        which[nres++] = 0;
-    }
-    if (ev->nbr && ok) {
-        ok = arr_begin(ev, &ev->pb[2], OID_INT8, ev->nbr) &&
-             arr_begin(ev, &ev->pb[3], OID_BYTEA, ev->nbr);
-        for (size_t i = 0; i < ev->nbr && ok; i++)
-            ok = arr_int8(ev, &ev->pb[2], ev->br[i].seg) &&
-                 arr_bytes(ev, &ev->pb[3], ev->br[i].label, SSE_LABEL_BYTES);
-        calls[n++] = (call){
-            .stmt = "se_blocks",
-            .nparams = 3,
-            .vals = {(const char *)room, (const char *)ev->pb[2].p, (const char *)ev->pb[3].p},
-            .lens = {8, (int)ev->pb[2].len, (int)ev->pb[3].len}};
-        which[nres++] = 1;
-    }
-    if (ev->lreq.n && ok) {
-        ok = arr_begin(ev, &ev->pb[4], OID_INT8, ev->lreq.n);
-        for (size_t i = 0; i < ev->lreq.n && ok; i++)
-            ok = arr_int8(ev, &ev->pb[4], ev->lreq.v[i]);
-        calls[n++] = (call){.stmt = "se_live",
+    size_t k = 0;
+    for (int i = 0, j = 0; i < PQntuples(seal); i++) {
+        if (PQgetisnull(seal, i, 1) || PQgetlength(seal, i, 1) != 8) continue;
+        memcpy(ids[j], PQgetvalue(seal, i, 1), 8);
+        calls[k++] = (call){.stmt = "se_seal1",
                             .nparams = 2,
-                            .vals = {(const char *)room, (const char *)ev->pb[4].p},
-                            .lens = {8, (int)ev->pb[4].len}};
-        which[nres++] = 2;
+                            .vals = {(const char *)room, (const char *)ids[j]},
+                            .lens = {8, 8}};
+        calls[k++] = SYNC;
+        j++;
     }
-    if (!ok) return false;
-    if (commit) calls[n++] = (call){.sql = "COMMIT"};
-    calls[n++] = SYNC;
-    ok = pipeline(ev, calls, n, res, false);
-    if (ok && commit) ev->in_tx = false;
-    for (size_t i = 0; i < nres && ok; i++) {
-        if (which[i] == 0)
-            ok = take_entries(ev, res[i]);
-        else if (which[i] == 1)
-            ok = take_blocks(ev, res[i]);
-        else
-            ok = take_live(ev, res[i]);
-    }
-    clear_results(res, sizeof res / sizeof res[0]);
+    ok = pipeline(ev, calls, k, NULL, false);
+out:
+    free(ids);
+    free(calls);
     return ok;
 }
 
-/* One evaluation from the listing on. Returns true when the page is
- * final, false with ev->code set on failure or SE_OK when it has to begin
- * again (a retraction found after the commit moved the page). */
+/* The probes' parameters: entries (pb 0, 1), the blocks not in the cache
+ * (pb 2, 3; bmap maps them back), liveness (pb 4). */
+static bool round_params(eval *ev)
+{
+    bool ok = arr_begin(ev, &ev->pb[0], OID_INT8, ev->ner) &&
+              arr_begin(ev, &ev->pb[1], OID_BYTEA, ev->ner);
+    for (size_t i = 0; i < ev->ner && ok; i++)
+        ok = arr_int8(ev, &ev->pb[0], ev->er[i].batch) &&
+             arr_bytes(ev, &ev->pb[1], ev->er[i].label, SSE_LABEL_BYTES);
+    size_t *map = ok ? grow(ev, ev->bmap, &ev->cbmap, ev->nbr_db + 1, sizeof *map) : NULL;
+    if (!map) return false;
+    ev->bmap = map;
+    ok = arr_begin(ev, &ev->pb[2], OID_INT8, ev->nbr_db) &&
+         arr_begin(ev, &ev->pb[3], OID_BYTEA, ev->nbr_db);
+    for (size_t i = 0, k = 0; i < ev->nbr && ok; i++) {
+        if (ev->br[i].cached != SE_CACHE_MISS) continue;
+        ev->bmap[k++] = i;
+        ok = arr_int8(ev, &ev->pb[2], ev->br[i].seg) &&
+             arr_bytes(ev, &ev->pb[3], ev->br[i].label, SSE_LABEL_BYTES);
+    }
+    ok = ok && arr_begin(ev, &ev->pb[4], OID_INT8, ev->lreq.n);
+    for (size_t i = 0; i < ev->lreq.n && ok; i++)
+        ok = arr_int8(ev, &ev->pb[4], ev->lreq.v[i]);
+    return ok;
+}
+
+/* Sends this round (with the seal, the first time) as one pipeline and
+ * takes in what came back: the round's answers if the listing it read is
+ * the one its probes were made from, else that listing, to start over
+ * from. */
+static bool send_round(eval *ev)
+{
+    bool first = !ev->sealed, busy = false, ok;
+    unsigned char room[8], hi[8], bound[8], flags[8];
+    be64(room, (uint64_t)ev->q->room_id);
+    be64(hi, ev->q->hi);
+    be64(bound, ev->bound > INT64_MAX ? (uint64_t)INT64_MAX : ev->bound);
+    be64(flags, ROUND_LIST | (first ? ROUND_RETRACTED : 0));
+    if (!round_params(ev)) return false;
+    call calls[3];
+    size_t n = 0;
+    if (first)
+        calls[n++] = (call){.stmt = "se_seal",
+                            .nparams = 2,
+                            .vals = {(const char *)room, (const char *)hi},
+                            .lens = {8, 8}};
+    calls[n++] = (call){.stmt = "se_round",
+                        .nparams = 9,
+                        .vals = {(const char *)room, (const char *)hi, (const char *)bound,
+                                 (const char *)flags, (const char *)ev->pb[0].p,
+                                 (const char *)ev->pb[1].p, (const char *)ev->pb[2].p,
+                                 (const char *)ev->pb[3].p, (const char *)ev->pb[4].p},
+                        .lens = {8, 8, 8, 8, (int)ev->pb[0].len, (int)ev->pb[1].len,
+                                 (int)ev->pb[2].len, (int)ev->pb[3].len, (int)ev->pb[4].len}};
+    calls[n++] = SYNC;
+    PGresult *res[2] = {0};
+    round_rows rr = {0};
+    ok = pipeline(ev, calls, n, res, false);
+    if (ok && first) {
+        ev->sealed = true;
+        ok = take_seal(ev, res[0], &busy);
+    }
+    ok = ok && split_round(ev, res[first ? 1 : 0], &rr);
+    if (ok && first) {
+        /* Retractions are for good, so the list stays right for the rest
+         * of the search whatever the listing does. */
+        if (rr.retracted.n <= RETRACTED_MAX) {
+            ev->retracted = true;
+            sv_free(&ev->dead);
+            ev->dead = rr.retracted;
+            memset(&rr.retracted, 0, sizeof rr.retracted);
+        }
+    }
+    if (ok && !busy && ev->rows && same_listing(ev->rows, ev->nrows, rr.listing, rr.nlisting)) {
+        ok = take_entries(ev) && take_blocks(ev) && take_live(ev, &rr.live);
+    } else if (ok) {
+        /* A listing of this evaluation changed under it: a compaction
+         * committed. (A guess from the cache that was wrong is no
+         * restart.) */
+        if (ev->rows && !first && ++ev->out->restarts > MAX_RESTARTS) {
+            fail(ev, SE_ERR_DB, "the room's index kept changing during the search");
+            ok = false;
+        } else {
+            se_cache_listing_put(ev->cache, ev->q->room_id, ev->q->hi, rr.listing,
+                                 rr.nlisting * sizeof *rr.listing);
+            ok = adopt_listing(ev, rr.listing, rr.nlisting);
+            rr.listing = NULL;
+        }
+    }
+    round_rows_free(&rr);
+    clear_results(res, 2);
+    return ok;
+}
+
+/* The evaluation: rounds until nothing left could change the page. */
 static bool evaluate(eval *ev)
 {
-    if (!start(ev) || !make_tasks(ev)) return false;
+    if (!guess_listing(ev)) return false;
     for (;;) {
-        if (!assess(ev) || !plan(ev)) return false;
-        bool reads = ev->ner || ev->nbr;
-        if (!reads && (ev->optimistic || ev->lreq.n == 0)) break;
-        if (!send_round(ev, false)) return false;
-    }
-    /* Nothing left to read: the liveness still unknown rides with the
-     * COMMIT when optimistic. */
-    if (!send_round(ev, true)) return false;
-    for (;;) {
-        if (!assess(ev) || !plan(ev)) return false;
-        if (ev->ner || ev->nbr) return false; /* retractions moved the page: begin again */
-        if (ev->lreq.n == 0) return true;
-        if (!send_round(ev, false)) return false;
+        if (ev->rows) {
+            if (!assess(ev) || !plan(ev)) return false;
+        } else {
+            ev->ner = ev->nbr = ev->nbr_db = 0;
+            ev->lreq.n = 0;
+        }
+        if (ev->sealed && !ev->ner && !ev->nbr_db && !ev->lreq.n) {
+            if (!ev->nbr) return true;
+            /* Every block this round wants is in the cache. */
+            if (!take_blocks(ev)) return false;
+            continue;
+        }
+        if (!send_round(ev)) return false;
     }
 }
 
 /* ---- the API ---- */
+
 
 bool se_parse_cover(const unsigned char *bytes, size_t len, se_cover *out)
 {
@@ -1170,7 +1260,7 @@ const char *se_validate(const se_query *q, uint64_t last_batch)
 
 int se_search(PGconn *pg, const se_query *q, se_result *out, char *err, size_t errlen)
 {
-    eval ev = {.pg = pg, .q = q, .out = out, .err = err, .errlen = errlen, .optimistic = true};
+    eval ev = {.pg = pg, .q = q, .out = out, .err = err, .errlen = errlen};
     if (errlen) err[0] = '\0';
     memset(out, 0, sizeof *out);
     const char *why = se_validate(q, q ? q->hi : 0);
@@ -1183,17 +1273,26 @@ int se_search(PGconn *pg, const se_query *q, se_result *out, char *err, size_t e
         fail(&ev, SE_ERR_DB, "connection not idle, or not blocking");
         return ev.code;
     }
+    ev.cache = q->cache;
     ev.bound = q->before ? q->before : UINT64_MAX;
     if (PQenterPipelineMode(pg) != 1) {
         fail(&ev, SE_ERR_DB, "cannot enter pipeline mode: %s", PQerrorMessage(pg));
         return ev.code;
     }
     bool done = false;
-    for (int attempt = 0; attempt < 2 && !done && ev.code == SE_OK; attempt++) {
-        ev.optimistic = attempt == 0;
-        if (attempt) out->restarts++;
-        drop_tasks(&ev);
+    /* A connection without the statements (new, or reconnected) fails the
+     * first round before anything ran: prepare them and begin again. */
+    for (int attempt = 0; attempt < 2 && !done; attempt++) {
         done = evaluate(&ev);
+        if (done || !ev.no_stmt || attempt > 0) break;
+        abandon(&ev);
+        ev.code = SE_OK;
+        ev.no_stmt = false;
+        ev.sealed = false;
+        ev.retracted = false;
+        ev.dead.n = ev.live.n = 0;
+        if (errlen) err[0] = '\0';
+        if (!prepare_all(&ev)) break;
     }
     if (ev.code == SE_OK && !done) fail(&ev, SE_ERR_DB, "evaluation did not settle");
     if (ev.code == SE_OK) {
@@ -1201,9 +1300,10 @@ int se_search(PGconn *pg, const se_query *q, se_result *out, char *err, size_t e
         memcpy(out->seqs, ev.inter.v, out->n * sizeof *out->seqs);
         out->complete = ev.inter.n <= q->max;
     }
-    if (ev.in_tx || ev.code != SE_OK) abandon(&ev);
+    if (ev.code != SE_OK) abandon(&ev);
     PQexitPipelineMode(pg);
     drop_tasks(&ev);
+    free(ev.rows);
     for (size_t k = 0; k < SE_MAX_KEYWORDS; k++)
         sv_free(&ev.found[k]);
     sv_free(&ev.inter);
@@ -1212,6 +1312,7 @@ int se_search(PGconn *pg, const se_query *q, se_result *out, char *err, size_t e
     sv_free(&ev.lreq);
     free(ev.er);
     free(ev.br);
+    free(ev.bmap);
     for (size_t i = 0; i < sizeof ev.pb / sizeof ev.pb[0]; i++)
         free(ev.pb[i].p);
     return ev.code;

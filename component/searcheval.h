@@ -11,8 +11,10 @@
  * at or below hi is sealed before anything is read, so no entry written
  * after the search can be linked to the tokens it revealed.
  *
- * Thread-safety: none of these functions keeps state; one connection is
- * used by one thread at a time, as libpq requires. */
+ * Thread-safety: these functions keep no state of their own (what they
+ * keep between searches goes to the caller's se_cache, which is
+ * thread-safe); one connection is used by one thread at a time, as libpq
+ * requires. */
 #ifndef SEALROOMD_SEARCHEVAL_H
 #define SEALROOMD_SEARCHEVAL_H
 
@@ -21,6 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "searchcache.h"
 #include "ssecore.h"
 
 #define SE_MAX_KEYWORDS 8
@@ -51,6 +54,7 @@ typedef struct se_query {
     unsigned max;      /* page size, 1..SE_MAX_RESULTS */
     size_t nkeywords;  /* 1..SE_MAX_KEYWORDS, a conjunction */
     se_keyword keywords[SE_MAX_KEYWORDS];
+    se_cache *cache; /* listings and opened blocks kept between searches; NULL: none */
 } se_query;
 
 typedef struct se_result {
@@ -61,7 +65,7 @@ typedef struct se_result {
     /* For logs and tests: */
     unsigned corrupt_blocks; /* blocks that did not open (logged, skipped) */
     unsigned round_trips;    /* pipelines sent to PostgreSQL */
-    unsigned restarts;       /* evaluations begun again (a retraction moved the page) */
+    unsigned restarts;       /* evaluations begun again (a compaction changed the listing) */
 } se_result;
 
 /* Parses a cover's wire form, k × (u8 depth ‖ u32 prefix ‖ 32-byte node)
@@ -93,12 +97,14 @@ enum {
  * and out of pipeline mode that this thread owns (else SE_ERR_DB, the
  * connection untouched). The statements it uses are prepared on the
  * connection the first time (found missing, prepared, begun again), so a
- * new or reconnected connection needs nothing beforehand. First, in its
- * own committed statement, every open batch of the room with id ≤ q->hi
- * is sealed (after checking hi against the room's last batch); then one
- * REPEATABLE READ READ ONLY transaction reads the live batches, segments,
- * entries and blocks from a single snapshot, so a compaction committing
- * meanwhile cannot hide matches. On success fills *out (not NULL) and
+ * new or reconnected connection needs nothing beforehand. First every
+ * open batch of the room with id ≤ q->hi is sealed (after checking hi
+ * against the room's last batch), ahead of any read; then rounds of one
+ * statement each probe the index, every round reading the room's listing
+ * again so that what they read comes from one state of the index even if
+ * a compaction commits meanwhile (searcheval.c). With q->cache, the
+ * first round probes with the listing the room's last search read, so a
+ * search the first round settles takes one round trip. On success fills *out (not NULL) and
  * returns SE_OK; otherwise one of the SE_ERR_* codes with a message in err
  * (errlen bytes, may be 0) and *out unspecified. The connection is left
  * idle, outside any transaction and out of pipeline mode, unless it

@@ -45,6 +45,8 @@ struct searchpool {
     size_t queued;
     sp_job *done_head, *done_tail;
     unsigned long long running;
+    /* Shared by the workers (thread-safe itself); NULL when off. */
+    se_cache *cache;
     /* Bumped without the lock: */
     atomic_ullong evaluated, failed, reconnects;
 };
@@ -245,6 +247,7 @@ static int run_once(worker *w, sp_job *job)
     }
     msgs_free(job);
     job->err[0] = '\0';
+    job->q.cache = w->p->cache;
     int rc = se_search(w->conn, &job->q, &job->res, job->err, sizeof job->err);
     if (rc == SE_OK) rc = read_messages(w, job);
     return rc;
@@ -313,7 +316,7 @@ static void *worker_main(void *arg)
 
 /* ---- public ---- */
 
-searchpool *searchpool_start(const char *conninfo, unsigned threads)
+searchpool *searchpool_start(const char *conninfo, unsigned threads, size_t cache_bytes)
 {
     if (sodium_init() < 0) return NULL;
     searchpool *p = calloc(1, sizeof *p);
@@ -322,12 +325,15 @@ searchpool *searchpool_start(const char *conninfo, unsigned threads)
     p->conninfo = strdup(conninfo);
     p->threads = calloc(p->nthreads, sizeof *p->threads);
     p->workers = calloc(p->nthreads, sizeof *p->workers);
+    p->cache = cache_bytes ? se_cache_new(cache_bytes) : NULL;
     bool sync_ok = false;
+    if (cache_bytes && !p->cache) log_warn("search", "no memory for the search cache; searching without");
     if (p->conninfo && p->threads && p->workers && pthread_mutex_init(&p->mu, NULL) == 0) {
         sync_ok = pthread_cond_init(&p->cv, NULL) == 0;
         if (!sync_ok) pthread_mutex_destroy(&p->mu);
     }
     if (!sync_ok) {
+        se_cache_free(p->cache);
         free(p->threads);
         free(p->workers);
         if (p->conninfo) sodium_memzero(p->conninfo, strlen(p->conninfo));
@@ -388,6 +394,7 @@ void searchpool_free(searchpool *p)
     free(p->conninfo);
     free(p->threads);
     free(p->workers);
+    se_cache_free(p->cache);
     free(p);
 }
 
@@ -437,4 +444,9 @@ void searchpool_get_stats(searchpool *p, searchpool_stats *out)
     out->evaluated = atomic_load(&p->evaluated);
     out->failed = atomic_load(&p->failed);
     out->reconnects = atomic_load(&p->reconnects);
+    se_cache_stats cs;
+    se_cache_get_stats(p->cache, &cs);
+    out->cache_hits = cs.hits;
+    out->cache_misses = cs.misses;
+    out->cache_bytes = cs.bytes;
 }

@@ -56,10 +56,11 @@ sp_job *sp_job_new(size_t ncovers);
  * NULL is a no-op. */
 void sp_job_free(sp_job *job);
 
-/* Start `threads` workers on conninfo (copied). Connecting happens in the
+/* Start `threads` workers on conninfo (copied), sharing a search cache of
+ * cache_bytes (0: none; searchcache.h). Connecting happens in the
  * workers, with back-off while PostgreSQL is down. NULL if memory or
  * threads ran out. */
-searchpool *searchpool_start(const char *conninfo, unsigned threads);
+searchpool *searchpool_start(const char *conninfo, unsigned threads, size_t cache_bytes);
 
 /* Stop the workers after the search each is in, join them, and move the
  * jobs nobody ran onto the done list failed (SE_ERR_DB, "shutting down"),
@@ -82,6 +83,8 @@ typedef struct searchpool_stats {
     unsigned long long evaluated;  /* searches that ran to a result */
     unsigned long long failed;     /* searches that failed on the database */
     unsigned long long reconnects; /* connections re-established after a loss */
+    unsigned long long cache_hits, cache_misses; /* search cache lookups */
+    size_t cache_bytes;                          /* held by the search cache now */
 } searchpool_stats;
 
 void searchpool_get_stats(searchpool *p, searchpool_stats *out);

@@ -150,12 +150,12 @@ void sse_label(unsigned char out[SSE_LABEL_BYTES], const unsigned char t[SSE_KEY
     kdf(out, SSE_LABEL_BYTES, t, LABEL_ENTRY, in, sizeof in);
 }
 
-void sse_segment_key(unsigned char out[SSE_KEY_BYTES], const unsigned char t_first[SSE_KEY_BYTES],
+void sse_segment_key(unsigned char out[SSE_KEY_BYTES], const unsigned char t_last[SSE_KEY_BYTES],
                      uint64_t segment)
 {
     unsigned char in[8];
     be64(in, segment);
-    kdf(out, SSE_KEY_BYTES, t_first, LABEL_SEGMENT, in, sizeof in);
+    kdf(out, SSE_KEY_BYTES, t_last, LABEL_SEGMENT, in, sizeof in);
 }
 
 void sse_block_label(unsigned char out[SSE_LABEL_BYTES], const unsigned char s[SSE_KEY_BYTES],

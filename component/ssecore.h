@@ -71,9 +71,9 @@ void sse_walk_wipe(sse_walk *w);
 void sse_label(unsigned char out[SSE_LABEL_BYTES], const unsigned char t[SSE_KEY_BYTES],
                uint32_t c);
 
-/* S_{w,s} = KDF(t_{w,b1}, segment, u64 s, 32), t_first the token of the
- * segment's first batch. */
-void sse_segment_key(unsigned char out[SSE_KEY_BYTES], const unsigned char t_first[SSE_KEY_BYTES],
+/* S_{w,s} = KDF(t_{w,b_last}, segment, u64 s, 32), t_last the token of
+ * the segment's last batch (so no token older than that batch opens it). */
+void sse_segment_key(unsigned char out[SSE_KEY_BYTES], const unsigned char t_last[SSE_KEY_BYTES],
                      uint64_t segment);
 
 /* BL(S, i) = KDF(S, block-label, u32 i, 16). */

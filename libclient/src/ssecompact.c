@@ -33,7 +33,7 @@ struct sr_sse_compaction {
     bool started, leased;
     char lease[24];
     uint64_t segment;
-    uint32_t gen, first_batch;
+    uint32_t gen, last_batch;
     uint64_t expected; /* messages the lease names */
     char *after;       /* fetch cursor */
     sr_sse_doc *docs;
@@ -201,7 +201,7 @@ static void build_and_upload(sealroom_ctx *ctx, sr_request *r)
         sr_request_done(ctx, r, SEALROOM_E_NO_KEY, "no key for the lease's generation", NULL);
         return;
     }
-    int erc = sr_sse_segment_build(kg, j->gen, j->first_batch, j->segment, j->docs, j->ndocs,
+    int erc = sr_sse_segment_build(kg, j->gen, j->last_batch, j->segment, j->docs, j->ndocs,
                                    &j->blocks, &j->nblocks);
     if (erc != SR_E2E_OK) {
         sr_request_done(ctx, r, SEALROOM_E_NOMEM, "cannot build the segment", NULL);
@@ -236,17 +236,17 @@ void sr_sse_compaction_fin(sealroom_ctx *ctx, sr_request *r, xmpp_stanza_t *fin)
 static bool parse_lease(struct sr_sse_compaction *j, xmpp_stanza_t *lease)
 {
     const char *id = lease ? xmpp_stanza_get_attribute(lease, "id") : NULL;
-    uint64_t v, gen, first, count;
+    uint64_t v, gen, last, count;
     if (!id || !sr_parse_u64(id, &v) || v == 0 || strlen(id) >= sizeof j->lease ||
         !sr_parse_u64(xmpp_stanza_get_attribute(lease, "segment"), &j->segment) ||
         j->segment == 0 || !sr_parse_u64(xmpp_stanza_get_attribute(lease, "gen"), &gen) ||
         gen == 0 || gen > UINT32_MAX ||
-        !sr_parse_u64(xmpp_stanza_get_attribute(lease, "first"), &first) || first == 0 ||
-        first > UINT32_MAX || !sr_parse_u64(xmpp_stanza_get_attribute(lease, "count"), &count))
+        !sr_parse_u64(xmpp_stanza_get_attribute(lease, "last"), &last) || last == 0 ||
+        last > UINT32_MAX || !sr_parse_u64(xmpp_stanza_get_attribute(lease, "count"), &count))
         return false;
     snprintf(j->lease, sizeof j->lease, "%s", id);
     j->gen = (uint32_t)gen;
-    j->first_batch = (uint32_t)first;
+    j->last_batch = (uint32_t)last;
     j->expected = count;
     return true;
 }

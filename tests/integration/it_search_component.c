@@ -759,7 +759,8 @@ static size_t fetch_all(it_raw *rc, const lease *l, int max, long long *seqs)
     return n;
 }
 
-/* The segment's blocks from the truth of seqs. */
+/* The segment's blocks from the truth of seqs, keyed by the lease's last
+ * batch. */
 static unsigned char *build_blocks(const lease *l, const long long *seqs, size_t n,
                                    size_t *nblocks)
 {
@@ -772,7 +773,7 @@ static unsigned char *build_blocks(const lease *l, const long long *seqs, size_t
         docs[i].kws = t->kws;
     }
     unsigned char *blocks = NULL;
-    IT_CHECK(sr_sse_segment_build(kg[l->gen], l->gen, l->first, l->segment, docs, n, &blocks,
+    IT_CHECK(sr_sse_segment_build(kg[l->gen], l->gen, l->last, l->segment, docs, n, &blocks,
                                   nblocks) == SR_E2E_OK,
              "segment build");
     free(docs);

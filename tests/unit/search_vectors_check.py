@@ -181,8 +181,8 @@ result(keywords("東京都に行きました".encode()) ==
        [x.encode() for x in ["東京", "京都", "都に", "に行", "行き", "きま", "まし", "した"]],
        "norm: japanese bigrams")
 
-# ---- a whole segment: docs {10: "alpha beta", 11: "Beta"}, first batch 5,
-# segment 7; blocks label ‖ body sorted by label -------------------------------
+# ---- a whole segment: docs {10: "alpha beta", 11: "Beta"}, last batch 5 (the
+# batch whose token keys it), segment 7; blocks label ‖ body sorted by label ---
 docs = {10: keywords(b"alpha beta"), 11: keywords(b"Beta")}
 blocks = []
 for w in sorted({w for ws in docs.values() for w in ws}):

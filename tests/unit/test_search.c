@@ -351,14 +351,26 @@ static void check_leaf(const unsigned char root[32], const sr_sse_node *nodes, s
     assert_memory_equal(via, direct, 32);
 }
 
+/* The node (depth, prefix) derived on its own, child by child from the
+ * root, sharing nothing with any other node. */
+static void naive_node(unsigned char out[32], const unsigned char root[32], unsigned depth,
+                       uint32_t prefix)
+{
+    memcpy(out, root, 32);
+    for (unsigned j = 0; j < depth; j++)
+        sr_sse_child(out, out, (int)((prefix >> (depth - 1 - j)) & 1));
+}
+
 /* One range: equal to the reference cover, a partition of [lo, hi] in
- * increasing order, keys that derive the right leaves; brute-force
- * minimality and every leaf when the range is small. */
+ * increasing order, every node key equal to its naive derivation from the
+ * root, keys that derive the right leaves; brute-force minimality and
+ * every leaf when the range is small. */
 static void check_cover(const unsigned char root[32], uint32_t lo, uint32_t hi, bool every_leaf)
 {
     sr_sse_node nodes[SR_SSE_COVER_MAX];
     uint8_t d[SR_SSE_COVER_MAX];
     uint32_t p[SR_SSE_COVER_MAX];
+    unsigned char naive[32];
     size_t rn = 0;
     size_t n = sr_sse_cover(nodes, SR_SSE_COVER_MAX, root, lo, hi);
 
@@ -373,6 +385,8 @@ static void check_cover(const unsigned char root[32], uint32_t lo, uint32_t hi, 
         assert_true(nodes[i].depth == 32 || (uint64_t)nodes[i].prefix >> nodes[i].depth == 0);
         assert_true(node_lo(&nodes[i]) == next);
         next = node_hi(&nodes[i]) + 1;
+        naive_node(naive, root, nodes[i].depth, nodes[i].prefix);
+        assert_memory_equal(nodes[i].key, naive, 32);
     }
     assert_true(next == (uint64_t)hi + 1);
     if ((uint64_t)hi - lo < 4096)
@@ -397,6 +411,7 @@ static void check_cover(const unsigned char root[32], uint32_t lo, uint32_t hi, 
             check_leaf(root, nodes, n, lo, hi, lo + rnd() % ((uint64_t)hi - lo + 1));
     }
     sodium_memzero(nodes, sizeof nodes);
+    sodium_memzero(naive, sizeof naive);
 }
 
 static void test_ggm_cover(void **state)
@@ -438,6 +453,16 @@ static void test_ggm_cover(void **state)
     for (int i = 0; i < 150; i++) {
         uint32_t a = (uint32_t)(1 + rnd() % UINT32_MAX), b = (uint32_t)(1 + rnd() % UINT32_MAX);
         check_cover(root, a < b ? a : b, a < b ? b : a, false);
+    }
+    /* Single batches, and ranges from batch 1 or up to the last batch id
+     * (one side of the cover only), under fresh roots too. */
+    for (int i = 0; i < 40; i++) {
+        uint32_t a = (uint32_t)(1 + rnd() % UINT32_MAX);
+        if (i % 2)
+            randombytes_buf(root, sizeof root);
+        check_cover(root, a, a, true);
+        check_cover(root, 1, a, false);
+        check_cover(root, a, UINT32_MAX, false);
     }
     sodium_memzero(root, sizeof root);
 }
@@ -814,17 +839,18 @@ static const unsigned char *find_block(const unsigned char *blocks, size_t n,
     return bsearch(label, blocks, n, SR_SSE_SEGMENT_BLOCK_BYTES, cmp_label);
 }
 
-/* Reads keyword kw's postings from a segment the way a search does (until
- * a miss or a block with fewer than 32 ids); also returns the number of
- * blocks stored for it (until the first missing label). */
+/* Reads keyword kw's postings from a segment whose last batch is
+ * last_batch the way a search does (until a miss or a block with fewer
+ * than 32 ids); also returns the number of blocks stored for it (until the
+ * first missing label). */
 static size_t read_postings(uint64_t *out, size_t *stored, const unsigned char *blocks, size_t n,
-                            const unsigned char kg[32], uint32_t first_batch, uint64_t segment,
+                            const unsigned char kg[32], uint32_t last_batch, uint64_t segment,
                             const char *kw)
 {
     unsigned char t[32], s[32], l[16];
     size_t got = 0;
     bool reading = true;
-    token(t, kg, 1, kw, first_batch);
+    token(t, kg, 1, kw, last_batch);
     sr_sse_segment_key(s, t, segment);
     *stored = 0;
     for (uint32_t i = 0;; i++) {
@@ -923,7 +949,7 @@ static void test_segment_roundtrip(void **state)
     assert_int_equal(stored, 1);
     read_postings(got, &stored, blocks, nblocks, kg, 17, 4242, "w2");
     assert_int_equal(stored, 4);
-    /* Another segment id or first batch finds nothing. */
+    /* Another segment id or last batch finds nothing. */
     assert_int_equal(read_postings(got, &stored, blocks, nblocks, kg, 17, 4243, "w5"), 0);
     assert_int_equal(read_postings(got, &stored, blocks, nblocks, kg, 18, 4242, "w5"), 0);
     free(blocks);
@@ -948,6 +974,91 @@ static void test_segment_roundtrip(void **state)
     for (size_t d = 0; d < NDOCS; d++)
         sr_sse_keywords_free(&docs[d].kws);
     free(docs);
+}
+
+/* Everything a holder of nodes[0..n), the cover of [1, hi] of a keyword,
+ * can do with a segment's blocks: walk the nodes down to every leaf b of
+ * [1, hi], derive S = S_{w,s} from t_{w,b}, and for every block index i
+ * look for the block labelled BL(S, i) and try BK(S) on every block.
+ * Returns how many blocks were found or opened; *nseqs counts the seqs of
+ * those that opened. */
+static size_t blocks_reached(size_t *nseqs, const sr_sse_node *nodes, size_t n, uint32_t hi,
+                             uint64_t segment, const unsigned char *blocks, size_t nblocks)
+{
+    unsigned char t[32], s[32], l[16];
+    uint64_t seqs[SR_SSE_BLOCK_IDS];
+    size_t reached = 0, cnt;
+
+    *nseqs = 0;
+    for (size_t j = 0; j < nblocks; j++) {
+        const unsigned char *blk = blocks + j * SR_SSE_SEGMENT_BLOCK_BYTES;
+        bool found = false;
+        for (uint32_t b = 1; b <= hi && !found; b++) {
+            assert_int_equal(leaf_via_cover(t, nodes, n, b), 1);
+            sr_sse_segment_key(s, t, segment);
+            for (uint32_t i = 0; i < nblocks && !found; i++) {
+                sr_sse_block_label(l, s, i);
+                if (sr_sse_block_open(seqs, &cnt, s, segment, i, blk + SR_SSE_LABEL_BYTES) ==
+                    SR_E2E_OK) {
+                    found = true;
+                    *nseqs += cnt;
+                } else {
+                    found = memcmp(l, blk, SR_SSE_LABEL_BYTES) == 0;
+                }
+            }
+        }
+        reached += found;
+    }
+    sodium_memzero(t, sizeof t);
+    sodium_memzero(s, sizeof s);
+    return reached;
+}
+
+/* Forward privacy of segments: a segment merging batches 1..5 is keyed by
+ * its last batch, so a cover of [1, 3], a token issued when batch 3 was
+ * the newest and kept by the server, derives no key that finds or opens
+ * any of its blocks, although they also list messages of batches 1..3
+ * (which that token still finds in batches not yet compacted). Keyed by
+ * the first batch, that cover would reach t_{w,1} and read the messages
+ * of batches 4 and 5, written after the token. The cover of [1, 5] opens
+ * every block. */
+static void test_segment_forward_privacy(void **state)
+{
+    enum { LAST = 5, OLD_HI = 3, PER_BATCH = 8, SEGMENT = 99 };
+    unsigned char kg[32], root[32], *blocks;
+    size_t nblocks, nseqs, n;
+    sr_sse_doc docs[LAST * PER_BATCH];
+    sr_sse_node nodes[SR_SSE_COVER_MAX];
+    (void)state;
+    vector_kg(kg);
+
+    /* 8 messages in each of batches 1..5, each saying "paid": 40 postings,
+     * blocks of 32 and 8. The builder needs only the last batch. */
+    for (size_t d = 0; d < LAST * PER_BATCH; d++) {
+        docs[d].seq = 100 + d;
+        keywords(&docs[d].kws, "paid");
+    }
+    assert_int_equal(
+        sr_sse_segment_build(kg, 1, LAST, SEGMENT, docs, LAST * PER_BATCH, &blocks, &nblocks),
+        SR_E2E_OK);
+    assert_int_equal(nblocks, 2);
+    assert_int_equal(sr_sse_root(root, kg, 1, "paid", 4), SR_E2E_OK);
+
+    n = sr_sse_cover(nodes, SR_SSE_COVER_MAX, root, 1, OLD_HI);
+    assert_true(n > 0);
+    assert_int_equal(blocks_reached(&nseqs, nodes, n, OLD_HI, SEGMENT, blocks, nblocks), 0);
+    assert_int_equal(nseqs, 0);
+
+    n = sr_sse_cover(nodes, SR_SSE_COVER_MAX, root, 1, LAST);
+    assert_true(n > 0);
+    assert_int_equal(blocks_reached(&nseqs, nodes, n, LAST, SEGMENT, blocks, nblocks), nblocks);
+    assert_int_equal(nseqs, LAST * PER_BATCH);
+
+    sodium_memzero(nodes, sizeof nodes);
+    sodium_memzero(root, sizeof root);
+    free(blocks);
+    for (size_t d = 0; d < LAST * PER_BATCH; d++)
+        sr_sse_keywords_free(&docs[d].kws);
 }
 
 /* A segment as large as a compaction of 8 full batches produces: 100,000
@@ -1173,6 +1284,7 @@ int main(void)
     const struct CMUnitTest segment[] = {
         cmocka_unit_test(test_segment_vector),
         cmocka_unit_test(test_segment_roundtrip),
+        cmocka_unit_test(test_segment_forward_privacy),
         cmocka_unit_test(test_segment_large),
     };
     const struct CMUnitTest keyring[] = {

@@ -58,6 +58,9 @@ static char *g_admin_conninfo;
 static char g_dbname[64];
 static char *g_conninfo;
 static PGconn *g_pg; /* the connection searches run on */
+/* Every search runs three times: without a cache, with a roomy one and
+ * with one so small it keeps evicting; all three must agree. */
+static se_cache *g_cache, *g_tiny;
 static uint64_t g_rng;
 
 static PGconn *pg_connect(void)
@@ -127,6 +130,9 @@ static int group_setup(void **state)
                  : -1;
     if (rc) fprintf(stderr, "migrate: %s\n", err);
     db_free(d);
+    g_cache = se_cache_new(64u << 20);
+    g_tiny = se_cache_new(4096);
+    if (!g_cache || !g_tiny) rc = -1;
     if (rc == 0) {
         g_pg = PQconnectdb(g_conninfo);
         if (PQstatus(g_pg) != CONNECTION_OK) rc = -1;
@@ -138,6 +144,8 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
+    se_cache_free(g_cache);
+    se_cache_free(g_tiny);
     PQfinish(g_pg);
     char sql[160];
     snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", g_dbname);
@@ -415,13 +423,14 @@ static void store_block(troom *r, uint64_t seg, const unsigned char s[32], uint3
     sb_hex(bb, body, sizeof body);
 }
 
-/* A keyword's blocks in segment seg: seqs (descending) by 32, padded with
- * empty blocks to a power of two. */
-static void store_postings(troom *r, uint64_t seg, const unsigned char t_first[32],
+/* A keyword's blocks in segment seg, keyed by t_last, the keyword's token
+ * of the segment's last batch: seqs (descending) by 32, padded with empty
+ * blocks to a power of two. */
+static void store_postings(troom *r, uint64_t seg, const unsigned char t_last[32],
                            const uint64_t *seqs, size_t n, sbuf *bl, sbuf *bb)
 {
     unsigned char s[32];
-    sr_sse_segment_key(s, t_first, seg);
+    sr_sse_segment_key(s, t_last, seg);
     size_t blocks = (n + SR_SSE_BLOCK_IDS - 1) / SR_SSE_BLOCK_IDS, padded = 1;
     while (padded < blocks)
         padded *= 2;
@@ -477,7 +486,7 @@ static void make_segment(troom *r, uint64_t id, int state, const uint32_t *ids, 
                 in = r->batch[q] == ids[i];
             if (in && (state == 1) == ((r->mask[q] >> w & 1) != 0)) seqs[n++] = q;
         }
-        if (n) store_postings(r, id, token(r, w, sg->first), seqs, n, &bl, &bb);
+        if (n) store_postings(r, id, token(r, w, sg->last), seqs, n, &bl, &bb);
     }
     char sid[24], gen[16], st[8], first[16], last[16], mn[24], mx[24];
     snprintf(sid, sizeof sid, "%llu", (unsigned long long)id);
@@ -626,13 +635,36 @@ static void built_free(built *bq)
     free(bq);
 }
 
-static void search_ok(const se_query *q, se_result *res)
+static void search_with(const se_query *q, se_cache *cache, se_result *res)
 {
     char err[256];
-    int rc = se_search(g_pg, q, res, err, sizeof err);
+    se_query cq = *q;
+    cq.cache = cache;
+    int rc = se_search(g_pg, &cq, res, err, sizeof err);
     if (rc != SE_OK) fail_msg("se_search: %d %s", rc, err);
     assert_int_equal(PQtransactionStatus(g_pg), PQTRANS_IDLE);
     assert_int_equal(PQpipelineStatus(g_pg), PQ_PIPELINE_OFF);
+}
+
+static unsigned long long g_cached_searches, g_cached_round_trips;
+
+/* The search without a cache in *res; with the tiny and the roomy cache
+ * it must give the same answer (the roomy one's round trips counted). */
+static void search_ok(const se_query *q, se_result *res)
+{
+    se_result tiny, roomy;
+    search_with(q, NULL, res);
+    search_with(q, g_tiny, &tiny);
+    search_with(q, g_cache, &roomy);
+    g_cached_searches++;
+    g_cached_round_trips += roomy.round_trips;
+    for (const se_result *c = &tiny; c; c = c == &tiny ? &roomy : NULL) {
+        assert_int_equal(c->n, res->n);
+        assert_memory_equal(c->seqs, res->seqs, res->n * sizeof res->seqs[0]);
+        assert_int_equal(c->complete, res->complete);
+        assert_int_equal(c->last_batch, res->last_batch);
+        assert_int_equal(c->corrupt_blocks, res->corrupt_blocks);
+    }
 }
 
 static unsigned long long g_searches, g_round_trips;
@@ -823,14 +855,17 @@ static void test_corpus_truth(void **state)
     check_query(r, &w0, 50);
     tquery w25 = {{25}, 1, r->nb, 6};
     check_query(r, &w25, 1);
-    fprintf(stderr, "corpus: %u batches, %llu searches, %.2f round trips each\n", r->nb, g_searches,
-            (double)g_round_trips / (double)g_searches);
+    fprintf(stderr,
+            "corpus: %u batches, %llu searches, %.2f round trips each (%.2f with the cache)\n",
+            r->nb, g_searches, (double)g_round_trips / (double)g_searches,
+            (double)g_cached_round_trips / (double)g_cached_searches);
     room_free(r);
 }
 
 /* Retracting most of what a page would hold makes the evaluation read
- * further; when that only shows in the liveness that rode with the commit,
- * it begins again. The pages are still the truth. */
+ * further. The first round brings the room's retractions, so the page's
+ * candidates are known dead before anything is read: no second look. The
+ * pages are still the truth. */
 static void test_retracted_page(void **state)
 {
     (void)state;
@@ -845,9 +880,8 @@ static void test_retracted_page(void **state)
     /* The whole batch and the segment's newest 200. */
     retract_range(r, 801, 1200, NULL);
     tquery tq = {{0}, 1, 2, 2};
-    /* The entries and the segment's first blocks, read speculatively, seem
-     * to fill the page; the commit's liveness rules them all out, and the
-     * segment has to be read further: from the listing again. */
+    /* The entries and the segment's first blocks would fill the page but
+     * are all retracted: the segment is read further. */
     built *bq = build(r, &tq, 0, 50);
     se_result res;
     search_ok(&bq->q, &res);
@@ -856,9 +890,95 @@ static void test_retracted_page(void **state)
     assert_int_equal(res.seqs[0], 800);
     assert_int_equal(res.seqs[49], 751);
     assert_false(res.complete);
-    assert_int_equal(res.restarts, 1);
+    assert_int_equal(res.restarts, 0);
     check_query(r, &tq, 50);
     check_query(r, &tq, 200);
+    room_free(r);
+}
+
+/* More retractions than the first round fetches: the page's candidates
+ * are checked one by one instead, still exact. */
+static void test_many_retractions(void **state)
+{
+    (void)state;
+    init_words();
+    troom *r = room_new("retract-many@rooms.localhost", 3000);
+    uint32_t b1 = take_batch(r, 1), b2 = take_batch(r, 1);
+    for (uint64_t q = 1; q <= 3000; q++)
+        index_message(r, q, q <= 2000 ? b1 : b2, q % 3 ? 1u : 3u);
+    r->b[b1].state = r->b[b2].state = 1;
+    store_batches(r);
+    make_segment(r, 8100 + (uint64_t)r->id, 1, &b1, 1);
+    retract_range(r, 1801, 2990, NULL); /* 1,190 > RETRACTED_MAX */
+    tquery tq = {{0}, 1, 2, 2}, both = {{0, 1}, 2, 2, 2};
+    built *bq = build(r, &tq, 0, 50);
+    se_result res;
+    search_ok(&bq->q, &res);
+    built_free(bq);
+    assert_int_equal(res.n, 50);
+    assert_int_equal(res.seqs[0], 3000);
+    assert_int_equal(res.seqs[9], 2991);
+    assert_int_equal(res.seqs[10], 1800);
+    assert_int_equal(res.seqs[49], 1761);
+    check_query(r, &tq, 50);
+    check_query(r, &tq, 200);
+    check_query(r, &both, 20);
+    room_free(r);
+}
+
+/* A cached listing that a compaction has since changed: the first round's
+ * probes are thrown away, the search is still exact, and it is no restart;
+ * blocks cached from a segment later merged away are never used. */
+static void test_cache_across_compaction(void **state)
+{
+    (void)state;
+    init_words();
+    troom *r = room_new("cache@rooms.localhost", 2400);
+    uint32_t ids[6];
+    for (uint64_t q = 1; q <= 2400; q++) {
+        uint32_t b = (uint32_t)((q - 1) / 400) + 1;
+        if (b > r->nb) ids[b - 1] = take_batch(r, 1);
+        index_message(r, q, b, q % 4 ? 1u : 3u);
+    }
+    for (uint32_t b = 1; b <= r->nb; b++)
+        r->b[b].state = 1;
+    store_batches(r);
+    make_segment(r, 8200 + (uint64_t)r->id, 1, ids, 2);
+    se_cache *c = se_cache_new(1u << 20);
+    assert_non_null(c);
+    tquery tq = {{0}, 1, r->nb, 2}, both = {{0, 1}, 2, r->nb, 2};
+    built *bq = build(r, &tq, 0, 50), *bb = build(r, &both, 0, 200);
+    tquery none = {{5}, 1, r->nb, 2};
+    built *bn = build(r, &none, 0, 50);
+    se_result cold, warm, res, plain;
+    /* Cold: the first round can only read the listing. Warm: it probes
+     * with the listing the cache kept and blocks come from memory. */
+    search_with(&bq->q, c, &cold);
+    search_with(&bb->q, c, &warm);
+    search_with(&bq->q, c, &warm);
+    assert_true(warm.round_trips < cold.round_trips);
+    assert_int_equal(warm.n, cold.n);
+    assert_memory_equal(warm.seqs, cold.seqs, cold.n * sizeof cold.seqs[0]);
+    /* A word in no message: one round trip settles it. */
+    search_with(&bn->q, c, &warm);
+    assert_int_equal(warm.round_trips, 1);
+    assert_int_equal(warm.n, 0);
+    built_free(bn);
+    /* A compaction commits: batches 3 and 4 become a segment. */
+    make_segment(r, 8300 + (uint64_t)r->id, 1, ids + 2, 2);
+    search_with(&bq->q, c, &res);
+    search_with(&bq->q, NULL, &plain);
+    assert_int_equal(res.restarts, 0);
+    assert_int_equal(res.n, plain.n);
+    assert_memory_equal(res.seqs, plain.seqs, plain.n * sizeof plain.seqs[0]);
+    check_query(r, &tq, 50);
+    check_query(r, &both, 200);
+    built_free(bq);
+    built_free(bb);
+    se_cache_stats st;
+    se_cache_get_stats(c, &st);
+    assert_true(st.hits > 0);
+    se_cache_free(c);
     room_free(r);
 }
 
@@ -1226,7 +1346,8 @@ int main(void)
         cmocka_unit_test(test_parse_and_validate), cmocka_unit_test(test_corpus_truth),
         cmocka_unit_test(test_retracted_page),     cmocka_unit_test(test_forward_privacy),
         cmocka_unit_test(test_corrupt_blocks),     cmocka_unit_test(test_refusals_on_the_database),
-        cmocka_unit_test(test_newest_page_speed),
+        cmocka_unit_test(test_newest_page_speed),  cmocka_unit_test(test_many_retractions),
+        cmocka_unit_test(test_cache_across_compaction),
     };
     return cmocka_run_group_tests_name("searcheval", tests, group_setup, group_teardown);
 }

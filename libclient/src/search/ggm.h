@@ -65,9 +65,9 @@ size_t sr_sse_cover(sr_sse_node *out, size_t cap, const unsigned char root[32], 
 /* Entry label L(t, c) = KDF(t, label, u32 c, 16) of a batch token. */
 void sr_sse_label(unsigned char out[16], const unsigned char t[32], uint32_t counter);
 
-/* S_{w,s} = KDF(t_{w,b1}, segment, u64 s, 32), t_first the token of the
- * segment's first batch. */
-void sr_sse_segment_key(unsigned char out[32], const unsigned char t_first[32], uint64_t segment);
+/* S_{w,s} = KDF(t_{w,b_last}, segment, u64 s, 32), t_last the token of
+ * the segment's last batch (so no token older than that batch opens it). */
+void sr_sse_segment_key(unsigned char out[32], const unsigned char t_last[32], uint64_t segment);
 
 /* BL(S, i) = KDF(S, block-label, u32 i, 16). */
 void sr_sse_block_label(unsigned char out[16], const unsigned char s[32], uint32_t i);

@@ -40,7 +40,7 @@ static size_t pow2_at_least(size_t m)
 /* Writes the padded blocks of one keyword's postings p[0..np) (seq
  * descending) at out. */
 static int seal_keyword(unsigned char *out, const unsigned char kg[32], uint32_t gen,
-                        uint32_t first_batch, uint64_t segment, const sr_sse_kwentry *kw,
+                        uint32_t last_batch, uint64_t segment, const sr_sse_kwentry *kw,
                         const posting *p, size_t np, size_t nblocks)
 {
     unsigned char t[32], s[32];
@@ -49,7 +49,7 @@ static int seal_keyword(unsigned char *out, const unsigned char kg[32], uint32_t
 
     if ((rc = sr_sse_root(t, kg, gen, (const char *)kw->kw, kw->len)) != SR_E2E_OK)
         goto out;
-    sr_sse_leaf(t, t, first_batch);
+    sr_sse_leaf(t, t, last_batch);
     sr_sse_segment_key(s, t, segment);
     for (size_t i = 0; i < nblocks; i++) {
         size_t first = i * SR_SSE_BLOCK_IDS, n = 0;
@@ -102,7 +102,7 @@ static int collect(sr_sse_kwtable *tab, posting **out, size_t *np, const sr_sse_
     return SR_E2E_OK;
 }
 
-int sr_sse_segment_build(const unsigned char kg[32], uint32_t gen, uint32_t first_batch,
+int sr_sse_segment_build(const unsigned char kg[32], uint32_t gen, uint32_t last_batch,
                          uint64_t segment, const sr_sse_doc *docs, size_t ndocs,
                          unsigned char **blocks, size_t *nblocks)
 {
@@ -117,7 +117,7 @@ int sr_sse_segment_build(const unsigned char kg[32], uint32_t gen, uint32_t firs
         *blocks = NULL;
     if (nblocks)
         *nblocks = 0;
-    if (!kg || gen == 0 || first_batch == 0 || (!docs && ndocs) || !blocks || !nblocks)
+    if (!kg || gen == 0 || last_batch == 0 || (!docs && ndocs) || !blocks || !nblocks)
         goto out;
     if ((rc = collect(&tab, &p, &np, docs, ndocs)) != SR_E2E_OK || np == 0)
         goto out;
@@ -143,7 +143,7 @@ int sr_sse_segment_build(const unsigned char kg[32], uint32_t gen, uint32_t firs
         for (j = i + 1; j < np && p[j].id == p[i].id; j++)
             ;
         size_t m = pow2_at_least((j - i + SR_SSE_BLOCK_IDS - 1) / SR_SSE_BLOCK_IDS);
-        if ((rc = seal_keyword(out + at * SR_SSE_SEGMENT_BLOCK_BYTES, kg, gen, first_batch, segment,
+        if ((rc = seal_keyword(out + at * SR_SSE_SEGMENT_BLOCK_BYTES, kg, gen, last_batch, segment,
                                &tab.ent[p[i].id], p + i, j - i, m)) != SR_E2E_OK)
             goto out;
         at += m;

@@ -4,12 +4,14 @@
  * (keyword -> messages) into sealed blocks that replace the batches'
  * per-message entries.
  *
- * Per keyword w: S = S_{w,s} from the token of the segment's first batch;
- * its seqs strictly descending (newest first) in blocks of 32, block i
- * stored under BL(S, i) with body sr_sse_block_seal(S, s, i, ...); the
- * block count padded up to a power of two with count-0 blocks, which look
- * like any other block, so the component learns the posting-list size of
- * a keyword only to within a factor of two.
+ * Per keyword w: S = S_{w,s} from the token of the segment's last batch,
+ * so a search token of [1, H] with H before that batch, which must not
+ * reach the segment's messages after H, cannot derive S (forward
+ * privacy). Its seqs strictly descending (newest first) in blocks of 32,
+ * block i stored under BL(S, i) with body sr_sse_block_seal(S, s, i, ...);
+ * the block count padded up to a power of two with count-0 blocks, which
+ * look like any other block, so the component learns the posting-list
+ * size of a keyword only to within a factor of two.
  *
  * The output is sorted by label: blocks of one keyword are not adjacent,
  * so neither the upload order nor the split into parts says which blocks
@@ -30,7 +32,7 @@ typedef struct sr_sse_doc {
     sr_sse_keywords kws;
 } sr_sse_doc;
 
-/* Builds segment `segment` (first batch first_batch >= 1, generation
+/* Builds segment `segment` (last batch last_batch >= 1, generation
  * gen >= 1, key K_g) over docs[0..ndocs) in any order. *blocks receives
  * *nblocks × SR_SSE_SEGMENT_BLOCK_BYTES bytes sorted by label (caller
  * frees with free()); no docs or no keywords gives 0 blocks and NULL.
@@ -40,7 +42,7 @@ typedef struct sr_sse_doc {
  * distinct keyword plus one AEAD per block.
  * Errors: INVALID (bad arguments, a repeated posting, a keyword of bad
  * length), NOMEM. On error *blocks is NULL and *nblocks 0. */
-int sr_sse_segment_build(const unsigned char kg[32], uint32_t gen, uint32_t first_batch,
+int sr_sse_segment_build(const unsigned char kg[32], uint32_t gen, uint32_t last_batch,
                          uint64_t segment, const sr_sse_doc *docs, size_t ndocs,
                          unsigned char **blocks, size_t *nblocks);
 

@@ -1,0 +1,304 @@
+/* The search cache (searchcache.h): a hash table of listings and opened
+ * posting blocks with one least-recently-used list, bounded in bytes. */
+#include "searchcache.h"
+
+#include <pthread.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { KIND_LISTING = 0, KIND_BLOCK = 1 };
+
+typedef struct entry {
+    struct entry *hnext;       /* bucket chain */
+    struct entry *older, *newer; /* LRU list */
+    uint8_t kind;
+    bool present;
+    uint16_t n; /* seqs (block) */
+    long long room;
+    uint64_t segment; /* block: its segment; listing: hi */
+    unsigned char label[SSE_LABEL_BYTES];
+    size_t cost;
+    size_t len;   /* listing bytes */
+    void *rows;   /* listing */
+    uint64_t seqs[]; /* block */
+} entry;
+
+struct se_cache {
+    pthread_mutex_t mu;
+    entry **buckets;
+    size_t nbuckets, entries, bytes, max_bytes;
+    entry *oldest, *newest;
+    uint64_t hits, misses, evictions;
+};
+
+static uint64_t mix(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
+
+static size_t slot(const se_cache *c, int kind, long long room, uint64_t segment,
+                   const unsigned char *label)
+{
+    uint64_t h = mix((uint64_t)room * 2 + (uint64_t)kind);
+    if (kind == KIND_BLOCK) {
+        uint64_t l;
+        memcpy(&l, label, sizeof l);
+        h = mix(h ^ mix(segment) ^ l);
+    }
+    return (size_t)(h & (c->nbuckets - 1));
+}
+
+static bool same_key(const entry *e, int kind, long long room, uint64_t segment,
+                     const unsigned char *label)
+{
+    if (e->kind != kind || e->room != room) return false;
+    if (kind == KIND_LISTING) return true;
+    return e->segment == segment && memcmp(e->label, label, SSE_LABEL_BYTES) == 0;
+}
+
+static entry **find(se_cache *c, int kind, long long room, uint64_t segment,
+                    const unsigned char *label)
+{
+    entry **p = &c->buckets[slot(c, kind, room, segment, label)];
+    while (*p && !same_key(*p, kind, room, segment, label))
+        p = &(*p)->hnext;
+    return p;
+}
+
+static void lru_unlink(se_cache *c, entry *e)
+{
+    if (e->older)
+        e->older->newer = e->newer;
+    else
+        c->oldest = e->newer;
+    if (e->newer)
+        e->newer->older = e->older;
+    else
+        c->newest = e->older;
+    e->older = e->newer = NULL;
+}
+
+static void lru_push(se_cache *c, entry *e)
+{
+    e->older = c->newest;
+    e->newer = NULL;
+    if (c->newest)
+        c->newest->newer = e;
+    else
+        c->oldest = e;
+    c->newest = e;
+}
+
+static void entry_free(entry *e)
+{
+    if (e->rows) {
+        sodium_memzero(e->rows, e->len);
+        free(e->rows);
+    }
+    sodium_memzero(e, sizeof *e + (size_t)e->n * sizeof e->seqs[0]);
+    free(e);
+}
+
+/* Takes e (found at *p) out of the table and frees it. */
+static void drop(se_cache *c, entry **p)
+{
+    entry *e = *p;
+    *p = e->hnext;
+    lru_unlink(c, e);
+    c->bytes -= e->cost;
+    c->entries--;
+    entry_free(e);
+}
+
+static void evict_to(se_cache *c, size_t room_for)
+{
+    while (c->oldest && c->bytes + room_for > c->max_bytes) {
+        entry *e = c->oldest;
+        drop(c, find(c, e->kind, e->room, e->segment, e->label));
+        c->evictions++;
+    }
+}
+
+/* Doubles the buckets when the chains grow long; stays as it is when
+ * memory runs out (lookups only get slower). */
+static void maybe_grow(se_cache *c)
+{
+    if (c->entries < c->nbuckets) return;
+    size_t n = c->nbuckets * 2;
+    entry **b = calloc(n, sizeof *b);
+    if (!b) return;
+    entry **old = c->buckets;
+    size_t oldn = c->nbuckets;
+    c->buckets = b;
+    c->nbuckets = n;
+    for (size_t i = 0; i < oldn; i++)
+        for (entry *e = old[i], *next; e; e = next) {
+            next = e->hnext;
+            size_t s = slot(c, e->kind, e->room, e->segment, e->label);
+            e->hnext = b[s];
+            b[s] = e;
+        }
+    free(old);
+}
+
+/* Files e under its key, replacing what was there. */
+static void insert(se_cache *c, entry *e)
+{
+    entry **p = find(c, e->kind, e->room, e->segment, e->label);
+    if (*p) drop(c, p);
+    if (e->cost > c->max_bytes) {
+        entry_free(e);
+        return;
+    }
+    evict_to(c, e->cost);
+    maybe_grow(c);
+    p = &c->buckets[slot(c, e->kind, e->room, e->segment, e->label)];
+    e->hnext = *p;
+    *p = e;
+    lru_push(c, e);
+    c->bytes += e->cost;
+    c->entries++;
+}
+
+se_cache *se_cache_new(size_t max_bytes)
+{
+    if (max_bytes == 0) return NULL;
+    se_cache *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    c->nbuckets = 1024;
+    c->buckets = calloc(c->nbuckets, sizeof *c->buckets);
+    if (!c->buckets || pthread_mutex_init(&c->mu, NULL) != 0) {
+        free(c->buckets);
+        free(c);
+        return NULL;
+    }
+    c->max_bytes = max_bytes;
+    return c;
+}
+
+void se_cache_free(se_cache *c)
+{
+    if (!c) return;
+    while (c->oldest) {
+        entry *e = c->oldest;
+        drop(c, find(c, e->kind, e->room, e->segment, e->label));
+    }
+    free(c->buckets);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
+
+void *se_cache_listing_get(se_cache *c, long long room, uint64_t hi, size_t *len)
+{
+    void *out = NULL;
+    *len = 0;
+    if (!c) return NULL;
+    pthread_mutex_lock(&c->mu);
+    entry *e = *find(c, KIND_LISTING, room, 0, NULL);
+    if (e && e->segment == hi && (out = malloc(e->len ? e->len : 1)) != NULL) {
+        memcpy(out, e->rows, e->len);
+        *len = e->len;
+        lru_unlink(c, e);
+        lru_push(c, e);
+        c->hits++;
+    } else {
+        c->misses++;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return out;
+}
+
+void se_cache_listing_put(se_cache *c, long long room, uint64_t hi, const void *rows, size_t len)
+{
+    if (!c) return;
+    entry *e = calloc(1, sizeof *e);
+    void *copy = malloc(len ? len : 1);
+    if (!e || !copy) {
+        free(e);
+        free(copy);
+        return;
+    }
+    memcpy(copy, rows, len);
+    e->kind = KIND_LISTING;
+    e->room = room;
+    e->segment = hi;
+    e->rows = copy;
+    e->len = len;
+    e->cost = sizeof *e + len;
+    pthread_mutex_lock(&c->mu);
+    insert(c, e);
+    pthread_mutex_unlock(&c->mu);
+}
+
+int se_cache_block_get(se_cache *c, long long room, uint64_t segment,
+                       const unsigned char label[SSE_LABEL_BYTES], uint64_t seqs[SSE_BLOCK_IDS],
+                       size_t *n)
+{
+    int rc = SE_CACHE_MISS;
+    *n = 0;
+    if (!c) return rc;
+    pthread_mutex_lock(&c->mu);
+    entry *e = *find(c, KIND_BLOCK, room, segment, label);
+    if (e) {
+        rc = e->present ? SE_CACHE_BLOCK : SE_CACHE_NO_BLOCK;
+        memcpy(seqs, e->seqs, e->n * sizeof *seqs);
+        *n = e->n;
+        lru_unlink(c, e);
+        lru_push(c, e);
+        c->hits++;
+    } else {
+        c->misses++;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+void se_cache_block_put(se_cache *c, long long room, uint64_t segment,
+                        const unsigned char label[SSE_LABEL_BYTES], bool present,
+                        const uint64_t *seqs, size_t n)
+{
+    if (!c || n > SSE_BLOCK_IDS || (!present && n)) return;
+    entry *e = calloc(1, sizeof *e + n * sizeof e->seqs[0]);
+    if (!e) return;
+    e->kind = KIND_BLOCK;
+    e->present = present;
+    e->n = (uint16_t)n;
+    e->room = room;
+    e->segment = segment;
+    memcpy(e->label, label, SSE_LABEL_BYTES);
+    if (n) memcpy(e->seqs, seqs, n * sizeof *seqs);
+    e->cost = sizeof *e + n * sizeof e->seqs[0];
+    pthread_mutex_lock(&c->mu);
+    insert(c, e);
+    pthread_mutex_unlock(&c->mu);
+}
+
+void se_cache_drop_blocks(se_cache *c)
+{
+    if (!c) return;
+    pthread_mutex_lock(&c->mu);
+    for (entry *e = c->oldest, *next; e; e = next) {
+        next = e->newer;
+        if (e->kind == KIND_BLOCK) drop(c, find(c, e->kind, e->room, e->segment, e->label));
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+void se_cache_get_stats(se_cache *c, se_cache_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!c) return;
+    pthread_mutex_lock(&c->mu);
+    out->hits = c->hits;
+    out->misses = c->misses;
+    out->evictions = c->evictions;
+    out->bytes = c->bytes;
+    out->entries = c->entries;
+    pthread_mutex_unlock(&c->mu);
+}

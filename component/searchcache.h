@@ -1,0 +1,74 @@
+/* What searches keep between evaluations (searchcache.c): per room the
+ * last listing of its live batches and segments, and the posting blocks
+ * already opened, so that the next page of a search, or the next search
+ * of a popular word, neither waits for the listing before probing nor
+ * reads and opens the same blocks again.
+ *
+ * Why it is safe to keep. Everything here is something the service learnt
+ * while answering a search: the listing is public metadata, and an opened
+ * block is the access pattern of that search (which messages a keyword
+ * token matched), which the scheme leaks anyway. Keys are never kept: a
+ * block is filed under its label, a pseudorandom function of the token,
+ * so only a search holding the same token finds it again.
+ *
+ * Why it cannot go stale. A segment's blocks never change once it is
+ * live: a merge makes a new segment and deletes the old one's blocks,
+ * and a search reads only segments its listing shows live, in the
+ * snapshot it reads them from. A cached listing is only a guess: the
+ * evaluation probes with it and keeps the answers only if the listing it
+ * reads in the same snapshot is the same.
+ *
+ * Thread-safety: every function may be called from any thread; one mutex
+ * guards the lot (lookups are a hash probe and a copy). */
+#ifndef SEALROOMD_SEARCHCACHE_H
+#define SEALROOMD_SEARCHCACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ssecore.h"
+
+typedef struct se_cache se_cache;
+
+/* A cache holding at most max_bytes of blocks and listings (counted with
+ * their bookkeeping). NULL when out of memory or max_bytes is 0. */
+se_cache *se_cache_new(size_t max_bytes);
+
+/* Wipes and frees everything. NULL is a no-op. */
+void se_cache_free(se_cache *c);
+
+/* The room's listing for hi as put, copied into a malloc'd buffer the
+ * caller frees (*len bytes); NULL when there is none. */
+void *se_cache_listing_get(se_cache *c, long long room, uint64_t hi, size_t *len);
+
+/* Files (a copy of) the room's listing for hi, replacing the room's last. */
+void se_cache_listing_put(se_cache *c, long long room, uint64_t hi, const void *rows, size_t len);
+
+enum { SE_CACHE_MISS = 0, SE_CACHE_BLOCK = 1, SE_CACHE_NO_BLOCK = 2 };
+
+/* A block of a live segment by its label: SE_CACHE_BLOCK with its n seqs
+ * (as opened, before any check) in seqs; SE_CACHE_NO_BLOCK when the
+ * segment is known to have no such block; SE_CACHE_MISS otherwise. */
+int se_cache_block_get(se_cache *c, long long room, uint64_t segment,
+                       const unsigned char label[SSE_LABEL_BYTES], uint64_t seqs[SSE_BLOCK_IDS],
+                       size_t *n);
+
+/* Files a block that opened (present) with its n ≤ 32 seqs, or the
+ * absence of one (!present). */
+void se_cache_block_put(se_cache *c, long long room, uint64_t segment,
+                        const unsigned char label[SSE_LABEL_BYTES], bool present,
+                        const uint64_t *seqs, size_t n);
+
+/* Forgets every block (listings stay): what a search costs when nothing
+ * it reads was read before (benchmarks), or after an operator asks. */
+void se_cache_drop_blocks(se_cache *c);
+
+typedef struct se_cache_stats {
+    uint64_t hits, misses, evictions;
+    size_t bytes, entries;
+} se_cache_stats;
+
+void se_cache_get_stats(se_cache *c, se_cache_stats *out);
+
+#endif

@@ -1,0 +1,183 @@
+/* Unit tests of the search cache (component/searchcache.c): keys, the
+ * byte bound and least-recently-used eviction, listings per room, known
+ * absences, dropping blocks, and use from several threads at once. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "searchcache.h"
+
+static void label_of(unsigned char l[SSE_LABEL_BYTES], unsigned i)
+{
+    memset(l, 0, SSE_LABEL_BYTES);
+    memcpy(l, &i, sizeof i);
+    l[SSE_LABEL_BYTES - 1] = 0x5a;
+}
+
+static void test_keys(void **state)
+{
+    (void)state;
+    se_cache *c = se_cache_new(1u << 20);
+    assert_non_null(c);
+    unsigned char l[SSE_LABEL_BYTES], other[SSE_LABEL_BYTES];
+    uint64_t seqs[SSE_BLOCK_IDS] = {30, 20, 10}, got[SSE_BLOCK_IDS];
+    size_t n = 99;
+    label_of(l, 1);
+    label_of(other, 2);
+    assert_int_equal(se_cache_block_get(c, 7, 100, l, got, &n), SE_CACHE_MISS);
+    assert_int_equal(n, 0);
+    se_cache_block_put(c, 7, 100, l, true, seqs, 3);
+    se_cache_block_put(c, 7, 101, other, false, NULL, 0);
+    assert_int_equal(se_cache_block_get(c, 7, 100, l, got, &n), SE_CACHE_BLOCK);
+    assert_int_equal(n, 3);
+    assert_memory_equal(got, seqs, 3 * sizeof seqs[0]);
+    /* Another room, segment or label is another key. */
+    assert_int_equal(se_cache_block_get(c, 8, 100, l, got, &n), SE_CACHE_MISS);
+    assert_int_equal(se_cache_block_get(c, 7, 101, l, got, &n), SE_CACHE_MISS);
+    assert_int_equal(se_cache_block_get(c, 7, 100, other, got, &n), SE_CACHE_MISS);
+    assert_int_equal(se_cache_block_get(c, 7, 101, other, got, &n), SE_CACHE_NO_BLOCK);
+    assert_int_equal(n, 0);
+    /* An absence with seqs, or more than a block holds, is not filed. */
+    se_cache_block_put(c, 9, 1, l, false, seqs, 1);
+    uint64_t many[SSE_BLOCK_IDS + 1] = {0};
+    se_cache_block_put(c, 9, 2, l, true, many, SSE_BLOCK_IDS + 1);
+    assert_int_equal(se_cache_block_get(c, 9, 1, l, got, &n), SE_CACHE_MISS);
+    assert_int_equal(se_cache_block_get(c, 9, 2, l, got, &n), SE_CACHE_MISS);
+    /* Listings: one per room, for the hi it was read at. */
+    uint64_t rows[4] = {1, 2, 3, 4}, rows2[2] = {5, 6};
+    size_t len = 1;
+    assert_null(se_cache_listing_get(c, 7, 10, &len));
+    assert_int_equal(len, 0);
+    se_cache_listing_put(c, 7, 10, rows, sizeof rows);
+    uint64_t *back = se_cache_listing_get(c, 7, 10, &len);
+    assert_non_null(back);
+    assert_int_equal(len, sizeof rows);
+    assert_memory_equal(back, rows, sizeof rows);
+    free(back);
+    assert_null(se_cache_listing_get(c, 7, 11, &len));
+    assert_null(se_cache_listing_get(c, 8, 10, &len));
+    se_cache_listing_put(c, 7, 11, rows2, sizeof rows2);
+    assert_null(se_cache_listing_get(c, 7, 10, &len));
+    back = se_cache_listing_get(c, 7, 11, &len);
+    assert_non_null(back);
+    assert_int_equal(len, sizeof rows2);
+    free(back);
+    /* An empty listing is a listing. */
+    se_cache_listing_put(c, 8, 1, NULL, 0);
+    back = se_cache_listing_get(c, 8, 1, &len);
+    assert_non_null(back);
+    assert_int_equal(len, 0);
+    free(back);
+    /* Dropping blocks keeps listings. */
+    se_cache_drop_blocks(c);
+    assert_int_equal(se_cache_block_get(c, 7, 100, l, got, &n), SE_CACHE_MISS);
+    assert_int_equal(se_cache_block_get(c, 7, 101, other, got, &n), SE_CACHE_MISS);
+    back = se_cache_listing_get(c, 7, 11, &len);
+    assert_non_null(back);
+    free(back);
+    se_cache_stats st;
+    se_cache_get_stats(c, &st);
+    assert_int_equal(st.entries, 2);
+    assert_true(st.hits > 0 && st.misses > 0);
+    se_cache_free(c);
+    assert_null(se_cache_new(0));
+    se_cache_free(NULL);
+}
+
+/* The bound holds, and what goes is what was used longest ago. */
+static void test_eviction(void **state)
+{
+    (void)state;
+    const size_t bound = 64u << 10;
+    se_cache *c = se_cache_new(bound);
+    assert_non_null(c);
+    unsigned char l[SSE_LABEL_BYTES];
+    uint64_t seqs[SSE_BLOCK_IDS], got[SSE_BLOCK_IDS];
+    size_t n;
+    for (unsigned i = 0; i < SSE_BLOCK_IDS; i++)
+        seqs[i] = 1000 - i;
+    label_of(l, 0);
+    se_cache_block_put(c, 1, 1, l, true, seqs, SSE_BLOCK_IDS);
+    unsigned put = 1;
+    se_cache_stats st;
+    for (unsigned i = 1; i < 5000; i++) {
+        label_of(l, i);
+        se_cache_block_put(c, 1, 1, l, true, seqs, SSE_BLOCK_IDS);
+        put++;
+        /* Block 0 stays in use, so it is never the oldest. */
+        label_of(l, 0);
+        assert_int_equal(se_cache_block_get(c, 1, 1, l, got, &n), SE_CACHE_BLOCK);
+        se_cache_get_stats(c, &st);
+        assert_true(st.bytes <= bound);
+    }
+    se_cache_get_stats(c, &st);
+    assert_true(st.evictions > 0);
+    assert_true(st.entries < put);
+    /* The newest are there, the oldest (but 0) are gone. */
+    label_of(l, 4999);
+    assert_int_equal(se_cache_block_get(c, 1, 1, l, got, &n), SE_CACHE_BLOCK);
+    label_of(l, 1);
+    assert_int_equal(se_cache_block_get(c, 1, 1, l, got, &n), SE_CACHE_MISS);
+    /* Something bigger than the whole cache is not kept, and evicts
+     * nothing for its sake. */
+    static uint64_t huge[(64u << 10) / sizeof(uint64_t) + 1];
+    se_cache_get_stats(c, &st);
+    size_t before = st.entries, len;
+    se_cache_listing_put(c, 2, 1, huge, sizeof huge);
+    assert_null(se_cache_listing_get(c, 2, 1, &len));
+    se_cache_get_stats(c, &st);
+    assert_int_equal(st.entries, before);
+    se_cache_free(c);
+}
+
+static se_cache *g_shared;
+
+static void *hammer(void *arg)
+{
+    unsigned base = (unsigned)(uintptr_t)arg;
+    unsigned char l[SSE_LABEL_BYTES];
+    uint64_t seqs[SSE_BLOCK_IDS], got[SSE_BLOCK_IDS];
+    size_t n;
+    for (unsigned i = 0; i < 20000; i++) {
+        unsigned k = base + i % 3000;
+        label_of(l, k);
+        int rc = se_cache_block_get(g_shared, 1, 5, l, got, &n);
+        if (rc == SE_CACHE_BLOCK && (n != 1 || got[0] != k)) return (void *)1;
+        seqs[0] = k;
+        if (rc == SE_CACHE_MISS) se_cache_block_put(g_shared, 1, 5, l, true, seqs, 1);
+        if (i % 5000 == 0) se_cache_drop_blocks(g_shared);
+    }
+    return NULL;
+}
+
+static void test_threads(void **state)
+{
+    (void)state;
+    g_shared = se_cache_new(256u << 10);
+    assert_non_null(g_shared);
+    pthread_t t[4];
+    for (uintptr_t i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, hammer, (void *)(i * 1000)), 0);
+    for (int i = 0; i < 4; i++) {
+        void *r;
+        assert_int_equal(pthread_join(t[i], &r), 0);
+        assert_null(r);
+    }
+    se_cache_free(g_shared);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_keys),
+        cmocka_unit_test(test_eviction),
+        cmocka_unit_test(test_threads),
+    };
+    return cmocka_run_group_tests_name("searchcache", tests, NULL, NULL);
+}
