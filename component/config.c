@@ -94,8 +94,8 @@ static const char *check_optional_domain(const char *v);
     X(search_threads, "search.threads", CFG_INT, "2", 1, 64, false, false, NULL,                  \
       "Worker threads evaluating encrypted searches, each with its own database connection.")    \
     X(search_cache_mb, "search.cache_mb", CFG_INT, "64", 0, 65536, false, false, NULL,             \
-      "Megabytes the search workers keep of what searches read (room listings, posting blocks "  \
-      "opened), so that the next page or the same word again reads from memory; 0 turns it "     \
+      "Megabytes the search workers keep of what searches read (room listings, entries of "     \
+      "sealed batches, posting blocks opened), so that the next page or the same word again reads from memory; 0 turns it "     \
       "off. What is kept is the searches' access pattern, never a key.")                        \
     X(search_lease_ms, "search.lease_ms", CFG_INT, "60000", 1000, 3600000, true, false, NULL,     \
       "Milliseconds a member has to build and commit a search-index segment it leased "          \

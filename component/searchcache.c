@@ -7,10 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { KIND_LISTING = 0, KIND_BLOCK = 1 };
+enum { KIND_LISTING = 0, KIND_BLOCK = 1, KIND_ENTRY = 2 };
 
 typedef struct entry {
-    struct entry *hnext;       /* bucket chain */
+    struct entry *hnext;         /* bucket chain */
     struct entry *older, *newer; /* LRU list */
     uint8_t kind;
     bool present;
@@ -19,8 +19,8 @@ typedef struct entry {
     uint64_t segment; /* block: its segment; listing: hi */
     unsigned char label[SSE_LABEL_BYTES];
     size_t cost;
-    size_t len;   /* listing bytes */
-    void *rows;   /* listing */
+    size_t len;      /* listing bytes */
+    void *rows;      /* listing */
     uint64_t seqs[]; /* block */
 } entry;
 
@@ -45,8 +45,8 @@ static uint64_t mix(uint64_t x)
 static size_t slot(const se_cache *c, int kind, long long room, uint64_t segment,
                    const unsigned char *label)
 {
-    uint64_t h = mix((uint64_t)room * 2 + (uint64_t)kind);
-    if (kind == KIND_BLOCK) {
+    uint64_t h = mix((uint64_t)room * 4 + (uint64_t)kind);
+    if (kind != KIND_LISTING) {
         uint64_t l;
         memcpy(&l, label, sizeof l);
         h = mix(h ^ mix(segment) ^ l);
@@ -236,15 +236,14 @@ void se_cache_listing_put(se_cache *c, long long room, uint64_t hi, const void *
     pthread_mutex_unlock(&c->mu);
 }
 
-int se_cache_block_get(se_cache *c, long long room, uint64_t segment,
-                       const unsigned char label[SSE_LABEL_BYTES], uint64_t seqs[SSE_BLOCK_IDS],
-                       size_t *n)
+static int seqs_get(se_cache *c, int kind, long long room, uint64_t segment,
+                    const unsigned char label[SSE_LABEL_BYTES], uint64_t *seqs, size_t *n)
 {
     int rc = SE_CACHE_MISS;
     *n = 0;
     if (!c) return rc;
     pthread_mutex_lock(&c->mu);
-    entry *e = *find(c, KIND_BLOCK, room, segment, label);
+    entry *e = *find(c, kind, room, segment, label);
     if (e) {
         rc = e->present ? SE_CACHE_BLOCK : SE_CACHE_NO_BLOCK;
         memcpy(seqs, e->seqs, e->n * sizeof *seqs);
@@ -259,14 +258,14 @@ int se_cache_block_get(se_cache *c, long long room, uint64_t segment,
     return rc;
 }
 
-void se_cache_block_put(se_cache *c, long long room, uint64_t segment,
-                        const unsigned char label[SSE_LABEL_BYTES], bool present,
-                        const uint64_t *seqs, size_t n)
+static void seqs_put(se_cache *c, int kind, long long room, uint64_t segment,
+                     const unsigned char label[SSE_LABEL_BYTES], bool present, const uint64_t *seqs,
+                     size_t n)
 {
     if (!c || n > SSE_BLOCK_IDS || (!present && n)) return;
     entry *e = calloc(1, sizeof *e + n * sizeof e->seqs[0]);
     if (!e) return;
-    e->kind = KIND_BLOCK;
+    e->kind = (uint8_t)kind;
     e->present = present;
     e->n = (uint16_t)n;
     e->room = room;
@@ -279,13 +278,43 @@ void se_cache_block_put(se_cache *c, long long room, uint64_t segment,
     pthread_mutex_unlock(&c->mu);
 }
 
-void se_cache_drop_blocks(se_cache *c)
+int se_cache_block_get(se_cache *c, long long room, uint64_t segment,
+                       const unsigned char label[SSE_LABEL_BYTES], uint64_t seqs[SSE_BLOCK_IDS],
+                       size_t *n)
+{
+    return seqs_get(c, KIND_BLOCK, room, segment, label, seqs, n);
+}
+
+void se_cache_block_put(se_cache *c, long long room, uint64_t segment,
+                        const unsigned char label[SSE_LABEL_BYTES], bool present,
+                        const uint64_t *seqs, size_t n)
+{
+    seqs_put(c, KIND_BLOCK, room, segment, label, present, seqs, n);
+}
+
+int se_cache_entry_get(se_cache *c, long long room, uint64_t batch,
+                       const unsigned char label[SSE_LABEL_BYTES], uint64_t *seq)
+{
+    size_t n;
+    uint64_t v[1] = {0};
+    int rc = seqs_get(c, KIND_ENTRY, room, batch, label, v, &n);
+    *seq = rc == SE_CACHE_BLOCK && n == 1 ? v[0] : 0;
+    return rc == SE_CACHE_BLOCK && n != 1 ? SE_CACHE_MISS : rc;
+}
+
+void se_cache_entry_put(se_cache *c, long long room, uint64_t batch,
+                        const unsigned char label[SSE_LABEL_BYTES], uint64_t seq)
+{
+    seqs_put(c, KIND_ENTRY, room, batch, label, seq != 0, &seq, seq != 0);
+}
+
+void se_cache_drop_reads(se_cache *c)
 {
     if (!c) return;
     pthread_mutex_lock(&c->mu);
     for (entry *e = c->oldest, *next; e; e = next) {
         next = e->newer;
-        if (e->kind == KIND_BLOCK) drop(c, find(c, e->kind, e->room, e->segment, e->label));
+        if (e->kind != KIND_LISTING) drop(c, find(c, e->kind, e->room, e->segment, e->label));
     }
     pthread_mutex_unlock(&c->mu);
 }

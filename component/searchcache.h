@@ -1,8 +1,9 @@
 /* What searches keep between evaluations (searchcache.c): per room the
- * last listing of its live batches and segments, and the posting blocks
- * already opened, so that the next page of a search, or the next search
- * of a popular word, neither waits for the listing before probing nor
- * reads and opens the same blocks again.
+ * last listing of its live batches and segments, the entries probed in
+ * sealed batches and the posting blocks already opened, so that the next
+ * page of a search, or the next search of a popular word, neither waits
+ * for the listing before probing nor probes and opens the same things
+ * again.
  *
  * Why it is safe to keep. Everything here is something the service learnt
  * while answering a search: the listing is public metadata, and an opened
@@ -14,9 +15,11 @@
  * Why it cannot go stale. A segment's blocks never change once it is
  * live: a merge makes a new segment and deletes the old one's blocks,
  * and a search reads only segments its listing shows live, in the
- * snapshot it reads them from. A cached listing is only a guess: the
- * evaluation probes with it and keeps the answers only if the listing it
- * reads in the same snapshot is the same.
+ * snapshot it reads them from. Entries are filed only from batches the
+ * search had sealed, which take no entry any more, found or missing; a
+ * compaction deletes them with the batch, which then leaves the listing. A cached listing is only a
+ * guess: the evaluation probes with it and keeps the answers only if the listing it reads in the
+ * same snapshot is the same.
  *
  * Thread-safety: every function may be called from any thread; one mutex
  * guards the lot (lookups are a hash probe and a copy). */
@@ -60,9 +63,19 @@ void se_cache_block_put(se_cache *c, long long room, uint64_t segment,
                         const unsigned char label[SSE_LABEL_BYTES], bool present,
                         const uint64_t *seqs, size_t n);
 
-/* Forgets every block (listings stay): what a search costs when nothing
- * it reads was read before (benchmarks), or after an operator asks. */
-void se_cache_drop_blocks(se_cache *c);
+/* An entry of a sealed batch by its label: SE_CACHE_BLOCK with its seq,
+ * SE_CACHE_NO_BLOCK when the batch has no such entry, SE_CACHE_MISS when
+ * not known. */
+int se_cache_entry_get(se_cache *c, long long room, uint64_t batch,
+                       const unsigned char label[SSE_LABEL_BYTES], uint64_t *seq);
+
+/* Files an entry of a sealed batch (seq), or its absence (seq 0). */
+void se_cache_entry_put(se_cache *c, long long room, uint64_t batch,
+                        const unsigned char label[SSE_LABEL_BYTES], uint64_t seq);
+
+/* Forgets every block and entry (listings stay): what a search costs
+ * when nothing it reads was read before (benchmarks). */
+void se_cache_drop_reads(se_cache *c);
 
 typedef struct se_cache_stats {
     uint64_t hits, misses, evictions;

@@ -44,8 +44,8 @@
  * word searched again, reads from memory what it read before; a round
  * whose reads all come from the cache costs no round trip.
  *
- * Entries are probed 16 counters per batch first, then only where the
- * whole chunk matched, doubling. Segment blocks are read in order (block 0
+ * Entries are probed 2 counters per batch first, then only where the
+ * whole chunk matched, 4 times more each round. Segment blocks are read in order (block 0
  * holds the newest seqs), one block per segment first, doubling, and only
  * while the segment could still change the page: a segment whose unread
  * seqs all lie below the (max+1)-th known match, or where no other
@@ -71,13 +71,20 @@
 
 #define OID_BYTEA 17
 #define OID_INT8 20
-#define FIRST_CHUNK 16
+/* Entry counters probed per batch: 2 first (a word is absent from most
+ * batches, and every live batch is probed), then 4 times more where a
+ * whole chunk matched, so that a frequent word's batch takes few rounds
+ * without probing far past its last entry. */
+#define FIRST_CHUNK 2
+#define CHUNK_GROWTH 4
 #define MAX_CHUNK 8192
 #define MAX_BLOCK_READ 256
 /* While entries are still being probed the page is not known, so blocks
- * are read speculatively (saving a round trip when the batches alone do
- * not fill the page), but only from the newest few segments of a keyword. */
-#define SPEC_SEGMENTS 4
+ * are read speculatively, one per segment (saving a round trip when the
+ * batches alone do not fill the page, as for every rare word), from the
+ * newest SPEC_SEGMENTS segments of a keyword: log-structured levels keep
+ * a room's segments well below that. */
+#define SPEC_SEGMENTS 64
 #define LIVE_AHEAD (4 * SE_MAX_RESULTS)
 /* RETRACTED_LIMIT in SQL_ROUND: one more than is used, to tell "all". */
 #define RETRACTED_LIMIT 1025
@@ -129,9 +136,11 @@
  * does when the tables grew since their last ANALYZE). */
 #define SQL_ROUND                                                                                  \
     "SELECT 0::int8, batch, gen::int8, 0::int8, 0::int8, 0::int8, 0::int8, NULL::bytea "           \
-    "FROM search_batches WHERE room_id = $1 AND batch <= $2 AND state <= 1 AND ($4::int8 & 1) <> 0 "       \
+    "FROM search_batches WHERE room_id = $1 AND batch <= $2 AND state <= 1 "                       \
+    "AND ($4::int8 & 1) <> 0 "                                                                     \
     "UNION ALL SELECT 1, segment, gen::int8, first_batch, last_batch, min_seq, max_seq, NULL "     \
-    "FROM search_segments WHERE room_id = $1 AND state = 1 AND last_batch <= $2 AND ($4::int8 & 1) <> 0 " \
+    "FROM search_segments WHERE room_id = $1 AND state = 1 AND last_batch <= $2 "                  \
+    "AND ($4::int8 & 1) <> 0 "                                                                     \
     "UNION ALL SELECT 2, p.i, e.seq, 0, 0, 0, 0, NULL "                                            \
     "FROM unnest($5::int8[], $6::bytea[]) WITH ORDINALITY AS p(batch, label, i) "                  \
     "CROSS JOIN LATERAL (SELECT seq FROM search_entries WHERE room_id = $1 AND batch = p.batch "   \
@@ -141,8 +150,8 @@
     "CROSS JOIN LATERAL (SELECT body FROM search_blocks WHERE room_id = $1 AND segment = p.seg "   \
     "AND label = p.label LIMIT 1) b "                                                              \
     "UNION ALL (SELECT 4, seq, 0, 0, 0, 0, 0, NULL FROM messages WHERE room_id = $1 "              \
-    "AND retracted_at IS NOT NULL AND seq < $3 AND ($4::int8 & 2) <> 0 ORDER BY seq DESC LIMIT "           \
-    STR(RETRACTED_LIMIT) ") "                                                                      \
+    "AND retracted_at IS NOT NULL AND seq < $3 AND ($4::int8 & 2) <> 0 "                           \
+    "ORDER BY seq DESC LIMIT " STR(RETRACTED_LIMIT) ") "                                           \
     "UNION ALL SELECT 5, u.seq, 0, 0, 0, 0, 0, NULL FROM unnest($9::int8[]) AS u(seq) "            \
     "CROSS JOIN LATERAL (SELECT 1 FROM messages WHERE room_id = $1 AND seq = u.seq "               \
     "AND retracted_at IS NULL LIMIT 1) m"
@@ -203,6 +212,7 @@ typedef struct ereq {
     uint64_t batch;
     unsigned char label[SSE_LABEL_BYTES];
     uint64_t seq; /* 0: no such entry */
+    int cached;   /* SE_CACHE_*: MISS when it has to be probed */
 } ereq;
 
 typedef struct breq {
@@ -252,9 +262,12 @@ typedef struct eval {
     seqvec inter;
     uint64_t cstar;
     seqvec live, dead; /* liveness checked, sorted descending */
-    /* This round's requests; nbr_db of the blocks are not in the cache. */
+    /* This round's requests; ner_db of the entries and nbr_db of the
+     * blocks are not in the cache. */
     ereq *er;
-    size_t ner, cer;
+    size_t ner, cer, ner_db;
+    size_t *emap; /* the entries probed in the database: their index in er */
+    size_t cemap;
     breq *br;
     size_t nbr, cbr, nbr_db;
     size_t *bmap; /* the blocks read from the database: their index in br */
@@ -827,7 +840,7 @@ static bool worth_reading(const eval *ev, const stask *s)
  * cache the blocks it holds. */
 static bool plan(eval *ev)
 {
-    ev->ner = ev->nbr = ev->nbr_db = 0;
+    ev->ner = ev->nbr = ev->nbr_db = ev->ner_db = 0;
     ev->lreq.n = 0;
     for (size_t i = 0; i < ev->net; i++) {
         etask *e = &ev->et[i];
@@ -839,8 +852,9 @@ static bool plan(eval *ev)
         for (uint32_t c = 0; c < e->chunk; c++) {
             ereq *r = &ev->er[ev->ner++];
             r->batch = e->batch;
-            r->seq = 0;
             sse_label(r->label, e->t, e->next + c);
+            r->cached = se_cache_entry_get(ev->cache, ev->q->room_id, r->batch, r->label, &r->seq);
+            if (r->cached == SE_CACHE_MISS) ev->ner_db++;
         }
     }
     size_t spec[SE_MAX_KEYWORDS] = {0};
@@ -879,9 +893,15 @@ static bool plan(eval *ev)
 }
 
 /* Entries found this round: counters count up from 0 until the first
- * miss; anything after a miss is not the keyword's (spec §4). */
+ * miss; anything after a miss is not the keyword's (spec §4). What the
+ * database answered goes into the cache, found or not: every batch
+ * probed is sealed. */
 static bool take_entries(eval *ev)
 {
+    for (size_t i = 0; i < ev->ner; i++)
+        if (ev->er[i].cached == SE_CACHE_MISS)
+            se_cache_entry_put(ev->cache, ev->q->room_id, ev->er[i].batch, ev->er[i].label,
+                               ev->er[i].seq);
     for (size_t i = 0; i < ev->net; i++) {
         etask *e = &ev->et[i];
         if (e->done) continue;
@@ -896,7 +916,8 @@ static bool take_entries(eval *ev)
         } else {
             e->next += e->chunk;
             uint64_t room = (uint64_t)UINT32_MAX - e->next;
-            uint32_t chunk = e->chunk < MAX_CHUNK ? 2 * e->chunk : MAX_CHUNK;
+            uint32_t chunk =
+                e->chunk < MAX_CHUNK / CHUNK_GROWTH ? CHUNK_GROWTH * e->chunk : MAX_CHUNK;
             e->chunk = chunk < room ? chunk : (uint32_t)room;
             if (e->chunk == 0) e->done = true;
         }
@@ -1019,8 +1040,8 @@ static bool split_round(eval *ev, const PGresult *r, round_rows *rr)
             memcpy(rr->listing[rr->nlisting++].v, v, sizeof v);
             break;
         case 2:
-            if (v[1] < 1 || v[1] > ev->ner || v[2] == 0) goto bad;
-            ev->er[v[1] - 1].seq = v[2];
+            if (v[1] < 1 || v[1] > ev->ner_db || v[2] == 0) goto bad;
+            ev->er[ev->emap[v[1] - 1]].seq = v[2];
             break;
         case 3:
             if (v[1] < 1 || v[1] > ev->nbr_db || PQgetlength(r, i, 7) != SSE_BLOCK_BYTES) goto bad;
@@ -1092,15 +1113,22 @@ out:
     return ok;
 }
 
-/* The probes' parameters: entries (pb 0, 1), the blocks not in the cache
- * (pb 2, 3; bmap maps them back), liveness (pb 4). */
+/* The probes' parameters: the entries (pb 0, 1; emap maps them back) and
+ * blocks (pb 2, 3; bmap) not in the cache, liveness (pb 4). */
 static bool round_params(eval *ev)
 {
-    bool ok = arr_begin(ev, &ev->pb[0], OID_INT8, ev->ner) &&
-              arr_begin(ev, &ev->pb[1], OID_BYTEA, ev->ner);
-    for (size_t i = 0; i < ev->ner && ok; i++)
+    size_t *emap = grow(ev, ev->emap, &ev->cemap, ev->ner_db + 1, sizeof *emap);
+    if (!emap) return false;
+    ev->emap = emap;
+    bool ok = arr_begin(ev, &ev->pb[0], OID_INT8, ev->ner_db) &&
+              arr_begin(ev, &ev->pb[1], OID_BYTEA, ev->ner_db);
+    for (size_t i = 0, k = 0; i < ev->ner && ok; i++) {
+        if (ev->er[i].cached != SE_CACHE_MISS) continue;
+        ev->er[i].seq = 0;
+        ev->emap[k++] = i;
         ok = arr_int8(ev, &ev->pb[0], ev->er[i].batch) &&
              arr_bytes(ev, &ev->pb[1], ev->er[i].label, SSE_LABEL_BYTES);
+    }
     size_t *map = ok ? grow(ev, ev->bmap, &ev->cbmap, ev->nbr_db + 1, sizeof *map) : NULL;
     if (!map) return false;
     ev->bmap = map;
@@ -1194,13 +1222,13 @@ static bool evaluate(eval *ev)
         if (ev->rows) {
             if (!assess(ev) || !plan(ev)) return false;
         } else {
-            ev->ner = ev->nbr = ev->nbr_db = 0;
+            ev->ner = ev->nbr = ev->nbr_db = ev->ner_db = 0;
             ev->lreq.n = 0;
         }
-        if (ev->sealed && !ev->ner && !ev->nbr_db && !ev->lreq.n) {
-            if (!ev->nbr) return true;
-            /* Every block this round wants is in the cache. */
-            if (!take_blocks(ev)) return false;
+        if (ev->sealed && !ev->ner_db && !ev->nbr_db && !ev->lreq.n) {
+            if (!ev->ner && !ev->nbr) return true;
+            /* Everything this round wants is in the cache. */
+            if (!take_entries(ev) || !take_blocks(ev)) return false;
             continue;
         }
         if (!send_round(ev)) return false;
@@ -1313,6 +1341,7 @@ int se_search(PGconn *pg, const se_query *q, se_result *out, char *err, size_t e
     free(ev.er);
     free(ev.br);
     free(ev.bmap);
+    free(ev.emap);
     for (size_t i = 0; i < sizeof ev.pb / sizeof ev.pb[0]; i++)
         free(ev.pb[i].p);
     return ev.code;

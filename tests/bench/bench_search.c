@@ -41,9 +41,15 @@
  *     sharing the cache (emptied of blocks before the first page); the sum of
  *     the pages against the same FTS query without LIMIT. Target ≤ 3×
  *     after compaction.
- *  Both in two states: "uncompacted" (every batch live; the first search
- *  seals the open ones) and "compacted": then, as members asking <compact/>
- *  until item-not-found would, the component's log-structured picks (≥ 8
+ *  Both in two states: "uncompacted" (compaction off: every batch live;
+ *  the first search seals the open ones; figures shown, the targets not
+ *  counted: probing every live batch is the scheme's cost per live batch,
+ *  which compaction exists to keep small) and "compacted", the state
+ *  automatic compaction keeps, where the targets apply: as members asking
+ *  <compact/> until item-not-found would, leaving live the newest
+ *  --live-batches (17: the 10 writers' open batches and the 7 sealed ones
+ *  automatic compaction leaves, as it starts at 8), the component's
+ *  log-structured picks (≥ 8
  *  sealed batches, oldest first, up to 64 → level 1; else the oldest 8
  *  live segments of one level → level + 1), each built with
  *  sr_sse_segment_build from the messages' text and committed as
@@ -72,8 +78,12 @@
  *
  *   bench_search [--messages N] [--reps R] [--insert M] [--senders S]
  *                [--writers W] [--batch-min A] [--batch-max B]
- *                [--vocab V] [--zipf s] [--seed X] [--quick]
+ *                [--vocab V] [--zipf s] [--seed X] [--quick] [--inserts-only]
+ *                [--live-batches L]
  *
+ * --inserts-only loads the corpus and times the inserts alone (figure 4;
+ * no searches, no compaction, so the entries of the whole corpus are still
+ * in search_entries while they run): for working on the store statement.
  * --quick is the smoke run (6,000 messages in batches of 6 to 15, so that
  * compaction still merges to level 2; not timed). Exit status: 0 when everything
  * ran and checked (whether or not the targets were met), 1 on a failure,
@@ -135,10 +145,15 @@ static uint32_t g_vocab = 100000;
 static double g_zipf = 1.0;
 static unsigned g_words_min = 8, g_words_max = 12;
 static unsigned g_writers = 10;
+/* Batches left live after compaction: the writers' open ones and the 7
+ * sealed ones automatic compaction leaves (it starts at 8): the most live
+ * batches a room keeps in its steady state. */
+static unsigned g_live_batches = 17;
 static unsigned g_batch_min = 1000, g_batch_max = 4000;
 static int g_reps = 7;
 static size_t g_insert = 5000; /* messages per side and repetition */
 static unsigned g_senders = 128;
+static bool g_inserts_only;
 static uint64_t g_seed = 0x5ea1200d2024ULL;
 static ac_pg g_pg;
 static unsigned char g_kg[32]; /* K_1 of the room: fixed from the seed */
@@ -845,7 +860,7 @@ static int enc_search(PGconn *pg, const sroom *r, const keyword *const *kw, size
 {
     static se_result res;
     uint64_t before = 0;
-    se_cache_drop_blocks(g_cache);
+    se_cache_drop_reads(g_cache);
     out->n = 0;
     memset(t, 0, sizeof *t);
     do {
@@ -1172,9 +1187,10 @@ static int compact_once(PGconn *pg, sroom *r, const corpus *c, compaction *cp)
 {
     uint64_t bat[LEVEL1_MAX], mer[MERGE_FAN];
     size_t nb = 0, nm = 0, total = 0;
-    for (uint32_t b = 1; b <= r->nbatches; b++)
+    uint32_t upto = r->nbatches > g_live_batches ? r->nbatches - g_live_batches : 0;
+    for (uint32_t b = 1; b <= upto; b++)
         if (r->state[b] == 1) total++;
-    for (uint32_t b = 1; b <= r->nbatches && nb < LEVEL1_MAX && total >= LEVEL1_MIN; b++)
+    for (uint32_t b = 1; b <= upto && nb < LEVEL1_MAX && total >= LEVEL1_MIN; b++)
         if (r->state[b] == 1) bat[nb++] = b;
     if (nb) {
         size_t n = 0;
@@ -1589,6 +1605,21 @@ static void print_machine(void)
     free(pgv);
 }
 
+/* The insert figure's RESULT line into line; whether the target is met. */
+static bool insert_result(char *line, size_t cap)
+{
+    double ie = median(&g_ins[SIDE_ENC]), ip = median(&g_ins[SIDE_PLAIN]);
+    bool mi = ie / ip >= TARGET_INSERT_RATIO;
+    if (!mi)
+        printf("NOT MET: inserts with index entries reach %.3fx the plaintext rate, below %.1fx\n",
+               ie / ip, TARGET_INSERT_RATIO);
+    snprintf(line, cap,
+             "RESULT search.insert.msgs_per_s %.0f msg/s baseline fts.insert.msgs_per_s %.0f "
+             "msg/s ratio %.3f target >=%.1f",
+             ie, ip, ie / ip, TARGET_INSERT_RATIO);
+    return mi;
+}
+
 static int report(const keyword *kw, const sizes *sz, size_t postings)
 {
     int met = 0, targets = 0;
@@ -1603,8 +1634,25 @@ static int report(const keyword *kw, const sizes *sz, size_t postings)
                    ef = median(&f->encfull), bf = median(&f->ftsfull);
             bool m1 = e / b <= TARGET_PAGE_RATIO, m2 = srv < TARGET_PAGE_SERVER_MS,
                  m3 = ef / bf <= TARGET_FULL_RATIO;
-            met += m1 + m2 + (st == 1 && m3);
-            targets += 2 + (st == 1);
+            /* The targets are for the state automatic compaction keeps;
+             * with compaction off they are shown, not counted. */
+            if (st == 0) {
+                snprintf(lines[nl++], sizeof lines[0],
+                         "RESULT search.%s.newest50.r%u.latency_ms %.3f ms baseline "
+                         "fts.newest50.r%u.latency_ms %.3f ms ratio %.3f target -",
+                         STATE_NAME[st], t, e, t, b, e / b);
+                snprintf(lines[nl++], sizeof lines[0],
+                         "RESULT search.%s.newest50.r%u.server_ms %.3f ms baseline none - - "
+                         "ratio - target -",
+                         STATE_NAME[st], t, srv);
+                snprintf(lines[nl++], sizeof lines[0],
+                         "RESULT search.%s.full.r%u.latency_ms %.3f ms baseline "
+                         "fts.full.r%u.latency_ms %.3f ms ratio %.3f target -",
+                         STATE_NAME[st], t, ef, t, bf, ef / bf);
+                continue;
+            }
+            met += m1 + m2 + m3;
+            targets += 3;
             if (!m1)
                 printf("NOT MET: %s newest-50 page for r%u is %.3fx full-text search, above "
                        "%.1fx\n",
@@ -1636,17 +1684,8 @@ static int report(const keyword *kw, const sizes *sz, size_t postings)
                          "fts.full.r%u.latency_ms %.3f ms ratio %.3f target -",
                          STATE_NAME[st], t, ef, t, bf, ef / bf);
         }
-    double ie = median(&g_ins[SIDE_ENC]), ip = median(&g_ins[SIDE_PLAIN]);
-    bool mi = ie / ip >= TARGET_INSERT_RATIO;
-    met += mi;
+    met += insert_result(lines[nl++], sizeof lines[0]);
     targets++;
-    if (!mi)
-        printf("NOT MET: inserts with index entries reach %.3fx the plaintext rate, below %.1fx\n",
-               ie / ip, TARGET_INSERT_RATIO);
-    snprintf(lines[nl++], sizeof lines[0],
-             "RESULT search.insert.msgs_per_s %.0f msg/s baseline fts.insert.msgs_per_s %.0f "
-             "msg/s ratio %.3f target >=%.1f",
-             ie, ip, ie / ip, TARGET_INSERT_RATIO);
     for (int st = 0; st < NSTATE; st++) {
         double v = (double)sz[st].search / (double)postings,
                g = (double)sz[st].gin / (double)postings;
@@ -1668,7 +1707,7 @@ static void usage(FILE *o)
 {
     fprintf(o, "usage: bench_search [--messages N] [--reps R] [--insert M] [--senders S] "
                "[--writers W] [--batch-min A] [--batch-max B] [--vocab V] [--zipf s] [--seed X] "
-               "[--quick]\n");
+               "[--quick] [--inserts-only] [--live-batches L]\n");
 }
 
 int main(int argc, char **argv)
@@ -1680,6 +1719,8 @@ int main(int argc, char **argv)
         {"batch-max", required_argument, NULL, 'b'}, {"vocab", required_argument, NULL, 'v'},
         {"zipf", required_argument, NULL, 'z'},      {"seed", required_argument, NULL, 'x'},
         {"quick", no_argument, NULL, 'q'},           {"help", no_argument, NULL, 'h'},
+        {"inserts-only", no_argument, NULL, 'n'},
+        {"live-batches", required_argument, NULL, 'l'},
         {NULL, 0, NULL, 0},
     };
     int c;
@@ -1699,6 +1740,9 @@ int main(int argc, char **argv)
             break;
         case 'w':
             g_writers = (unsigned)atoi(optarg);
+            break;
+        case 'l':
+            g_live_batches = (unsigned)atoi(optarg);
             break;
         case 'a':
             g_batch_min = (unsigned)atoi(optarg);
@@ -1724,6 +1768,9 @@ int main(int argc, char **argv)
             g_reps = 2;
             g_insert = 1000;
             g_senders = 32;
+            break;
+        case 'n':
+            g_inserts_only = true;
             break;
         case 'h':
             usage(stdout);
@@ -1780,6 +1827,16 @@ int main(int argc, char **argv)
     fflush(stdout);
     if (load(conn, &r, &co) != 0 || vacuum_analyze(conn[0], false) != 0) goto out;
     printf("  %" PRIu32 " batches; loaded at %.1f s\n", r.nbatches, elapsed_s());
+    if (g_inserts_only) {
+        char line[320];
+        printf("\ninsert throughput (--inserts-only: every entry of the corpus still stored):\n");
+        fflush(stdout);
+        if (measure_inserts(conn[0], &r, cdf, &crng) != 0) goto out;
+        bool met = insert_result(line, sizeof line);
+        printf("%s\nVERDICT met %d/1\n", line, met);
+        rc = 0;
+        goto out;
+    }
     if (pick_keywords(&co, kw) != 0) goto out;
     printf("keywords:");
     for (int k = 0; k < NCLASS; k++)
@@ -1788,14 +1845,17 @@ int main(int argc, char **argv)
     printf("\n");
     if (measure_sizes(conn[0], &sz[0]) != 0) goto out;
 
-    printf("\nuncompacted (every batch live; the first search seals the open ones):\n");
+    printf("\nuncompacted (compaction off: every batch live; the first search seals the open "
+           "ones; shown, no target):\n");
     print_shape(&r, NULL);
     settle(conn[0]);
     fflush(stdout);
     if (measure_state(conn[1], &r, kw, 0) != 0) goto out;
     printf("  measured at %.1f s\n", elapsed_s());
 
-    printf("\ncompacted:\n");
+    printf("\ncompacted (the state automatic compaction keeps: all but the newest %u batches "
+           "compacted):\n",
+           g_live_batches);
     fflush(stdout);
     if (compact_all(conn[0], &r, &co, &cp) != 0 || vacuum_analyze(conn[0], true) != 0) goto out;
     print_shape(&r, &cp);

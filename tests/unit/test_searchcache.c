@@ -1,6 +1,7 @@
 /* Unit tests of the search cache (component/searchcache.c): keys, the
  * byte bound and least-recently-used eviction, listings per room, known
- * absences, dropping blocks, and use from several threads at once. */
+ * absences, entries, dropping what searches read, and use from several
+ * threads at once. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -74,8 +75,21 @@ static void test_keys(void **state)
     assert_non_null(back);
     assert_int_equal(len, 0);
     free(back);
-    /* Dropping blocks keeps listings. */
-    se_cache_drop_blocks(c);
+    /* Entries: found or known missing; a block's key is not an entry's. */
+    uint64_t seq = 1;
+    assert_int_equal(se_cache_entry_get(c, 7, 100, l, &seq), SE_CACHE_MISS);
+    assert_int_equal(seq, 0);
+    se_cache_entry_put(c, 7, 100, other, 4242);
+    se_cache_entry_put(c, 7, 101, other, 0);
+    assert_int_equal(se_cache_entry_get(c, 7, 100, other, &seq), SE_CACHE_BLOCK);
+    assert_int_equal(seq, 4242);
+    assert_int_equal(se_cache_entry_get(c, 7, 101, other, &seq), SE_CACHE_NO_BLOCK);
+    assert_int_equal(seq, 0);
+    assert_int_equal(se_cache_block_get(c, 7, 100, other, got, &n), SE_CACHE_MISS);
+    assert_int_equal(se_cache_entry_get(c, 7, 100, l, &seq), SE_CACHE_MISS);
+    /* Dropping blocks and entries keeps listings. */
+    se_cache_drop_reads(c);
+    assert_int_equal(se_cache_entry_get(c, 7, 100, other, &seq), SE_CACHE_MISS);
     assert_int_equal(se_cache_block_get(c, 7, 100, l, got, &n), SE_CACHE_MISS);
     assert_int_equal(se_cache_block_get(c, 7, 101, other, got, &n), SE_CACHE_MISS);
     back = se_cache_listing_get(c, 7, 11, &len);
@@ -151,7 +165,7 @@ static void *hammer(void *arg)
         if (rc == SE_CACHE_BLOCK && (n != 1 || got[0] != k)) return (void *)1;
         seqs[0] = k;
         if (rc == SE_CACHE_MISS) se_cache_block_put(g_shared, 1, 5, l, true, seqs, 1);
-        if (i % 5000 == 0) se_cache_drop_blocks(g_shared);
+        if (i % 5000 == 0) se_cache_drop_reads(g_shared);
     }
     return NULL;
 }
