@@ -141,7 +141,7 @@ static void handle_signals(app *a)
  * then let each part do its I/O and timers. */
 static void loop_once(app *a)
 {
-    struct pollfd fds[3];
+    struct pollfd fds[4];
     int nfds = 0, db_i = -1;
     short ev;
 
@@ -153,6 +153,9 @@ static void loop_once(app *a)
         db_i = nfds;
         fds[nfds++] = (struct pollfd){.fd = fd, .events = ev};
     }
+    /* Finished searches: rooms_tick below takes them. */
+    fd = rooms_pollfd(a->rooms);
+    if (fd >= 0) fds[nfds++] = (struct pollfd){.fd = fd, .events = POLLIN};
     if (poll(fds, (nfds_t)nfds, LOOP_POLL_MS) < 0 && errno != EINTR) {
         log_error("main", "poll: %s", strerror(errno));
         return;

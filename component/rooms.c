@@ -657,6 +657,11 @@ static void runs_found(void *arg, bool ok, PGresult *const *res, int nres, const
     for (int i = 0; i < PQntuples(res[0]); i++) room_get_or_load(r, PQgetvalue(res[0], i, 0));
 }
 
+int rooms_pollfd(const rooms *r)
+{
+    return search_pollfd(r);
+}
+
 void rooms_tick(rooms *r, long now_ms)
 {
     r->now_ms = now_ms;

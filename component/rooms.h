@@ -22,8 +22,11 @@ void rooms_free(rooms *r);
 void rooms_handle_stanza(rooms *r, xmpp_stanza_t *stanza);
 /* The link came up or went down. */
 void rooms_link_state(rooms *r, bool up);
-/* Periodic work (janitor): called at least every 100 ms. */
+/* Periodic work (janitor): called at least every 100 ms, and as soon as
+ * rooms_pollfd is readable. */
 void rooms_tick(rooms *r, long now_ms);
+/* Readable when finished searches wait for their answers; -1 if none. */
+int rooms_pollfd(const rooms *r);
 /* True while writes are still waiting for commit (graceful shutdown waits). */
 bool rooms_busy(const rooms *r);
 

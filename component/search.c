@@ -6,7 +6,9 @@
  * message). The component never holds a key that opens the index: keyrings
  * are sealed under epoch keys, entries and blocks are PRF outputs and AEAD
  * boxes, and a search hands it only the GGM nodes of the batches a member
- * asked about.
+ * asked about. Its answers to <batch/>, <search/> and <state/> say
+ * compact='due' when a <compact/> would find work, so that members compact
+ * the index without being asked and live batches stay few.
  *
  * Everything here is a short database unit on the loop's connection except
  * <search/>, whose evaluation (sealing the batches it reaches, probing
@@ -50,6 +52,40 @@
  * goes, which max_payload_bytes keeps below that limit. The page then ends
  * early, not complete, and the requester pages on from <last/>. */
 #define REPLY_BUDGET (256 * 1024)
+/* The work a <compact/> lease would find in room $1, as CTEs: the sealed
+ * batches (cb; SEALED is the SQL that says a batch is sealed) and live
+ * segments (cs) that no unexpired lease holds; bg, the oldest generation
+ * with at least 8 such batches, and sg, the oldest level and generation
+ * with at least 8 such segments. The lease picks from these, and the
+ * compact='due' hint of the <batch/>, <search/> and <state/> answers asks
+ * whether bg or sg has a row: one text, so a member told that compaction
+ * is due gets a lease unless another member took the work meanwhile. (The
+ * lease statement drops expired leases before, which the hint's reading
+ * of 'expires' makes moot.) */
+#define COMPACT_WORK_SQL(SEALED)                                                                  \
+    "hb AS (SELECT unnest(batches) AS b FROM search_leases WHERE room_id = $1::bigint "           \
+    "AND expires > now()), "                                                                      \
+    "hs AS (SELECT unnest(merged_segments) AS s FROM search_leases "                              \
+    "WHERE room_id = $1::bigint AND expires > now()), "                                           \
+    "cb AS (SELECT batch, gen FROM search_batches WHERE room_id = $1::bigint AND " SEALED " "     \
+    "AND batch NOT IN (SELECT b FROM hb)), "                                                      \
+    "bg AS (SELECT gen FROM cb GROUP BY gen HAVING count(*) >= 8 ORDER BY min(batch) "            \
+    "LIMIT 1), "                                                                                  \
+    "cs AS (SELECT segment, gen, level, first_batch, last_batch, seqs FROM "                      \
+    "search_segments WHERE room_id = $1::bigint AND state = 1 "                                   \
+    "AND segment NOT IN (SELECT s FROM hs)), "                                                    \
+    "sg AS (SELECT gen, level FROM cs GROUP BY gen, level HAVING count(*) >= 8 "                  \
+    "ORDER BY min(first_batch) LIMIT 1)"
+#define COMPACT_SEALED "state = 1"
+/* A search seals every open batch up to its 'hi' ($2) before it reads
+ * (searcheval.h); its hint, read alongside, counts them as sealed. */
+#define COMPACT_SEALED_BY_SEARCH "(state = 1 OR (state = 0 AND batch <= $2::bigint))"
+/* One row, one boolean: compaction is due in room $1. Each CTE is read
+ * once here, so PostgreSQL inlines them (no segment's seqs are read), and
+ * the OR stops at the first that has a row. */
+#define COMPACT_DUE_SQL(SEALED)                                                                   \
+    "WITH " COMPACT_WORK_SQL(SEALED) " SELECT EXISTS (SELECT 1 FROM bg) OR "                      \
+    "EXISTS (SELECT 1 FROM sg)"
 
 const char search_nomem[] = "out of memory";
 
@@ -94,6 +130,11 @@ typedef struct sop {
     char *full; /* the requesting session */
     uint64_t a, b; /* request numbers (epoch and gen; lease) */
     int max;
+    /* <search/>: the evaluation and the compact='due' hint run at once;
+     * the answer waits here for whichever comes last. */
+    int waits;            /* of the two, those not done yet */
+    bool due;             /* the hint said compaction is due */
+    xmpp_stanza_t *reply; /* the answer, once the evaluation is done */
 } sop;
 
 static sop *sop_new(rooms *r, room *rm, xmpp_stanza_t *iq)
@@ -117,6 +158,7 @@ static sop *sop_new(rooms *r, room *rm, xmpp_stanza_t *iq)
 static void sop_free(sop *op)
 {
     room_release(op->r, op->rm);
+    if (op->reply) xmpp_stanza_release(op->reply);
     xmpp_stanza_release(op->iq);
     free(op->full);
     free(op);
@@ -175,6 +217,14 @@ static bool add_forwarded(rooms *r, room *rm, xmpp_stanza_t *parent, const char 
     return ok;
 }
 
+/* el answers a member: tell it compaction is due when the hint statement's
+ * one boolean (res) says so. Only a hint: a member may ignore it, and
+ * another may take the work first (its <compact/> then finds nothing). */
+static void mark_due(xmpp_stanza_t *el, const PGresult *res)
+{
+    if (PQntuples(res) == 1 && is_true(res, 0, 0)) xmpp_stanza_set_attribute(el, "compact", "due");
+}
+
 static void add_rsm(xmpp_stanza_t *parent, const char *first, const char *last)
 {
     xmpp_stanza_t *set = st_add(parent, "set", NS_RSM);
@@ -191,7 +241,7 @@ static void state_read(void *arg, bool ok, PGresult *const *res, int nres, const
     sop *op = arg;
     rooms *r = op->r;
     room *rm = op->rm;
-    if (!ok || nres != 2 || PQntuples(res[0]) != 1) {
+    if (!ok || nres != 3 || PQntuples(res[0]) != 1) {
         db_failed(op, "reading the search state", ok ? "no room row" : err);
         sop_free(op);
         return;
@@ -203,6 +253,7 @@ static void state_read(void *arg, bool ok, PGresult *const *res, int nres, const
         xmpp_stanza_set_attribute(state, "gen", PQgetvalue(res[0], 0, 0));
         xmpp_stanza_set_attribute(state, "need-gen", is_true(res[0], 0, 1) ? "true" : "false");
         xmpp_stanza_set_attribute(state, "batch", PQgetvalue(res[0], 0, 2));
+        mark_due(state, res[2]);
     }
     if (good && PQntuples(res[1]) == 1) {
         size_t len = 0;
@@ -238,7 +289,8 @@ static void handle_state(rooms *r, room *rm, xmpp_stanza_t *iq)
         db_unit_add(u,
                     "SELECT epoch, blob FROM search_keyrings WHERE room_id = $1 "
                     "ORDER BY epoch DESC LIMIT 1",
-                    1, p, NULL, NULL) != 0) {
+                    1, p, NULL, NULL) != 0 ||
+        db_unit_add(u, COMPACT_DUE_SQL(COMPACT_SEALED), 1, p, NULL, NULL) != 0) {
         db_unit_free(u);
         if (op) sop_free(op);
         oom(r, rm, iq);
@@ -370,14 +422,14 @@ static void handle_keyring(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t 
 /* ---- <batch/> ---- */
 
 /* res[0]: new batch, its gen (NULL: none taken), search_gen,
- * search_need_gen, search_last_batch. */
+ * search_need_gen, search_last_batch; res[1]: compaction is due. */
 static void batch_taken(void *arg, bool ok, PGresult *const *res, int nres, const char *err)
 {
     sop *op = arg;
     rooms *r = op->r;
     room *rm = op->rm;
     r->writes_in_flight--;
-    if (!ok || nres != 1 || PQntuples(res[0]) != 1) {
+    if (!ok || nres != 2 || PQntuples(res[0]) != 1) {
         db_failed(op, "taking a batch", ok ? "no room row" : err);
         sop_free(op);
         return;
@@ -389,6 +441,7 @@ static void batch_taken(void *arg, bool ok, PGresult *const *res, int nres, cons
         if (b) {
             xmpp_stanza_set_attribute(b, "id", PQgetvalue(q, 0, 0));
             xmpp_stanza_set_attribute(b, "gen", PQgetvalue(q, 0, 1));
+            mark_due(b, res[1]);
             r->stats.search_batches++;
             svc_send(r, reply);
         } else {
@@ -416,7 +469,8 @@ static void handle_batch(rooms *r, room *rm, xmpp_stanza_t *iq)
     snprintf(id, sizeof id, "%lld", rm->id);
     const char *p[2] = {id, op ? op->full : NULL};
     /* The sender's previous open batch is sealed: a session writes into
-     * one batch at a time, and a new one means it lost its counters. */
+     * one batch at a time, and a new one means it lost its counters. The
+     * hint runs after, in the same transaction, so it counts that batch. */
     if (!op || !u ||
         db_unit_add(u,
                     "WITH up AS (UPDATE rooms SET search_last_batch = search_last_batch + 1 "
@@ -430,7 +484,8 @@ static void handle_batch(rooms *r, room *rm, xmpp_stanza_t *iq)
                     "RETURNING batch, gen) "
                     "SELECT (SELECT batch FROM ins), (SELECT gen FROM ins), search_gen, "
                     "search_need_gen, search_last_batch FROM rooms WHERE room_id = $1::bigint",
-                    2, p, NULL, NULL) != 0) {
+                    2, p, NULL, NULL) != 0 ||
+        db_unit_add(u, COMPACT_DUE_SQL(COMPACT_SEALED), 1, p, NULL, NULL) != 0) {
         db_unit_free(u);
         if (op) sop_free(op);
         oom(r, rm, iq);
@@ -512,20 +567,9 @@ static void handle_compact(rooms *r, room *rm, xmpp_stanza_t *iq)
                     p1, NULL, NULL) != 0 ||
         db_unit_add(
             u,
-            "WITH hb AS (SELECT unnest(batches) AS b FROM search_leases WHERE room_id = $1::bigint), "
-            "hs AS (SELECT unnest(merged_segments) AS s FROM search_leases "
-            "WHERE room_id = $1::bigint), "
-            "cb AS (SELECT batch, gen FROM search_batches WHERE room_id = $1::bigint AND state = 1 "
-            "AND batch NOT IN (SELECT b FROM hb)), "
-            "bg AS (SELECT gen FROM cb GROUP BY gen HAVING count(*) >= 8 ORDER BY min(batch) "
-            "LIMIT 1), "
+            "WITH " COMPACT_WORK_SQL(COMPACT_SEALED) ", "
             "bsel AS (SELECT batch FROM cb WHERE gen = (SELECT gen FROM bg) ORDER BY batch "
             "LIMIT 64), "
-            "cs AS (SELECT segment, gen, level, first_batch, last_batch, seqs FROM "
-            "search_segments WHERE room_id = $1::bigint AND state = 1 "
-            "AND segment NOT IN (SELECT s FROM hs)), "
-            "sg AS (SELECT gen, level FROM cs GROUP BY gen, level HAVING count(*) >= 8 "
-            "ORDER BY min(first_batch) LIMIT 1), "
             "ssel AS (SELECT cs.* FROM cs JOIN sg USING (gen, level) ORDER BY first_batch "
             "LIMIT 8), "
             "pick AS (SELECT (SELECT gen FROM bg) AS gen, 1 AS level, min(batch) AS first_batch, "
@@ -897,6 +941,31 @@ static bool count_search(xmpp_stanza_t *el, size_t *nkw, size_t *ncovers)
     return *nkw > 0;
 }
 
+/* One of a search's two parts is done: the last sends the answer (if the
+ * evaluation made one; an error went out at once), with the hint. */
+static void search_part_done(sop *op)
+{
+    if (--op->waits > 0) return;
+    if (op->reply) {
+        xmpp_stanza_t *result = st_child(op->reply, "result", NS_SEARCH);
+        if (op->due && result) xmpp_stanza_set_attribute(result, "compact", "due");
+        svc_send(op->r, op->reply);
+        op->reply = NULL;
+    }
+    sop_free(op);
+}
+
+static void search_hinted(void *arg, bool ok, PGresult *const *res, int nres, const char *err)
+{
+    sop *op = arg;
+    if (ok && nres == 1)
+        op->due = PQntuples(res[0]) == 1 && is_true(res[0], 0, 0);
+    else
+        log_debug(op->rm->name, "no compaction hint for a search: %s",
+                  ok ? "unexpected results" : err ? err : "?");
+    search_part_done(op);
+}
+
 static void handle_search(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *el)
 {
     char *text = NULL;
@@ -956,6 +1025,22 @@ static void handle_search(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *
                   "too many searches are waiting; try again");
         sp_job_free(job);
         sop_free(op);
+        return;
+    }
+    /* The hint, read on the loop's connection while a worker evaluates:
+     * it costs the answer no time. Without it the answer just says
+     * nothing about compaction. */
+    op->waits = 1;
+    db_unit *u = db_unit_new();
+    char id[24], hs[24];
+    snprintf(id, sizeof id, "%lld", rm->id);
+    snprintf(hs, sizeof hs, "%" PRIu64, hi);
+    const char *p[2] = {id, hs};
+    if (u && db_unit_add(u, COMPACT_DUE_SQL(COMPACT_SEALED_BY_SEARCH), 2, p, NULL, NULL) == 0) {
+        op->waits = 2;
+        submit(op, u, false, search_hinted);
+    } else {
+        db_unit_free(u);
     }
 }
 
@@ -1003,13 +1088,13 @@ static void search_done(rooms *r, sp_job *job)
         xmpp_stanza_set_attribute(result, "batch", batch);
         if (complete) xmpp_stanza_set_attribute(result, "complete", "true");
         add_rsm(result, *first ? first : NULL, last);
-        svc_send(r, reply);
+        op->reply = reply;
     } else {
         if (reply) xmpp_stanza_release(reply);
         oom(r, rm, op->iq);
     }
 out:
-    sop_free(op);
+    search_part_done(op);
     sp_job_free(job);
 }
 
@@ -1027,11 +1112,16 @@ void search_stop(rooms *r)
     /* The requesters get no answer: the link is going down too. */
     sp_job *job;
     while ((job = searchpool_take_done(r->search))) {
-        sop_free(job->user);
+        search_part_done(job->user);
         sp_job_free(job);
     }
     searchpool_free(r->search);
     r->search = NULL;
+}
+
+int search_pollfd(const rooms *r)
+{
+    return searchpool_wakefd(r->search);
 }
 
 void search_tick(rooms *r)

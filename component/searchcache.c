@@ -224,7 +224,7 @@ void se_cache_listing_put(se_cache *c, long long room, uint64_t hi, const void *
         free(copy);
         return;
     }
-    memcpy(copy, rows, len);
+    if (len) memcpy(copy, rows, len);
     e->kind = KIND_LISTING;
     e->room = room;
     e->segment = hi;

@@ -15,7 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -47,6 +49,9 @@ struct searchpool {
     unsigned long long running;
     /* Shared by the workers (thread-safe itself); NULL when off. */
     se_cache *cache;
+    /* Readable while finished jobs wait (an eventfd), so the loop that
+     * takes them back wakes at once instead of at its next timeout. */
+    int wakefd;
     /* Bumped without the lock: */
     atomic_ullong evaluated, failed, reconnects;
 };
@@ -281,6 +286,12 @@ static void push_done(searchpool *p, sp_job *job)
     else
         p->done_head = job;
     p->done_tail = job;
+    if (p->wakefd >= 0) {
+        uint64_t one = 1;
+        /* EAGAIN: the counter is full, so the fd is readable anyway. */
+        if (write(p->wakefd, &one, sizeof one) < 0 && errno != EAGAIN)
+            log_warn("search", "cannot wake the loop: %s", strerror(errno));
+    }
 }
 
 static void *worker_main(void *arg)
@@ -326,6 +337,10 @@ searchpool *searchpool_start(const char *conninfo, unsigned threads, size_t cach
     p->threads = calloc(p->nthreads, sizeof *p->threads);
     p->workers = calloc(p->nthreads, sizeof *p->workers);
     p->cache = cache_bytes ? se_cache_new(cache_bytes) : NULL;
+    p->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (p->wakefd < 0)
+        log_warn("search", "no eventfd (%s): finished searches wait for the loop's timeout",
+                 strerror(errno));
     bool sync_ok = false;
     if (cache_bytes && !p->cache) log_warn("search", "no memory for the search cache; searching without");
     if (p->conninfo && p->threads && p->workers && pthread_mutex_init(&p->mu, NULL) == 0) {
@@ -334,6 +349,7 @@ searchpool *searchpool_start(const char *conninfo, unsigned threads, size_t cach
     }
     if (!sync_ok) {
         se_cache_free(p->cache);
+        if (p->wakefd >= 0) close(p->wakefd);
         free(p->threads);
         free(p->workers);
         if (p->conninfo) sodium_memzero(p->conninfo, strlen(p->conninfo));
@@ -395,6 +411,7 @@ void searchpool_free(searchpool *p)
     free(p->threads);
     free(p->workers);
     se_cache_free(p->cache);
+    if (p->wakefd >= 0) close(p->wakefd);
     free(p);
 }
 
@@ -418,10 +435,22 @@ bool searchpool_submit(searchpool *p, sp_job *job)
     return ok;
 }
 
+int searchpool_wakefd(const searchpool *p)
+{
+    return p ? p->wakefd : -1;
+}
+
 sp_job *searchpool_take_done(searchpool *p)
 {
     if (!p) return NULL;
     pthread_mutex_lock(&p->mu);
+    if (p->wakefd >= 0) {
+        /* Emptied under the lock, before the list: a job pushed after
+         * this wakes the loop again. */
+        uint64_t n;
+        while (read(p->wakefd, &n, sizeof n) > 0)
+            ;
+    }
     sp_job *job = p->done_head;
     if (job) {
         p->done_head = job->next;

@@ -76,6 +76,11 @@ bool searchpool_submit(searchpool *p, sp_job *job);
 /* A finished job (ownership back to the caller), or NULL. */
 sp_job *searchpool_take_done(searchpool *p);
 
+/* A file descriptor that polls readable while finished jobs wait to be
+ * taken (searchpool_take_done clears it); -1 when there is none (the
+ * caller then finds jobs on its timer). */
+int searchpool_wakefd(const searchpool *p);
+
 typedef struct searchpool_stats {
     unsigned threads;
     unsigned long long queued;     /* waiting for a worker now */

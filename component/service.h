@@ -309,6 +309,7 @@ const char *search_parse_index(xmpp_stanza_t *el, int max_entries, uint64_t *bat
 bool search_start(rooms *r);
 void search_stop(rooms *r);
 void search_tick(rooms *r);
+int search_pollfd(const rooms *r);
 
 /* disco.c */
 void disco_handle(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *query);

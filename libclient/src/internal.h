@@ -307,6 +307,7 @@ struct sealroom_ctx {
     size_t vault_mem;
     struct sr_fpr_change *changes; /* fingerprint changes awaiting the app */
     int dmkd_stall;                /* testhook.h: ignore run rounds from this one on (0: off) */
+    bool auto_compact_off;         /* sealroom_ctx_set_auto_compact(ctx, 0) (sseauto.c) */
 };
 
 /* A key that did not match its pin, until the app accepts it. */

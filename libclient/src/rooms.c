@@ -252,6 +252,7 @@ int sealroom_room_leave(sealroom_ctx *ctx, uint32_t *request_id, const char *roo
         return rc;
     }
     rm->want_joined = false;
+    sr_sse_auto_stop(ctx, rm);
     if (request_id)
         *request_id = r->id;
     return SEALROOM_OK;

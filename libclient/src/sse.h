@@ -1,12 +1,14 @@
 /* The wiring of encrypted search in libsealroom (sseindex.c: state,
  * keyring, writer batch, message entries; ssequery.c: searching;
- * ssecompact.c: compaction). The arithmetic is in search/. Per-room state
+ * ssecompact.c: compaction; sseauto.c: compaction the library starts by
+ * itself). The arithmetic is in search/. Per-room state
  * is memory only: nothing about the index is ever written to the
  * terminal. */
 #ifndef SEALROOM_SSE_H
 #define SEALROOM_SSE_H
 
 #include "internal.h"
+#include "search/autocompact.h"
 
 #define SR_NS_SEARCH "urn:xmpp:sealroom:search:0"
 
@@ -49,6 +51,8 @@ typedef struct sr_sse_room {
     uint64_t batch_failed_ms;
     uint64_t wait_since_ms;  /* the outbox has waited for a writer since */
     bool warned;
+    sr_sse_autocompact autoc; /* automatic compaction (sseauto.c) */
+    uint32_t auto_request;    /* its running job's request id, 0 if none */
 } sr_sse_room;
 
 /* sseindex.c */
@@ -95,5 +99,21 @@ void sr_sse_compaction_take(sealroom_ctx *ctx, struct sr_sse_compaction *job,
 void sr_sse_compaction_unreadable(struct sr_sse_compaction *job);
 /* A fetched page's end reached the inbox head: fetch more or build. */
 void sr_sse_compaction_fin(sealroom_ctx *ctx, sr_request *r, xmpp_stanza_t *fin);
+/* Gives r, a COMPACT request made by the library (its cb gets the
+ * outcome), a job, and returns it with a reference for the caller
+ * (sr_sse_compaction_release); NULL when out of memory. */
+struct sr_sse_compaction *sr_sse_compaction_attach(sr_request *r);
+/* The room granted the job its lease (a later NOT_FOUND is the lease
+ * expiring, not a room without work). */
+bool sr_sse_compaction_leased(const struct sr_sse_compaction *job);
+
+/* sseauto.c */
+/* el, an answer of the room (<batch/>, <result/> of a search, <state/>),
+ * may say compaction is due: run jobs if the ctx lets us. */
+void sr_sse_auto_note(sealroom_ctx *ctx, sr_room *room, xmpp_stanza_t *el);
+/* Time passed: a job may start after a back-off. */
+void sr_sse_auto_tick(sealroom_ctx *ctx, sr_room *room, uint64_t now_ms);
+/* We left room: end its running job (the lease just expires). */
+void sr_sse_auto_stop(sealroom_ctx *ctx, sr_room *room);
 
 #endif

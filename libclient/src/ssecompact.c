@@ -317,6 +317,22 @@ void sr_sse_compaction_start(sealroom_ctx *ctx, sr_request *r)
     job_call(ctx, r, "set", sr_el(ctx->xmpp, "compact", SR_NS_SEARCH));
 }
 
+struct sr_sse_compaction *sr_sse_compaction_attach(sr_request *r)
+{
+    struct sr_sse_compaction *j = calloc(1, sizeof *j);
+    if (!j)
+        return NULL;
+    j->refs = 2; /* r's and the caller's */
+    j->request_id = r->id;
+    r->sse = j;
+    return j;
+}
+
+bool sr_sse_compaction_leased(const struct sr_sse_compaction *j)
+{
+    return j->leased;
+}
+
 int sealroom_room_compact(sealroom_ctx *ctx, uint32_t *request_id, const char *room_name)
 {
     char room[SR_BARE_JID_MAX];

@@ -134,6 +134,7 @@ static void state_answered(sealroom_ctx *ctx, void *arg, xmpp_stanza_t *answer, 
         drop_writer(s);
     sr_sse_maintain(ctx, room);
     sr_outbox_pump(ctx, room);
+    sr_sse_auto_note(ctx, room, st);
 }
 
 static void fetch_state(sealroom_ctx *ctx, sr_room *room, sr_sse_room *s)
@@ -348,6 +349,7 @@ static void batch_answered(sealroom_ctx *ctx, void *arg, xmpp_stanza_t *answer, 
         s->last_batch = id;
     if (s->writer)
         sr_outbox_pump(ctx, room);
+    sr_sse_auto_note(ctx, room, b);
 }
 
 static void ask_batch(sealroom_ctx *ctx, sr_room *room, sr_sse_room *s)
@@ -428,6 +430,7 @@ void sr_sse_tick(sealroom_ctx *ctx, sr_room *room, uint64_t now_ms)
         sr_sse_maintain(ctx, room);
     if (gave_up)
         sr_outbox_pump(ctx, room);
+    sr_sse_auto_tick(ctx, room, now_ms);
 }
 
 void sr_sse_link_down(sr_room *room)

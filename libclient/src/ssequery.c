@@ -177,6 +177,7 @@ static void search_answered(sealroom_ctx *ctx, void *arg, xmpp_stanza_t *answer,
     if (room->sse && sr_parse_u64(xmpp_stanza_get_attribute(res, "batch"), &batch) &&
         batch <= UINT32_MAX && batch > room->sse->last_batch)
         room->sse->last_batch = batch;
+    sr_sse_auto_note(ctx, room, res);
     /* Batches were taken since the last we knew of (other writers): our
      * covers did not reach them, so this page may miss matches. Ask again
      * over the room's whole range, which the answer just told us. */

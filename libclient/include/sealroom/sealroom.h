@@ -161,9 +161,12 @@ typedef enum sealroom_event_type {
     SEALROOM_EVENT_EPOCH_CHANGED = 9,      /* a room moved to a new key epoch we hold */
     SEALROOM_EVENT_KEY_AGREEMENT_FAILED = 10,/* our part in a room's key agreement run
                                               * stopped on a failed check */
-    SEALROOM_EVENT_MESSAGE_RETRACTED = 11  /* a message was retracted by its sender
+    SEALROOM_EVENT_MESSAGE_RETRACTED = 11, /* a message was retracted by its sender
                                             * (stanza_id: the retracted message's id;
                                             * is_history for a tombstone in history) */
+    SEALROOM_EVENT_INDEX_COMPACTED = 12    /* the library compacted part of a room's
+                                            * search index by itself (one segment; see
+                                            * sealroom_ctx_set_auto_compact) */
 } sealroom_event_type;
 
 /* What a request was; sealroom_event_request_kind() on REQUEST_DONE. */
@@ -353,6 +356,22 @@ SEALROOM_API int sealroom_ctx_pinned_fingerprint(const sealroom_ctx *ctx, char *
 
 /* Timeout for requests in milliseconds (default 30000; 0 = never). */
 SEALROOM_API void sealroom_ctx_set_timeout(sealroom_ctx *ctx, uint32_t timeout_ms);
+
+/* Automatic compaction of the search index of joined rooms (default on).
+ * When a room says compaction is due (in its answers to our searches,
+ * batch requests and state queries), the library does the jobs of
+ * sealroom_room_compact by itself, in the background, one at a time per
+ * room, for as long as the room has work, and emits
+ * SEALROOM_EVENT_INDEX_COMPACTED (with the room) for each segment made.
+ * A job that fails (e.g. DECRYPT: a message under an epoch we do not
+ * hold; or not done within its lease or the request timeout) is not
+ * repeated at once: the next waits 10 s, doubling after each failure up to
+ * 15 min, and for the room to say "due" again. Leaving the room or losing
+ * the link ends a job. Searches and sealroom_room_compact work alongside
+ * (the room leases disjoint work, so an explicit job may then find
+ * nothing: NOT_FOUND). enabled = 0 starts no further job (a running one
+ * ends by itself); any other value turns it back on. NULL ctx: no-op. */
+SEALROOM_API void sealroom_ctx_set_auto_compact(sealroom_ctx *ctx, int enabled);
 
 /* The detail behind the last failure in this ctx (a failed call or a failed
  * request): borrowed, valid until the next call into ctx. Never NULL. */
@@ -555,7 +574,8 @@ SEALROOM_API SEALROOM_WARN_UNUSED int sealroom_room_retract(sealroom_ctx *ctx, u
  * small segments) it names, and replace them with one static segment that
  * searches read with fewer probes. Nothing changes for searches until the
  * job commits; a job that stops midway leaves the index as it was. Any
- * member may do it; a client may call it when idle. Errors: NOT_FOUND
+ * member may do it; the library does it by itself when the room says it
+ * is due (sealroom_ctx_set_auto_compact). Errors: NOT_FOUND
  * (nothing to compact now), DECRYPT (a message of the job could not be
  * read: the job is abandoned rather than drop it from the index), STATE,
  * UNAVAILABLE (no encrypted search). */
