@@ -7,7 +7,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { KIND_LISTING = 0, KIND_BLOCK = 1, KIND_ENTRY = 2 };
+enum { KIND_LISTING = 0, KIND_BLOCK = 1, KIND_ENTRY = 2, KIND_MIRROR = 3 };
+
+/* A mirrored entry; a mirror's rows are sorted by label. */
+typedef struct mrow {
+    unsigned char label[SSE_LABEL_BYTES];
+    uint64_t seq;
+} mrow;
 
 typedef struct entry {
     struct entry *hnext;         /* bucket chain */
@@ -46,10 +52,12 @@ static size_t slot(const se_cache *c, int kind, long long room, uint64_t segment
                    const unsigned char *label)
 {
     uint64_t h = mix((uint64_t)room * 4 + (uint64_t)kind);
-    if (kind != KIND_LISTING) {
+    if (kind == KIND_BLOCK || kind == KIND_ENTRY) {
         uint64_t l;
         memcpy(&l, label, sizeof l);
         h = mix(h ^ mix(segment) ^ l);
+    } else if (kind == KIND_MIRROR) {
+        h = mix(h ^ mix(segment));
     }
     return (size_t)(h & (c->nbuckets - 1));
 }
@@ -59,6 +67,7 @@ static bool same_key(const entry *e, int kind, long long room, uint64_t segment,
 {
     if (e->kind != kind || e->room != room) return false;
     if (kind == KIND_LISTING) return true;
+    if (kind == KIND_MIRROR) return e->segment == segment;
     return e->segment == segment && memcmp(e->label, label, SSE_LABEL_BYTES) == 0;
 }
 
@@ -308,13 +317,81 @@ void se_cache_entry_put(se_cache *c, long long room, uint64_t batch,
     seqs_put(c, KIND_ENTRY, room, batch, label, seq != 0, &seq, seq != 0);
 }
 
+static int cmp_mrow(const void *a, const void *b)
+{
+    return memcmp(((const mrow *)a)->label, ((const mrow *)b)->label, SSE_LABEL_BYTES);
+}
+
+int se_cache_mirror_probe(se_cache *c, long long room, uint64_t batch, uint64_t count,
+                          const unsigned char label[SSE_LABEL_BYTES], uint64_t *seq)
+{
+    int rc = SE_CACHE_MISS;
+    *seq = 0;
+    if (!c) return rc;
+    pthread_mutex_lock(&c->mu);
+    entry *e = *find(c, KIND_MIRROR, room, batch, NULL);
+    if (e && e->len / sizeof(mrow) == count) {
+        const mrow *rows = e->rows;
+        size_t lo = 0, hi = e->len / sizeof(mrow);
+        rc = SE_CACHE_NO_BLOCK;
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            int d = memcmp(rows[mid].label, label, SSE_LABEL_BYTES);
+            if (d == 0) {
+                *seq = rows[mid].seq;
+                rc = SE_CACHE_BLOCK;
+                break;
+            }
+            if (d < 0)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        lru_unlink(c, e);
+        lru_push(c, e);
+        c->hits++;
+    } else {
+        c->misses++;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+void se_cache_mirror_put(se_cache *c, long long room, uint64_t batch,
+                         const unsigned char *labels, const uint64_t *seqs, size_t n)
+{
+    if (!c || n > c->max_bytes / 4 / sizeof(mrow)) return;
+    entry *e = calloc(1, sizeof *e);
+    mrow *rows = malloc(n ? n * sizeof *rows : 1);
+    if (!e || !rows) {
+        free(e);
+        free(rows);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        memcpy(rows[i].label, labels + i * SSE_LABEL_BYTES, SSE_LABEL_BYTES);
+        rows[i].seq = seqs[i];
+    }
+    qsort(rows, n, sizeof *rows, cmp_mrow);
+    e->kind = KIND_MIRROR;
+    e->room = room;
+    e->segment = batch;
+    e->rows = rows;
+    e->len = n * sizeof *rows;
+    e->cost = sizeof *e + e->len;
+    pthread_mutex_lock(&c->mu);
+    insert(c, e);
+    pthread_mutex_unlock(&c->mu);
+}
+
 void se_cache_drop_reads(se_cache *c)
 {
     if (!c) return;
     pthread_mutex_lock(&c->mu);
     for (entry *e = c->oldest, *next; e; e = next) {
         next = e->newer;
-        if (e->kind != KIND_LISTING) drop(c, find(c, e->kind, e->room, e->segment, e->label));
+        if (e->kind == KIND_BLOCK || e->kind == KIND_ENTRY)
+            drop(c, find(c, e->kind, e->room, e->segment, e->label));
     }
     pthread_mutex_unlock(&c->mu);
 }
@@ -329,5 +406,7 @@ void se_cache_get_stats(se_cache *c, se_cache_stats *out)
     out->evictions = c->evictions;
     out->bytes = c->bytes;
     out->entries = c->entries;
+    for (const entry *e = c->oldest; e; e = e->newer)
+        out->mirrors += e->kind == KIND_MIRROR;
     pthread_mutex_unlock(&c->mu);
 }

@@ -1,14 +1,15 @@
 /* What searches keep between evaluations (searchcache.c): per room the
- * last listing of its live batches and segments, the entries probed in
- * sealed batches and the posting blocks already opened, so that the next
- * page of a search, or the next search of a popular word, neither waits
- * for the listing before probing nor probes and opens the same things
- * again.
+ * last listing of its live batches and segments, mirrors of the entries
+ * of its sealed live batches, the entries probed in sealed batches and the
+ * posting blocks already opened, so that the next page of a search, or the
+ * next search of a popular word, neither waits for the listing before
+ * probing nor reads the same things again.
  *
- * Why it is safe to keep. Everything here is something the service learnt
- * while answering a search: the listing is public metadata, and an opened
- * block is the access pattern of that search (which messages a keyword
- * token matched), which the scheme leaks anyway. Keys are never kept: a
+ * Why it is safe to keep. Everything here is something the service holds
+ * or learnt while answering a search: the listing and the entries are
+ * what its database stores anyway, and an opened block is the access
+ * pattern of that search (which messages a keyword token matched), which
+ * the scheme leaks anyway. Keys are never kept: a
  * block is filed under its label, a pseudorandom function of the token,
  * so only a search holding the same token finds it again.
  *
@@ -73,13 +74,30 @@ int se_cache_entry_get(se_cache *c, long long room, uint64_t batch,
 void se_cache_entry_put(se_cache *c, long long room, uint64_t batch,
                         const unsigned char label[SSE_LABEL_BYTES], uint64_t seq);
 
-/* Forgets every block and entry (listings stay): what a search costs
- * when nothing it reads was read before (benchmarks). */
+/* Mirrors: every entry of a sealed batch, so that probing it costs no
+ * database read at all (a room's live batches are probed by every search
+ * until compaction takes them). A mirror counts only for the number of
+ * entries it was made with: the listing says how many the batch has. */
+
+/* SE_CACHE_BLOCK with the entry's seq, SE_CACHE_NO_BLOCK when the batch
+ * has no such entry, SE_CACHE_MISS when the batch has no mirror of
+ * `count` entries. */
+int se_cache_mirror_probe(se_cache *c, long long room, uint64_t batch, uint64_t count,
+                          const unsigned char label[SSE_LABEL_BYTES], uint64_t *seq);
+
+/* Files the mirror of a batch: n entries, labels[i] (16 bytes each, n of
+ * them back to back) with seqs[i]. Not filed if it would take more than a
+ * quarter of the cache. */
+void se_cache_mirror_put(se_cache *c, long long room, uint64_t batch,
+                         const unsigned char *labels, const uint64_t *seqs, size_t n);
+
+/* Forgets every block and entry (listings and mirrors stay): what a
+ * search costs when the word was not searched before (benchmarks). */
 void se_cache_drop_reads(se_cache *c);
 
 typedef struct se_cache_stats {
     uint64_t hits, misses, evictions;
-    size_t bytes, entries;
+    size_t bytes, entries, mirrors;
 } se_cache_stats;
 
 void se_cache_get_stats(se_cache *c, se_cache_stats *out);

@@ -98,6 +98,11 @@
 #define SQLSTATE_DUP_STATEMENT "42P05"
 #define ROUND_LIST 1
 #define ROUND_RETRACTED 2
+/* A room with at most this many live batches has its sealed batches
+ * mirrored in the search cache (searchcache.h): automatic compaction keeps
+ * a room there, and then probing entries costs no database read. A room
+ * with more (compaction off or behind) is probed in the database. */
+#define MIRROR_MAX_BATCHES 64
 
 /* $1 room, $2 hi. Seals the open batches <= $2 that nobody is writing
  * into right now (only when hi is within the room's batches, so a
@@ -130,12 +135,14 @@
  *  4 retracted seq below $3, newest first, RETRACTED_LIMIT at most
  *                                (when $4 has ROUND_RETRACTED)
  *  5 live seq of $9 (a message, not retracted)
+ *  6 every entry of a batch of $10: id, count, count × (label ‖ u64 seq)
+ * (batch rows carry their entry count and state in c and d).
  * Probes are primary-key lookups, one per pair, whatever the statistics
  * say: a lateral subquery with LIMIT is never flattened into a join, so
  * the planner cannot trade it for a scan of the room's rows (which it
  * does when the tables grew since their last ANALYZE). */
 #define SQL_ROUND                                                                                  \
-    "SELECT 0::int8, batch, gen::int8, 0::int8, 0::int8, 0::int8, 0::int8, NULL::bytea "           \
+    "SELECT 0::int8, batch, gen::int8, entries::int8, state::int8, 0::int8, 0::int8, NULL::bytea " \
     "FROM search_batches WHERE room_id = $1 AND batch <= $2 AND state <= 1 "                       \
     "AND ($4::int8 & 1) <> 0 "                                                                     \
     "UNION ALL SELECT 1, segment, gen::int8, first_batch, last_batch, min_seq, max_seq, NULL "     \
@@ -154,7 +161,9 @@
     "ORDER BY seq DESC LIMIT " STR(RETRACTED_LIMIT) ") "                                           \
     "UNION ALL SELECT 5, u.seq, 0, 0, 0, 0, 0, NULL FROM unnest($9::int8[]) AS u(seq) "            \
     "CROSS JOIN LATERAL (SELECT 1 FROM messages WHERE room_id = $1 AND seq = u.seq "               \
-    "AND retracted_at IS NULL LIMIT 1) m"
+    "AND retracted_at IS NULL LIMIT 1) m "                                                         \
+    "UNION ALL SELECT 6, batch, count(*), 0, 0, 0, 0, string_agg(label || int8send(seq), ''::bytea) " \
+    "FROM search_entries WHERE room_id = $1 AND batch = ANY($10::int8[]) GROUP BY batch"
 
 static const struct {
     const char *name, *sql;
@@ -180,6 +189,9 @@ typedef struct buf {
 typedef struct batch_row {
     uint64_t id;
     uint32_t gen;
+    uint64_t entries; /* as the listing counts them */
+    bool sealed;
+    bool asked; /* its mirror was asked for in this evaluation */
 } batch_row;
 
 typedef struct seg_row {
@@ -191,6 +203,8 @@ typedef struct seg_row {
 typedef struct etask {
     unsigned kw;
     uint64_t batch;
+    uint64_t count; /* the batch's entries, for its mirror */
+    bool sealed;
     uint32_t next, chunk;
     bool done;
     size_t req; /* this round's first request (chunk of them) */
@@ -268,12 +282,13 @@ typedef struct eval {
     size_t ner, cer, ner_db;
     size_t *emap; /* the entries probed in the database: their index in er */
     size_t cemap;
+    seqvec mreq; /* batches whose entries this round reads whole, to mirror */
     breq *br;
     size_t nbr, cbr, nbr_db;
     size_t *bmap; /* the blocks read from the database: their index in br */
     size_t cbmap;
     seqvec lreq;
-    buf pb[5];
+    buf pb[6];
 } eval;
 
 static void fail(eval *ev, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -437,8 +452,8 @@ typedef struct call {
     const char *stmt;
     const char *sql;
     int nparams;
-    const char *vals[9];
-    int lens[9];
+    const char *vals[10];
+    int lens[10];
 } call;
 
 static const call SYNC = {0};
@@ -477,7 +492,7 @@ static PGresult *next_result(PGconn *pg)
  * statement already there counts as success. */
 static bool pipeline(eval *ev, const call *calls, size_t n, PGresult **res, bool allow_dup)
 {
-    static const int formats[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1};
+    static const int formats[10] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
     size_t nres = 0;
     bool sent = true, ok = true;
 
@@ -586,11 +601,14 @@ static size_t batch_from(const eval *ev, uint64_t lo)
     return a;
 }
 
-static void new_etask(eval *ev, unsigned kw, uint64_t batch, const unsigned char t[SSE_KEY_BYTES])
+static void new_etask(eval *ev, unsigned kw, const batch_row *b,
+                      const unsigned char t[SSE_KEY_BYTES])
 {
     etask *e = &ev->et[ev->net++];
     e->kw = kw;
-    e->batch = batch;
+    e->batch = b->id;
+    e->count = b->entries;
+    e->sealed = b->sealed;
     e->next = 0;
     e->chunk = FIRST_CHUNK;
     e->done = false;
@@ -656,7 +674,7 @@ static bool make_tasks(eval *ev)
                     if (taken_b[i] || ev->batches[i].gen != cv->gen) continue;
                     taken_b[i] = true;
                     sse_walk_leaf(&w, t, (uint32_t)ev->batches[i].id);
-                    new_etask(ev, k, ev->batches[i].id, t);
+                    new_etask(ev, k, &ev->batches[i], t);
                 }
                 for (size_t i = 0; i < ev->nsegs; i++) {
                     const seg_row *sg = &ev->segs[i];
@@ -743,7 +761,7 @@ static bool adopt_listing(eval *ev, lrow *rows, size_t n)
         const uint64_t *v = rows[i].v;
         /* gen is a positive int4 (CHECK gen > 0). */
         if (v[0] == 0)
-            ev->batches[ev->nbatches++] = (batch_row){v[1], (uint32_t)v[2]};
+            ev->batches[ev->nbatches++] = (batch_row){v[1], (uint32_t)v[2], v[3], v[4] == 1, false};
         else if (v[5] < ev->bound)
             ev->segs[ev->nsegs++] = (seg_row){v[1], v[3], v[4], v[5], v[6], (uint32_t)v[2]};
     }
@@ -835,6 +853,50 @@ static bool worth_reading(const eval *ev, const stask *s)
 }
 
 /* ---- a round ---- */
+
+/* Entries of batches the cache mirrors: walked in memory, counter by
+ * counter until the first miss, so those tasks are done without a read. */
+static bool walk_mirrors(eval *ev)
+{
+    if (!ev->cache) return true;
+    unsigned char label[SSE_LABEL_BYTES];
+    bool ok = true;
+    for (size_t i = 0; i < ev->net && ok; i++) {
+        etask *e = &ev->et[i];
+        if (e->done || !e->sealed) continue;
+        uint64_t seq;
+        sse_label(label, e->t, e->next);
+        int rc = se_cache_mirror_probe(ev->cache, ev->q->room_id, e->batch, e->count, label, &seq);
+        if (rc == SE_CACHE_MISS) continue;
+        while (rc == SE_CACHE_BLOCK && ok) {
+            if (seq < ev->bound) ok = sv_push(ev, &ev->found[e->kw], seq);
+            if (e->next == UINT32_MAX) break;
+            e->next++;
+            sse_label(label, e->t, e->next);
+            rc = se_cache_mirror_probe(ev->cache, ev->q->room_id, e->batch, e->count, label, &seq);
+        }
+        e->done = true;
+    }
+    sodium_memzero(label, sizeof label);
+    return ok;
+}
+
+/* The sealed batches worth mirroring that still have entries to probe
+ * (once per evaluation each): their entries come whole with the round. */
+static bool plan_mirrors(eval *ev)
+{
+    ev->mreq.n = 0;
+    if (!ev->cache || ev->nbatches > MIRROR_MAX_BATCHES) return true;
+    for (size_t i = 0; i < ev->net; i++) {
+        const etask *e = &ev->et[i];
+        if (e->done || !e->sealed || e->count == 0) continue;
+        size_t b = batch_from(ev, e->batch);
+        if (b >= ev->nbatches || ev->batches[b].asked) continue;
+        ev->batches[b].asked = true;
+        if (!sv_push(ev, &ev->mreq, e->batch)) return false;
+    }
+    return true;
+}
 
 /* Fills this round's requests from the assessed state, taking from the
  * cache the blocks it holds. */
@@ -1007,10 +1069,13 @@ typedef struct round_rows {
     lrow *listing;
     size_t nlisting;
     seqvec retracted, live;
+    int *mirrors; /* rows of kind 6 */
+    size_t nmirrors;
 } round_rows;
 
 static void round_rows_free(round_rows *rr)
 {
+    free(rr->mirrors);
     free(rr->listing);
     sv_free(&rr->retracted);
     sv_free(&rr->live);
@@ -1024,7 +1089,8 @@ static bool split_round(eval *ev, const PGresult *r, round_rows *rr)
     int rows = PQntuples(r);
     if (PQnfields(r) != 8) goto bad;
     rr->listing = calloc((size_t)rows + 1, sizeof *rr->listing);
-    if (!rr->listing) {
+    rr->mirrors = calloc((size_t)rows + 1, sizeof *rr->mirrors);
+    if (!rr->listing || !rr->mirrors) {
         fail(ev, SE_ERR_NOMEM, "out of memory");
         return false;
     }
@@ -1053,6 +1119,12 @@ static bool split_round(eval *ev, const PGresult *r, round_rows *rr)
         case 5:
             if (!sv_push(ev, &rr->live, v[1])) return false;
             break;
+        case 6:
+            if (v[2] > (uint64_t)INT32_MAX / 24 ||
+                PQgetlength(r, i, 7) != (int)(v[2] * (SSE_LABEL_BYTES + 8)))
+                goto bad;
+            rr->mirrors[rr->nmirrors++] = i;
+            break;
         default:
             goto bad;
         }
@@ -1064,6 +1136,38 @@ static bool split_round(eval *ev, const PGresult *r, round_rows *rr)
 bad:
     fail(ev, SE_ERR_DB, "search round: unexpected row");
     return false;
+}
+
+/* Mirrors read whole this round, filed when they hold every entry the
+ * listing counts for their sealed batch (the same snapshot). */
+static bool take_mirrors(eval *ev, const PGresult *r, const round_rows *rr)
+{
+    for (size_t m = 0; m < rr->nmirrors; m++) {
+        int row = rr->mirrors[m];
+        uint64_t batch = get64((const unsigned char *)PQgetvalue(r, row, 1));
+        uint64_t n = get64((const unsigned char *)PQgetvalue(r, row, 2));
+        size_t b = batch_from(ev, batch);
+        if (b >= ev->nbatches || ev->batches[b].id != batch || !ev->batches[b].sealed ||
+            ev->batches[b].entries != n)
+            continue;
+        const unsigned char *p = (const unsigned char *)PQgetvalue(r, row, 7);
+        unsigned char *labels = malloc(n ? n * SSE_LABEL_BYTES : 1);
+        uint64_t *seqs = malloc(n ? n * sizeof *seqs : 1);
+        if (!labels || !seqs) {
+            free(labels);
+            free(seqs);
+            fail(ev, SE_ERR_NOMEM, "out of memory");
+            return false;
+        }
+        for (uint64_t i = 0; i < n; i++) {
+            memcpy(labels + i * SSE_LABEL_BYTES, p + i * (SSE_LABEL_BYTES + 8), SSE_LABEL_BYTES);
+            seqs[i] = get64(p + i * (SSE_LABEL_BYTES + 8) + SSE_LABEL_BYTES);
+        }
+        se_cache_mirror_put(ev->cache, ev->q->room_id, batch, labels, seqs, (size_t)n);
+        free(labels);
+        free(seqs);
+    }
+    return true;
 }
 
 /* The first round's seal answer: the room's last batch and the batches
@@ -1143,6 +1247,9 @@ static bool round_params(eval *ev)
     ok = ok && arr_begin(ev, &ev->pb[4], OID_INT8, ev->lreq.n);
     for (size_t i = 0; i < ev->lreq.n && ok; i++)
         ok = arr_int8(ev, &ev->pb[4], ev->lreq.v[i]);
+    ok = ok && arr_begin(ev, &ev->pb[5], OID_INT8, ev->mreq.n);
+    for (size_t i = 0; i < ev->mreq.n && ok; i++)
+        ok = arr_int8(ev, &ev->pb[5], ev->mreq.v[i]);
     return ok;
 }
 
@@ -1167,13 +1274,15 @@ static bool send_round(eval *ev)
                             .vals = {(const char *)room, (const char *)hi},
                             .lens = {8, 8}};
     calls[n++] = (call){.stmt = "se_round",
-                        .nparams = 9,
+                        .nparams = 10,
                         .vals = {(const char *)room, (const char *)hi, (const char *)bound,
                                  (const char *)flags, (const char *)ev->pb[0].p,
                                  (const char *)ev->pb[1].p, (const char *)ev->pb[2].p,
-                                 (const char *)ev->pb[3].p, (const char *)ev->pb[4].p},
+                                 (const char *)ev->pb[3].p, (const char *)ev->pb[4].p,
+                                 (const char *)ev->pb[5].p},
                         .lens = {8, 8, 8, 8, (int)ev->pb[0].len, (int)ev->pb[1].len,
-                                 (int)ev->pb[2].len, (int)ev->pb[3].len, (int)ev->pb[4].len}};
+                                 (int)ev->pb[2].len, (int)ev->pb[3].len, (int)ev->pb[4].len,
+                                 (int)ev->pb[5].len}};
     calls[n++] = SYNC;
     PGresult *res[2] = {0};
     round_rows rr = {0};
@@ -1194,7 +1303,8 @@ static bool send_round(eval *ev)
         }
     }
     if (ok && !busy && ev->rows && same_listing(ev->rows, ev->nrows, rr.listing, rr.nlisting)) {
-        ok = take_entries(ev) && take_blocks(ev) && take_live(ev, &rr.live);
+        ok = take_entries(ev) && take_blocks(ev) && take_live(ev, &rr.live) &&
+             take_mirrors(ev, res[first ? 1 : 0], &rr);
     } else if (ok) {
         /* A listing of this evaluation changed under it: a compaction
          * committed. (A guess from the cache that was wrong is no
@@ -1220,10 +1330,10 @@ static bool evaluate(eval *ev)
     if (!guess_listing(ev)) return false;
     for (;;) {
         if (ev->rows) {
-            if (!assess(ev) || !plan(ev)) return false;
+            if (!walk_mirrors(ev) || !assess(ev) || !plan(ev) || !plan_mirrors(ev)) return false;
         } else {
             ev->ner = ev->nbr = ev->nbr_db = ev->ner_db = 0;
-            ev->lreq.n = 0;
+            ev->lreq.n = ev->mreq.n = 0;
         }
         if (ev->sealed && !ev->ner_db && !ev->nbr_db && !ev->lreq.n) {
             if (!ev->ner && !ev->nbr) return true;
@@ -1338,6 +1448,7 @@ int se_search(PGconn *pg, const se_query *q, se_result *out, char *err, size_t e
     sv_free(&ev.live);
     sv_free(&ev.dead);
     sv_free(&ev.lreq);
+    sv_free(&ev.mreq);
     free(ev.er);
     free(ev.br);
     free(ev.bmap);
