@@ -97,7 +97,8 @@ enum {
  * and out of pipeline mode that this thread owns (else SE_ERR_DB, the
  * connection untouched). The statements it uses are prepared on the
  * connection the first time (found missing, prepared, begun again), so a
- * new or reconnected connection needs nothing beforehand. First every
+ * new or reconnected connection needs nothing beforehand; preparing them
+ * sets the connection's plan_cache_mode to force_generic_plan. First every
  * open batch of the room with id ≤ q->hi is sealed (after checking hi
  * against the room's last batch), ahead of any read; then rounds of one
  * statement each probe the index, every round reading the room's listing
