@@ -1342,12 +1342,15 @@ static bool evaluate(eval *ev)
             ev->ner = ev->nbr = ev->nbr_db = ev->ner_db = 0;
             ev->lreq.n = ev->mreq.n = 0;
         }
-        if (ev->sealed && !ev->ner_db && !ev->nbr_db && !ev->lreq.n) {
-            if (!ev->ner && !ev->nbr) return true;
-            /* Everything this round wants is in the cache. */
+        if (!ev->ner_db && !ev->nbr_db && !ev->lreq.n && (ev->ner || ev->nbr)) {
+            /* Everything this round wants is in the cache: take it and go
+             * on, before the first round too, so that it asks for what the
+             * cache lacks (what was taken on a guessed listing goes if the
+             * round shows the listing otherwise). */
             if (!take_entries(ev) || !take_blocks(ev)) return false;
             continue;
         }
+        if (ev->sealed && !ev->ner_db && !ev->nbr_db && !ev->lreq.n) return true;
         if (!send_round(ev)) return false;
     }
 }
