@@ -65,6 +65,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
 #include "searchcache.h"
@@ -79,6 +80,7 @@
 #define CHUNK_GROWTH 4
 #define MAX_CHUNK 8192
 #define MAX_BLOCK_READ 256
+#define READ_AHEAD 4
 /* While entries are still being probed the page is not known, so blocks
  * are read speculatively, one per segment (saving a round trip when the
  * batches alone do not fill the page, as for every rare word), from the
@@ -490,8 +492,16 @@ static PGresult *next_result(PGconn *pg)
  * result up to the last sync is consumed, unless the connection broke.
  * true if every command succeeded. allow_dup: a prepare that finds its
  * statement already there counts as success. */
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
 static bool pipeline(eval *ev, const call *calls, size_t n, PGresult **res, bool allow_dup)
 {
+    double t0 = now_ms();
     static const int formats[10] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
     size_t nres = 0;
     bool sent = true, ok = true;
@@ -544,6 +554,7 @@ static bool pipeline(eval *ev, const call *calls, size_t n, PGresult **res, bool
         }
         nres++;
     }
+    ev->out->db_ms += now_ms() - t0;
     return ok;
 }
 
@@ -932,20 +943,29 @@ static bool plan(eval *ev)
         s->nreq = 0;
         if (!worth_reading(ev, s)) continue;
         if (ev->pending && spec[s->kw]++ >= SPEC_SEGMENTS) continue;
-        breq *br = grow(ev, ev->br, &ev->cbr, ev->nbr + s->nread, sizeof *br);
+        breq *br = grow(ev, ev->br, &ev->cbr, ev->nbr + s->nread + READ_AHEAD, sizeof *br);
         if (!br) return false;
         ev->br = br;
         s->req = ev->nbr;
-        s->nreq = s->nread;
-        for (uint32_t b = 0; b < s->nread; b++) {
+        uint32_t want = s->nread;
+        bool missed = false;
+        for (uint32_t b = 0; b < want; b++) {
             breq *r = &ev->br[ev->nbr++];
             r->seg = s->seg->id;
             r->body = NULL;
             sse_block_label(r->label, s->s, s->next + b);
             r->cached = se_cache_block_get(ev->cache, ev->q->room_id, r->seg, r->label, r->seqs,
                                            &r->ncached);
-            if (r->cached == SE_CACHE_MISS) ev->nbr_db++;
+            if (r->cached != SE_CACHE_MISS) continue;
+            ev->nbr_db++;
+            /* Past a full block the keyword is frequent here: going to the
+             * database anyway, read a few blocks ahead of the first one
+             * the cache lacks (a later page of a long result). */
+            if (!missed && s->next + b > 0 && b + READ_AHEAD > want && s->next + b + READ_AHEAD < UINT32_MAX)
+                want = b + READ_AHEAD;
+            missed = true;
         }
+        s->nreq = want;
     }
     /* Without the room's list of retractions: the liveness of the page's
      * candidates once the entries are in (before, the page still moves),

@@ -65,6 +65,7 @@ typedef struct se_result {
     /* For logs and tests: */
     unsigned corrupt_blocks; /* blocks that did not open (logged, skipped) */
     unsigned round_trips;    /* pipelines sent to PostgreSQL */
+    double db_ms;            /* time spent waiting for their answers */
     unsigned restarts;       /* evaluations begun again (a compaction changed the listing) */
 } se_result;
 
