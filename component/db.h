@@ -39,6 +39,14 @@ PGconn *db_pgconn(db *d);
 db_unit *db_unit_new(void);
 int db_unit_add(db_unit *u, const char *sql, int nparams, const char *const *values,
                 const int *lengths, const int *formats);
+/* The same for a statement whose text is run again and again (a constant):
+ * the db prepares it once per connection and then only binds and executes
+ * it, so the server does not parse and plan it for every execution. Up to
+ * 32 distinct texts per db are prepared; further ones run as with
+ * db_unit_add. Plans are PostgreSQL's plan cache's: custom plans for the
+ * first executions, then a generic one unless it looks costlier. */
+int db_unit_add_prepared(db_unit *u, const char *sql, int nparams, const char *const *values,
+                         const int *lengths, const int *formats);
 void db_unit_free(db_unit *u); /* only for a unit never submitted */
 /* Ask for binary-format results for every statement of the unit (default
  * text). A db_unit_add that fails (bad arguments, out of memory) returns -1

@@ -39,14 +39,18 @@
  * names that is no message at all (a lying compactor) is dropped when the
  * page's messages are read (searchpool.c).
  *
- * Cache. Blocks that opened (and labels known to have no block) are filed
- * in the search cache, so the next page of the same search, or the same
- * word searched again, reads from memory what it read before; a round
- * whose reads all come from the cache costs no round trip.
+ * Cache. Blocks that opened (and labels known to have no block) and the
+ * entries probed in sealed batches are filed in the search cache, so the
+ * next page of the same search, or the same word searched again, reads
+ * from memory what it read before; what the cache holds is taken before
+ * any round, which then asks only for the rest. In a room with few live
+ * batches (automatic compaction keeps it so) the sealed ones are mirrored
+ * whole in the cache, and their entries are walked in memory.
  *
  * Entries are probed 2 counters per batch first, then only where the
- * whole chunk matched, 4 times more each round. Segment blocks are read in order (block 0
- * holds the newest seqs), one block per segment first, doubling, and only
+ * whole chunk matched, 4 times more each round. Segment blocks are read
+ * in order (block 0 holds the newest seqs), one block per segment first,
+ * doubling (and a few ahead where the keyword fills blocks), and only
  * while the segment could still change the page: a segment whose unread
  * seqs all lie below the (max+1)-th known match, or where no other
  * keyword could match any more, is left alone.
@@ -139,7 +143,7 @@
  *  5 live seq of $9 (a message, not retracted)
  *  6 every entry of a batch of $10: id, count, count × (label ‖ u64 seq)
  * (batch rows carry their entry count and state in c and d).
- * Probes are primary-key lookups, one per pair, whatever the statistics
+ * Probes are index lookups, one per pair, whatever the statistics
  * say: a lateral subquery with LIMIT is never flattened into a join, so
  * the planner cannot trade it for a scan of the room's rows (which it
  * does when the tables grew since their last ANALYZE). */

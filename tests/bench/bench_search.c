@@ -1865,9 +1865,11 @@ int main(int argc, char **argv)
                "deleted, as compaction leaves them):\n",
                g_live_batches);
         fflush(stdout);
-        if (!ac_ok(conn[0], "DELETE FROM search_entries WHERE room_id = $1 AND batch <= $2", 2, v) ||
-            !ac_ok(conn[0], "UPDATE search_batches SET state = 2 WHERE room_id = $1 AND batch <= $2",
-                   2, v) ||
+        if (!ac_ok(conn[0], "DELETE FROM search_entries WHERE room_id = $1 AND batch <= $2", 2,
+                   v) ||
+            !ac_ok(conn[0],
+                   "UPDATE search_batches SET state = 2 WHERE room_id = $1 AND batch <= $2", 2,
+                   v) ||
             vacuum_analyze(conn[0], true) != 0 || measure_inserts(conn[0], &r, cdf, &crng) != 0)
             goto out;
         bool met = insert_result(line, sizeof line);

@@ -7,7 +7,7 @@
 # XMPP server), newest-50 pages and full result sets for keywords with
 # about 10, 100, 1,000 and 10,000 matches before and after compaction,
 # index bytes per posting and insert throughput; the BENCH.md RESULT lines
-# and the VERDICT come last. About 6 to 7 minutes on 2 cores (335-400 s
+# and the VERDICT come last. About 6 to 8 minutes on 2 cores (335-460 s
 # measured), and about 5 GB free under /var/tmp for the scratch cluster
 # (2.3 GB of them index entries before compaction). Extra arguments go to
 # bench_search (--messages N, --reps R, --insert M, --senders S, ...).

@@ -228,8 +228,9 @@ static const char INSERT_MESSAGE[] =
     "RETURNING seq, stamp";
 
 /* A unit storing one message; the payload is binary and mutated after the
- * add, to check that parameters are copied. */
-static db_unit *message_unit(long room, int i, const char *origin) {
+ * add, to check that parameters are copied. prepared: added with
+ * db_unit_add_prepared. */
+static db_unit *message_unit_as(long room, int i, const char *origin, bool prepared) {
     char rbuf[24], sender[64], nick[32];
     unsigned char payload[40];
     snprintf(rbuf, sizeof rbuf, "%ld", room);
@@ -242,10 +243,16 @@ static db_unit *message_unit(long room, int i, const char *origin) {
     const int fmts[] = {0, 0, 0, 0, 1};
     db_unit *u = db_unit_new();
     assert_non_null(u);
-    assert_int_equal(db_unit_add(u, INSERT_MESSAGE, 5, vals, lens, fmts), 0);
+    assert_int_equal((prepared ? db_unit_add_prepared : db_unit_add)(u, INSERT_MESSAGE, 5, vals,
+                                                                     lens, fmts),
+                     0);
     memset(payload, 0xEE, sizeof payload);
     memset(sender, 'x', 5);
     return u;
+}
+
+static db_unit *message_unit(long room, int i, const char *origin) {
+    return message_unit_as(room, i, origin, false);
 }
 
 /* ---- tests ---- */
@@ -864,6 +871,129 @@ static void test_reconnect(void **state) {
     db_free(d);
 }
 
+/* Statements prepared on the db's own session, read through that session. */
+static long prepared_on_session(db *d, int *done) {
+    outcome o = {0};
+    int target = *done + 1;
+    o.counter = done;
+    g_in_submit = true;
+    db_read1(d, "SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'sr_ps%'", 0, NULL,
+             NULL, NULL, record, &o);
+    g_in_submit = false;
+    assert_true(run_until(d, done, target, 10000));
+    assert_true(o.ok);
+    return strtol(o.val[0], NULL, 10);
+}
+
+/* A read of $1 + 1 with its statement added by db_unit_add_prepared. */
+static void prepared_read(db *d, int v, int *done) {
+    char in[16];
+    snprintf(in, sizeof in, "%d", v);
+    const char *vals[] = {in};
+    db_unit *u = db_unit_new();
+    assert_int_equal(db_unit_add_prepared(u, "SELECT $1::int + 1", 1, vals, NULL, NULL), 0);
+    outcome o = {0};
+    int target = *done + 1;
+    o.counter = done;
+    submit(d, u, false, record, &o);
+    assert_true(run_until(d, done, target, 10000));
+    assert_true(o.ok);
+    assert_int_equal(strtol(o.val[0], NULL, 10), v + 1);
+}
+
+/* db_unit_add_prepared: the same results as unnamed statements, one Parse
+ * per text and connection (later groups reuse it), a text whose Parse fails
+ * costs its own unit only (which then runs unnamed and fails alone, as any
+ * bad unit), and a new connection prepares again. */
+static void test_prepared_statements(void **state) {
+    (void)state;
+    db *d = connect_migrated(g_conninfo);
+    long room = make_room("prepared@rooms.localhost");
+    outcome o[NGROUP] = {0};
+    int done = 0;
+    for (int i = 0; i < NGROUP; i++) {
+        o[i].counter = &done;
+        db_unit *u;
+        if (i == 7) {
+            const char *vals[] = {"1"};
+            u = db_unit_new();
+            assert_int_equal(
+                db_unit_add_prepared(u, "INSRT INTO messages VALUES ($1)", 1, vals, NULL, NULL), 0);
+        } else {
+            char origin[16];
+            snprintf(origin, sizeof origin, "p%d", i);
+            u = message_unit_as(room, i, origin, true);
+        }
+        submit(d, u, true, record, &o[i]);
+    }
+    assert_true(run_until(d, &done, NGROUP, 20000));
+    char *seen = calloc(NGROUP + 1, 1);
+    for (int i = 0; i < NGROUP; i++) {
+        assert_int_equal(o[i].calls, 1);
+        if (i == 7) {
+            assert_false(o[i].ok);
+            assert_true(db_err_sqlstate_is(o[i].err, "42601"));
+            continue;
+        }
+        assert_true(o[i].ok);
+        assert_int_equal(o[i].ntuples[0], 1);
+        long seq = strtol(o[i].val[0], NULL, 10);
+        assert_true(seq >= 1 && seq <= NGROUP);
+        assert_false(seen[seq]);
+        seen[seq] = 1;
+    }
+    free(seen);
+    db_stats st;
+    db_get_stats(d, &st);
+    assert_int_equal(st.units_failed, 1);
+    assert_int_equal(st.units_committed, NGROUP - 1);
+    assert_int_equal(st.commits, 1); /* the bad unit alone, the rest regrouped */
+    assert_int_equal(prepared_on_session(d, &done), 1); /* the good text only */
+
+    /* A second group binds the same statement: no second Parse. And a read
+     * gets prepared too (its first run goes unnamed, while its Parse is on
+     * the way). */
+    outcome more[5] = {0};
+    int target = done + 5;
+    for (int i = 0; i < 5; i++) {
+        char origin[16];
+        snprintf(origin, sizeof origin, "q%d", i);
+        more[i].counter = &done;
+        submit(d, message_unit_as(room, 100 + i, origin, true), true, record, &more[i]);
+    }
+    assert_true(run_until(d, &done, target, 10000));
+    for (int i = 0; i < 5; i++) assert_true(more[i].ok);
+    prepared_read(d, 41, &done);
+    prepared_read(d, 42, &done);
+    assert_int_equal(prepared_on_session(d, &done), 2);
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM messages WHERE room_id = %ld", room);
+    assert_int_equal(query_long(g_conninfo, sql), NGROUP - 1 + 5);
+
+    /* The session dies: the next one prepares again on first use. */
+    snprintf(sql, sizeof sql, "SELECT pg_terminate_backend(%ld)", backend_pid(d));
+    assert_int_equal(admin_exec(g_admin_conninfo, sql), 0);
+    outcome after = {0};
+    after.counter = &done;
+    target = done + 1;
+    submit(d, message_unit_as(room, 200, "after-kill", true), true, record, &after);
+    assert_true(run_until(d, &done, target, 15000));
+    if (!after.ok) {
+        /* In flight when the kill was noticed: the caller's resend. */
+        assert_non_null(strstr(after.err, "connection lost"));
+        wait_ready(d, 15000);
+        outcome again = {0};
+        again.counter = &done;
+        target = done + 1;
+        submit(d, message_unit_as(room, 200, "after-kill", true), true, record, &again);
+        assert_true(run_until(d, &done, target, 10000));
+        assert_true(again.ok);
+    }
+    assert_int_equal(prepared_on_session(d, &done), 1);
+    prepared_read(d, 7, &done);
+    db_free(d);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_migrate_applies_once),
@@ -875,6 +1005,7 @@ int main(void) {
         cmocka_unit_test(test_reads_pipelined_with_writes),
         cmocka_unit_test(test_unavailable_and_shutdown),
         cmocka_unit_test(test_reconnect),
+        cmocka_unit_test(test_prepared_statements),
     };
     return cmocka_run_group_tests_name("db", tests, group_setup, group_teardown);
 }

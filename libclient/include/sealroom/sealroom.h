@@ -59,9 +59,9 @@ extern "C" {
 #endif
 
 #define SEALROOM_VERSION_MAJOR 0
-#define SEALROOM_VERSION_MINOR 4
+#define SEALROOM_VERSION_MINOR 5
 #define SEALROOM_VERSION_PATCH 0
-#define SEALROOM_VERSION_STRING "0.4.0"
+#define SEALROOM_VERSION_STRING "0.5.0"
 /* (major << 16) | (minor << 8) | patch, comparable with sealroom_version_number(). */
 #define SEALROOM_VERSION_NUMBER \
     ((SEALROOM_VERSION_MAJOR << 16) | (SEALROOM_VERSION_MINOR << 8) | SEALROOM_VERSION_PATCH)
