@@ -223,26 +223,33 @@ void *se_cache_listing_get(se_cache *c, long long room, uint64_t hi, size_t *len
     return out;
 }
 
-void se_cache_listing_put(se_cache *c, long long room, uint64_t hi, const void *rows, size_t len)
+/* Files rows (len bytes, malloc'd, taken over: freed if not filed) as a
+ * listing or a mirror. */
+static void put_rows(se_cache *c, int kind, long long room, uint64_t key, void *rows, size_t len)
 {
-    if (!c) return;
     entry *e = calloc(1, sizeof *e);
-    void *copy = malloc(len ? len : 1);
-    if (!e || !copy) {
-        free(e);
-        free(copy);
+    if (!e) {
+        free(rows);
         return;
     }
-    if (len) memcpy(copy, rows, len);
-    e->kind = KIND_LISTING;
+    e->kind = (uint8_t)kind;
     e->room = room;
-    e->segment = hi;
-    e->rows = copy;
+    e->segment = key;
+    e->rows = rows;
     e->len = len;
     e->cost = sizeof *e + len;
     pthread_mutex_lock(&c->mu);
     insert(c, e);
     pthread_mutex_unlock(&c->mu);
+}
+
+void se_cache_listing_put(se_cache *c, long long room, uint64_t hi, const void *rows, size_t len)
+{
+    if (!c) return;
+    void *copy = malloc(len ? len : 1);
+    if (!copy) return;
+    if (len) memcpy(copy, rows, len);
+    put_rows(c, KIND_LISTING, room, hi, copy, len);
 }
 
 static int seqs_get(se_cache *c, int kind, long long room, uint64_t segment,
@@ -361,27 +368,14 @@ void se_cache_mirror_put(se_cache *c, long long room, uint64_t batch,
                          const unsigned char *labels, const uint64_t *seqs, size_t n)
 {
     if (!c || n > c->max_bytes / 4 / sizeof(mrow)) return;
-    entry *e = calloc(1, sizeof *e);
     mrow *rows = malloc(n ? n * sizeof *rows : 1);
-    if (!e || !rows) {
-        free(e);
-        free(rows);
-        return;
-    }
+    if (!rows) return;
     for (size_t i = 0; i < n; i++) {
         memcpy(rows[i].label, labels + i * SSE_LABEL_BYTES, SSE_LABEL_BYTES);
         rows[i].seq = seqs[i];
     }
     qsort(rows, n, sizeof *rows, cmp_mrow);
-    e->kind = KIND_MIRROR;
-    e->room = room;
-    e->segment = batch;
-    e->rows = rows;
-    e->len = n * sizeof *rows;
-    e->cost = sizeof *e + e->len;
-    pthread_mutex_lock(&c->mu);
-    insert(c, e);
-    pthread_mutex_unlock(&c->mu);
+    put_rows(c, KIND_MIRROR, room, batch, rows, n * sizeof *rows);
 }
 
 void se_cache_drop_reads(se_cache *c)

@@ -260,6 +260,7 @@ typedef struct eval {
     uint64_t bound; /* results are below it */
     se_cache *cache;
     bool sealed;    /* the first round (with the seal) has been */
+    bool moved;     /* plan took blocks from the cache: assess again */
     bool retracted; /* dead holds every retracted seq below bound */
     /* The listing the tasks were made from, sorted; NULL before any. */
     lrow *rows;
@@ -920,6 +921,8 @@ static bool plan_mirrors(eval *ev)
     return true;
 }
 
+static bool take_cached_blocks(eval *ev, stask *s);
+
 /* Fills this round's requests from the assessed state, taking from the
  * cache the blocks it holds. */
 static bool plan(eval *ev)
@@ -945,7 +948,8 @@ static bool plan(eval *ev)
     for (size_t i = 0; i < ev->nst; i++) {
         stask *s = &ev->st[i];
         s->nreq = 0;
-        if (!worth_reading(ev, s)) continue;
+        if (!take_cached_blocks(ev, s)) return false;
+        if (!s->frontier || !worth_reading(ev, s)) continue;
         if (ev->pending && spec[s->kw]++ >= SPEC_SEGMENTS) continue;
         breq *br = grow(ev, ev->br, &ev->cbr, ev->nbr + s->nread + READ_AHEAD, sizeof *br);
         if (!br) return false;
@@ -1027,12 +1031,57 @@ static void corrupt(eval *ev, const stask *s, uint32_t idx, const char *why)
 
 /* Blocks of one segment in order: a miss or a short block ends it. What
  * the database answered goes into the cache as it opened. */
+/* Block idx of s, opened (n seqs): checked, its seqs found, the frontier
+ * moved. false only when memory ran out. */
+static bool add_block(eval *ev, stask *s, uint32_t idx, const uint64_t *seqs, size_t n)
+{
+    /* Authentic, but the seqs must lie in the segment and below the blocks
+     * before: the order is what lets a search stop early. */
+    if (n > 0 && (seqs[n - 1] < s->seg->min_seq || seqs[0] > s->seg->max_seq ||
+                  (s->last_seq && seqs[0] >= s->last_seq))) {
+        corrupt(ev, s, idx, "is out of order");
+        return true;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (seqs[i] < ev->bound && !sv_push(ev, &ev->found[s->kw], seqs[i])) return false;
+    if (n > 0) {
+        s->last_seq = seqs[n - 1];
+        if (s->frontier >= s->last_seq) s->frontier = s->last_seq - 1;
+    }
+    if (n < SSE_BLOCK_IDS || s->frontier < s->seg->min_seq) s->frontier = 0;
+    return true;
+}
+
+/* Takes the blocks of s the cache holds, from s->next on, while they
+ * could still change the page, so that a round asks only for what comes
+ * after them. */
+static bool take_cached_blocks(eval *ev, stask *s)
+{
+    unsigned char label[SSE_LABEL_BYTES];
+    uint64_t seqs[SSE_BLOCK_IDS];
+    size_t n;
+    bool ok = true;
+    while (ok && ev->cache && s->frontier && worth_reading(ev, s) && s->next < UINT32_MAX - 1) {
+        sse_block_label(label, s->s, s->next);
+        int rc = se_cache_block_get(ev->cache, ev->q->room_id, s->seg->id, label, seqs, &n);
+        if (rc == SE_CACHE_MISS) break;
+        if (rc == SE_CACHE_NO_BLOCK)
+            s->frontier = 0;
+        else
+            ok = add_block(ev, s, s->next, seqs, n);
+        s->next++;
+        ev->moved = true;
+    }
+    sodium_memzero(seqs, sizeof seqs);
+    return ok;
+}
+
 static bool read_blocks(eval *ev, stask *s)
 {
     uint64_t seqs[SSE_BLOCK_IDS];
     size_t n;
     bool ok = true;
-    for (uint32_t b = 0; b < s->nreq && s->frontier; b++) {
+    for (uint32_t b = 0; b < s->nreq && s->frontier && ok; b++) {
         const breq *r = &ev->br[s->req + b];
         uint32_t idx = s->next + b;
         if (r->cached == SE_CACHE_NO_BLOCK || (r->cached == SE_CACHE_MISS && !r->body)) {
@@ -1050,20 +1099,7 @@ static bool read_blocks(eval *ev, stask *s)
             corrupt(ev, s, idx, "does not open");
             continue;
         }
-        /* Authentic, but the seqs must lie in the segment and below the
-         * blocks before: the order is what lets a search stop early. */
-        if (n > 0 && (seqs[n - 1] < s->seg->min_seq || seqs[0] > s->seg->max_seq ||
-                      (s->last_seq && seqs[0] >= s->last_seq))) {
-            corrupt(ev, s, idx, "is out of order");
-            continue;
-        }
-        for (size_t i = 0; i < n && ok; i++)
-            if (seqs[i] < ev->bound) ok = sv_push(ev, &ev->found[s->kw], seqs[i]);
-        if (n > 0) {
-            s->last_seq = seqs[n - 1];
-            if (s->frontier >= s->last_seq) s->frontier = s->last_seq - 1;
-        }
-        if (n < SSE_BLOCK_IDS || s->frontier < s->seg->min_seq) s->frontier = 0;
+        ok = add_block(ev, s, idx, seqs, n);
     }
     sodium_memzero(seqs, sizeof seqs);
     if (s->frontier) {
@@ -1360,6 +1396,7 @@ static bool evaluate(eval *ev)
 {
     if (!guess_listing(ev)) return false;
     for (;;) {
+        ev->moved = false;
         if (ev->rows) {
             if (!walk_mirrors(ev) || !assess(ev) || !plan(ev) || !plan_mirrors(ev)) return false;
         } else {
@@ -1374,6 +1411,7 @@ static bool evaluate(eval *ev)
             if (!take_entries(ev) || !take_blocks(ev)) return false;
             continue;
         }
+        if (!ev->ner_db && !ev->nbr_db && !ev->lreq.n && ev->moved) continue;
         if (ev->sealed && !ev->ner_db && !ev->nbr_db && !ev->lreq.n) return true;
         if (!send_round(ev)) return false;
     }
