@@ -6,6 +6,3 @@ CREATE INDEX messages_retracted_idx ON messages (room_id, seq) WHERE retracted_a
 -- Every search round, compaction lease and compact='due' hint lists the
 -- room's live segments; merged ones (state 2) pile up over a room's life.
 CREATE INDEX search_segments_live_idx ON search_segments (room_id) WHERE state = 1;
--- Every search's seal and every round's listing read the room's live
--- batches; the compacted ones (state 2) are most of a room's batches.
-CREATE INDEX search_batches_live_idx ON search_batches (room_id, batch) WHERE state <= 1;
