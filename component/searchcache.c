@@ -33,7 +33,7 @@ typedef struct entry {
 struct se_cache {
     pthread_mutex_t mu;
     entry **buckets;
-    size_t nbuckets, entries, bytes, max_bytes;
+    size_t nbuckets, entries, mirrors, bytes, max_bytes;
     entry *oldest, *newest;
     uint64_t hits, misses, evictions;
 };
@@ -104,6 +104,14 @@ static void lru_push(se_cache *c, entry *e)
     c->newest = e;
 }
 
+/* e was found: it becomes the most recently used. */
+static void hit(se_cache *c, entry *e)
+{
+    lru_unlink(c, e);
+    lru_push(c, e);
+    c->hits++;
+}
+
 static void entry_free(entry *e)
 {
     if (e->rows) {
@@ -122,6 +130,7 @@ static void drop(se_cache *c, entry **p)
     lru_unlink(c, e);
     c->bytes -= e->cost;
     c->entries--;
+    c->mirrors -= e->kind == KIND_MIRROR;
     entry_free(e);
 }
 
@@ -173,6 +182,7 @@ static void insert(se_cache *c, entry *e)
     lru_push(c, e);
     c->bytes += e->cost;
     c->entries++;
+    c->mirrors += e->kind == KIND_MIRROR;
 }
 
 se_cache *se_cache_new(size_t max_bytes)
@@ -213,9 +223,7 @@ void *se_cache_listing_get(se_cache *c, long long room, uint64_t hi, size_t *len
     if (e && e->segment == hi && (out = malloc(e->len ? e->len : 1)) != NULL) {
         memcpy(out, e->rows, e->len);
         *len = e->len;
-        lru_unlink(c, e);
-        lru_push(c, e);
-        c->hits++;
+        hit(c, e);
     } else {
         c->misses++;
     }
@@ -264,9 +272,7 @@ static int seqs_get(se_cache *c, int kind, long long room, uint64_t segment,
         rc = e->present ? SE_CACHE_BLOCK : SE_CACHE_NO_BLOCK;
         memcpy(seqs, e->seqs, e->n * sizeof *seqs);
         *n = e->n;
-        lru_unlink(c, e);
-        lru_push(c, e);
-        c->hits++;
+        hit(c, e);
     } else {
         c->misses++;
     }
@@ -354,9 +360,7 @@ int se_cache_mirror_probe(se_cache *c, long long room, uint64_t batch, uint64_t 
             else
                 hi = mid;
         }
-        lru_unlink(c, e);
-        lru_push(c, e);
-        c->hits++;
+        hit(c, e);
     } else {
         c->misses++;
     }
@@ -400,7 +404,6 @@ void se_cache_get_stats(se_cache *c, se_cache_stats *out)
     out->evictions = c->evictions;
     out->bytes = c->bytes;
     out->entries = c->entries;
-    for (const entry *e = c->oldest; e; e = e->newer)
-        out->mirrors += e->kind == KIND_MIRROR;
+    out->mirrors = c->mirrors;
     pthread_mutex_unlock(&c->mu);
 }
