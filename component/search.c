@@ -857,7 +857,7 @@ static void handle_commit(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *
             "AND EXISTS (SELECT 1 FROM l)), "
             "bat AS (UPDATE search_batches SET state = 2 WHERE room_id = $1::bigint "
             "AND batch = ANY ((SELECT batches FROM l)::bigint[]) AND state = 1 RETURNING batch), "
-            "ent AS (DELETE FROM search_entries WHERE room_id = $1::bigint "
+            "ent AS (DELETE FROM search_buckets WHERE room_id = $1::bigint "
             "AND batch IN (SELECT batch FROM bat)), "
             "ms AS (UPDATE search_segments SET state = 2 WHERE room_id = $1::bigint "
             "AND segment = ANY ((SELECT merged_segments FROM l)::bigint[]) AND state = 1 "

@@ -29,7 +29,10 @@
  * sees every entry that committed before the seal, and an entry that
  * comes later meets a sealed batch and is refused. A batch the seal found
  * locked by a message being stored is sealed on its own afterwards
- * (waiting for that message) and the round's probes are not used.
+ * (waiting for that message) and the round's probes are not used. The
+ * seal is skipped when the listing the cache kept for this hi shows every
+ * batch sealed (sealed batches never open again): the round then reads
+ * the room's last batch itself, and the search costs one statement.
  *
  * Retractions. The first round fetches the room's retracted seqs below
  * `before` (a partial index keeps this cheap; retractions are rare); a
@@ -46,6 +49,10 @@
  * any round, which then asks only for the rest. In a room with few live
  * batches (automatic compaction keeps it so) the sealed ones are mirrored
  * whole in the cache, and their entries are walked in memory.
+ *
+ * Entries. A sealed batch's entries are packed into buckets by the first
+ * bits of their labels (sql/009, about 32 entries a bucket); a probe asks
+ * for the label's bucket, each bucket once a round, and scans it.
  *
  * Entries are probed 2 counters per batch first, then only where the
  * whole chunk matched, 4 times more each round. Segment blocks are read
@@ -104,6 +111,7 @@
 #define SQLSTATE_DUP_STATEMENT "42P05"
 #define ROUND_LIST 1
 #define ROUND_RETRACTED 2
+#define ROUND_LAST 4
 /* A room with at most this many live batches has its sealed batches
  * mirrored in the search cache (searchcache.h): automatic compaction keeps
  * a room there, and then probing entries costs no database read. A room
@@ -136,28 +144,33 @@
 /* One round, rows (kind, a..f, body), all int8 but the body:
  *  0 batch: id, gen              (when $4 has ROUND_LIST)
  *  1 segment: id, gen, first and last batch, min and max seq   (idem)
- *  2 entry found: index (from 1) into $5/$6, seq
+ *  2 bucket found: index (from 1) into $5/$6, body
  *  3 block found: index (from 1) into $7/$8, body
  *  4 retracted seq below $3, newest first, RETRACTED_LIMIT at most
  *                                (when $4 has ROUND_RETRACTED)
  *  5 live seq of $9 (a message, not retracted)
  *  6 every entry of a batch of $10: id, count, count × (label ‖ u64 seq)
- * (batch rows carry their entry count and state in c and d).
+ *  7 the room's last batch        (when $4 has ROUND_LAST: no seal ran)
+ * (batch rows carry their entry count, state and bucket bits in c, d, e;
+ * a bucket's body is entries (label ‖ u64 seq) in no order, sql/009).
  * Probes are index lookups, one per pair, whatever the statistics
  * say: a lateral subquery with LIMIT is never flattened into a join, so
  * the planner cannot trade it for a scan of the room's rows (which it
- * does when the tables grew since their last ANALYZE). */
+ * does when the tables grew since their last ANALYZE). Mirrors, too, are
+ * read batch by batch through a lateral subquery: as `batch = ANY($10)`
+ * the generic plan scanned the whole bucket table, even for no batch. */
 #define SQL_ROUND                                                                                  \
-    "SELECT 0::int8, batch, gen::int8, entries::int8, state::int8, 0::int8, 0::int8, NULL::bytea " \
+    "SELECT 0::int8, batch, gen::int8, entries::int8, state::int8, bucket_bits::int8, 0::int8, "   \
+    "NULL::bytea "                                                                                 \
     "FROM search_batches WHERE room_id = $1 AND batch <= $2 AND state <= 1 "                       \
     "AND ($4::int8 & 1) <> 0 "                                                                     \
     "UNION ALL SELECT 1, segment, gen::int8, first_batch, last_batch, min_seq, max_seq, NULL "     \
     "FROM search_segments WHERE room_id = $1 AND state = 1 AND last_batch <= $2 "                  \
     "AND ($4::int8 & 1) <> 0 "                                                                     \
-    "UNION ALL SELECT 2, p.i, e.seq, 0, 0, 0, 0, NULL "                                            \
-    "FROM unnest($5::int8[], $6::bytea[]) WITH ORDINALITY AS p(batch, label, i) "                  \
-    "CROSS JOIN LATERAL (SELECT seq FROM search_entries WHERE room_id = $1 AND batch = p.batch "   \
-    "AND label = p.label LIMIT 1) e "                                                              \
+    "UNION ALL SELECT 2, p.i, 0, 0, 0, 0, 0, e.body "                                              \
+    "FROM unnest($5::int8[], $6::int8[]) WITH ORDINALITY AS p(batch, bucket, i) "                  \
+    "CROSS JOIN LATERAL (SELECT body FROM search_buckets WHERE room_id = $1 AND batch = p.batch "  \
+    "AND bucket = p.bucket LIMIT 1) e "                                                            \
     "UNION ALL SELECT 3, p.i, 0, 0, 0, 0, 0, b.body "                                              \
     "FROM unnest($7::int8[], $8::bytea[]) WITH ORDINALITY AS p(seg, label, i) "                    \
     "CROSS JOIN LATERAL (SELECT body FROM search_blocks WHERE room_id = $1 AND segment = p.seg "   \
@@ -168,8 +181,12 @@
     "UNION ALL SELECT 5, u.seq, 0, 0, 0, 0, 0, NULL FROM unnest($9::int8[]) AS u(seq) "            \
     "CROSS JOIN LATERAL (SELECT 1 FROM messages WHERE room_id = $1 AND seq = u.seq "               \
     "AND retracted_at IS NULL LIMIT 1) m "                                                         \
-    "UNION ALL SELECT 6, batch, count(*), 0, 0, 0, 0, string_agg(label || int8send(seq), ''::bytea) " \
-    "FROM search_entries WHERE room_id = $1 AND batch = ANY($10::int8[]) GROUP BY batch"
+    "UNION ALL SELECT 6, m.batch, x.n, 0, 0, 0, 0, x.body "                                        \
+    "FROM unnest($10::int8[]) AS m(batch) CROSS JOIN LATERAL (SELECT sum(length(body))::int8 / 24 " \
+    "AS n, string_agg(body, ''::bytea) AS body FROM search_buckets WHERE room_id = $1 "            \
+    "AND batch = m.batch) x WHERE x.n IS NOT NULL "                                                \
+    "UNION ALL SELECT 7, search_last_batch, 0, 0, 0, 0, 0, NULL FROM rooms WHERE room_id = $1 "     \
+    "AND ($4::int8 & 4) <> 0"
 
 static const struct {
     const char *name, *sql;
@@ -196,6 +213,7 @@ typedef struct batch_row {
     uint64_t id;
     uint32_t gen;
     uint64_t entries; /* as the listing counts them */
+    unsigned bits;    /* its 2^bits buckets (sql/009) */
     bool sealed;
     bool asked; /* its mirror was asked for in this evaluation */
 } batch_row;
@@ -210,6 +228,7 @@ typedef struct etask {
     unsigned kw;
     uint64_t batch;
     uint64_t count; /* the batch's entries, for its mirror */
+    unsigned bits;
     bool sealed;
     uint32_t next, chunk;
     bool done;
@@ -230,10 +249,27 @@ typedef struct stask {
 
 typedef struct ereq {
     uint64_t batch;
+    uint32_t bucket;
     unsigned char label[SSE_LABEL_BYTES];
     uint64_t seq; /* 0: no such entry */
     int cached;   /* SE_CACHE_*: MISS when it has to be probed */
+    size_t bq;    /* when MISS: its bucket's request */
 } ereq;
+
+/* An entry probed in the database, to sort by bucket. */
+typedef struct bkey {
+    uint64_t batch;
+    uint32_t bucket;
+    size_t er;
+} bkey;
+
+/* A bucket read this round, for the entries probed in it. */
+typedef struct bqreq {
+    uint64_t batch;
+    uint32_t bucket;
+    const unsigned char *body; /* into this round's result; NULL: none */
+    size_t len;
+} bqreq;
 
 typedef struct breq {
     uint64_t seg;
@@ -260,6 +296,7 @@ typedef struct eval {
     uint64_t bound; /* results are below it */
     se_cache *cache;
     bool sealed;    /* the first round (with the seal) has been */
+    bool all_sealed; /* the guessed listing shows every batch <= hi sealed */
     bool moved;     /* plan took blocks from the cache: assess again */
     bool retracted; /* dead holds every retracted seq below bound */
     /* The listing the tasks were made from, sorted; NULL before any. */
@@ -287,8 +324,10 @@ typedef struct eval {
      * blocks are not in the cache. */
     ereq *er;
     size_t ner, cer, ner_db;
-    size_t *emap; /* the entries probed in the database: their index in er */
-    size_t cemap;
+    bqreq *bq; /* the buckets those are in, each once */
+    size_t nbq, cbq;
+    bkey *bkeys; /* scratch: the entries probed, by bucket */
+    size_t cbkeys;
     seqvec mreq; /* batches whose entries this round reads whole, to mirror */
     breq *br;
     size_t nbr, cbr, nbr_db;
@@ -624,6 +663,36 @@ static size_t batch_from(const eval *ev, uint64_t lo)
     return a;
 }
 
+/* ---- buckets of sealed batches (sql/009) ---- */
+
+#define BUCKET_ENTRY (SSE_LABEL_BYTES + 8)
+
+/* The bucket of a batch with 2^bits of them that a label lies in: its
+ * first bits (labels are pseudorandom). */
+static uint32_t bucket_of(const unsigned char label[SSE_LABEL_BYTES], unsigned bits)
+{
+    uint32_t top = (uint32_t)label[0] << 8 | label[1];
+    return bits ? top >> (16 - bits) : 0;
+}
+
+/* The seq a bucket holds for label; 0 for none. Entries are in no order;
+ * a bucket holds about 32. */
+static uint64_t bucket_find(const bqreq *b, const unsigned char label[SSE_LABEL_BYTES])
+{
+    for (size_t off = 0; b->body && off + BUCKET_ENTRY <= b->len; off += BUCKET_ENTRY)
+        if (memcmp(b->body + off, label, SSE_LABEL_BYTES) == 0)
+            return get64(b->body + off + SSE_LABEL_BYTES);
+    return 0;
+}
+
+static int cmp_bkey(const void *a, const void *b)
+{
+    const bkey *x = a, *y = b;
+    if (x->batch != y->batch) return x->batch < y->batch ? -1 : 1;
+    if (x->bucket != y->bucket) return x->bucket < y->bucket ? -1 : 1;
+    return 0;
+}
+
 static void new_etask(eval *ev, unsigned kw, const batch_row *b,
                       const unsigned char t[SSE_KEY_BYTES])
 {
@@ -631,6 +700,7 @@ static void new_etask(eval *ev, unsigned kw, const batch_row *b,
     e->kw = kw;
     e->batch = b->id;
     e->count = b->entries;
+    e->bits = b->bits;
     e->sealed = b->sealed;
     e->next = 0;
     e->chunk = FIRST_CHUNK;
@@ -783,8 +853,13 @@ static bool adopt_listing(eval *ev, lrow *rows, size_t n)
     for (size_t i = 0; i < n; i++) {
         const uint64_t *v = rows[i].v;
         /* gen is a positive int4 (CHECK gen > 0). */
+        if (v[0] == 0 && v[5] > 16) {
+            fail(ev, SE_ERR_DB, "search round: batch %" PRIu64 " has %" PRIu64 " bucket bits", v[1], v[5]);
+            return false;
+        }
         if (v[0] == 0)
-            ev->batches[ev->nbatches++] = (batch_row){v[1], (uint32_t)v[2], v[3], v[4] == 1, false};
+            ev->batches[ev->nbatches++] =
+                (batch_row){v[1], (uint32_t)v[2], v[3], (unsigned)v[5], v[4] == 1, false};
         else if (v[5] < ev->bound)
             ev->segs[ev->nsegs++] = (seg_row){v[1], v[3], v[4], v[5], v[6], (uint32_t)v[2]};
     }
@@ -804,6 +879,12 @@ static bool guess_listing(eval *ev)
         free(rows);
         return true;
     }
+    /* That listing holds every batch <= hi not compacted, as one snapshot
+     * saw them; a sealed batch never opens again and a compacted one was
+     * sealed first. */
+    ev->all_sealed = true;
+    for (size_t i = 0; i < len / sizeof *rows; i++)
+        if (rows[i].v[0] == 0 && rows[i].v[4] != 1) ev->all_sealed = false;
     return adopt_listing(ev, rows, len / sizeof *rows);
 }
 
@@ -940,6 +1021,7 @@ static bool plan(eval *ev)
             ereq *r = &ev->er[ev->ner++];
             r->batch = e->batch;
             sse_label(r->label, e->t, e->next + c);
+            r->bucket = bucket_of(r->label, e->bits);
             r->cached = se_cache_entry_get(ev->cache, ev->q->room_id, r->batch, r->label, &r->seq);
             if (r->cached == SE_CACHE_MISS) ev->ner_db++;
         }
@@ -1136,6 +1218,8 @@ typedef struct round_rows {
     lrow *listing;
     size_t nlisting;
     seqvec retracted, live;
+    bool has_last;
+    uint64_t last; /* kind 7 */
     int *mirrors; /* rows of kind 6 */
     size_t nmirrors;
 } round_rows;
@@ -1172,10 +1256,13 @@ static bool split_round(eval *ev, const PGresult *r, round_rows *rr)
         case 1:
             memcpy(rr->listing[rr->nlisting++].v, v, sizeof v);
             break;
-        case 2:
-            if (v[1] < 1 || v[1] > ev->ner_db || v[2] == 0) goto bad;
-            ev->er[ev->emap[v[1] - 1]].seq = v[2];
+        case 2: {
+            int len = PQgetlength(r, i, 7);
+            if (v[1] < 1 || v[1] > ev->nbq || len <= 0 || len % BUCKET_ENTRY != 0) goto bad;
+            ev->bq[v[1] - 1].body = (const unsigned char *)PQgetvalue(r, i, 7);
+            ev->bq[v[1] - 1].len = (size_t)len;
             break;
+        }
         case 3:
             if (v[1] < 1 || v[1] > ev->nbr_db || PQgetlength(r, i, 7) != SSE_BLOCK_BYTES) goto bad;
             ev->br[ev->bmap[v[1] - 1]].body = (const unsigned char *)PQgetvalue(r, i, 7);
@@ -1185,6 +1272,10 @@ static bool split_round(eval *ev, const PGresult *r, round_rows *rr)
             break;
         case 5:
             if (!sv_push(ev, &rr->live, v[1])) return false;
+            break;
+        case 7:
+            rr->has_last = true;
+            rr->last = v[1];
             break;
         case 6:
             if (v[2] > (uint64_t)INT32_MAX / 24 ||
@@ -1197,6 +1288,8 @@ static bool split_round(eval *ev, const PGresult *r, round_rows *rr)
         }
     }
     qsort(rr->listing, rr->nlisting, sizeof *rr->listing, cmp_lrow);
+    for (size_t i = 0; i < ev->ner; i++)
+        if (ev->er[i].cached == SE_CACHE_MISS) ev->er[i].seq = bucket_find(&ev->bq[ev->er[i].bq], ev->er[i].label);
     sv_sort(&rr->retracted);
     sv_sort(&rr->live);
     return true;
@@ -1233,6 +1326,22 @@ static bool take_mirrors(eval *ev, const PGresult *r, const round_rows *rr)
         se_cache_mirror_put(ev->cache, ev->q->room_id, batch, labels, seqs, (size_t)n);
         free(labels);
         free(seqs);
+    }
+    return true;
+}
+
+/* The room's last batch, read by a first round that did not seal. */
+static bool take_last(eval *ev, const round_rows *rr)
+{
+    if (!rr->has_last) {
+        fail(ev, SE_ERR_NO_ROOM, "no such room");
+        return false;
+    }
+    ev->out->last_batch = rr->last;
+    ev->out->seal_skipped = true;
+    if (ev->q->hi > rr->last) {
+        fail(ev, SE_ERR_BAD_QUERY, "hi is beyond the room's last batch");
+        return false;
     }
     return true;
 }
@@ -1284,22 +1393,39 @@ out:
     return ok;
 }
 
-/* The probes' parameters: the entries (pb 0, 1; emap maps them back) and
- * blocks (pb 2, 3; bmap) not in the cache, liveness (pb 4). */
+/* The buckets the entries not in the cache lie in, each asked once. */
+static bool plan_buckets(eval *ev)
+{
+    bkey *keys = grow(ev, ev->bkeys, &ev->cbkeys, ev->ner_db + 1, sizeof *keys);
+    if (!keys) return false;
+    ev->bkeys = keys;
+    bqreq *bq = grow(ev, ev->bq, &ev->cbq, ev->ner_db + 1, sizeof *bq);
+    if (!bq) return false;
+    ev->bq = bq;
+    size_t k = 0;
+    for (size_t i = 0; i < ev->ner; i++)
+        if (ev->er[i].cached == SE_CACHE_MISS)
+            keys[k++] = (bkey){ev->er[i].batch, ev->er[i].bucket, i};
+    qsort(keys, k, sizeof *keys, cmp_bkey);
+    ev->nbq = 0;
+    for (size_t j = 0; j < k; j++) {
+        ereq *r = &ev->er[keys[j].er];
+        r->seq = 0;
+        if (ev->nbq == 0 || bq[ev->nbq - 1].batch != r->batch || bq[ev->nbq - 1].bucket != r->bucket)
+            bq[ev->nbq++] = (bqreq){.batch = r->batch, .bucket = r->bucket};
+        r->bq = ev->nbq - 1;
+    }
+    return true;
+}
+
+/* The probes' parameters: the buckets (pb 0, 1) and blocks (pb 2, 3; bmap)
+ * not in the cache, liveness (pb 4), mirrors (pb 5). */
 static bool round_params(eval *ev)
 {
-    size_t *emap = grow(ev, ev->emap, &ev->cemap, ev->ner_db + 1, sizeof *emap);
-    if (!emap) return false;
-    ev->emap = emap;
-    bool ok = arr_begin(ev, &ev->pb[0], OID_INT8, ev->ner_db) &&
-              arr_begin(ev, &ev->pb[1], OID_BYTEA, ev->ner_db);
-    for (size_t i = 0, k = 0; i < ev->ner && ok; i++) {
-        if (ev->er[i].cached != SE_CACHE_MISS) continue;
-        ev->er[i].seq = 0;
-        ev->emap[k++] = i;
-        ok = arr_int8(ev, &ev->pb[0], ev->er[i].batch) &&
-             arr_bytes(ev, &ev->pb[1], ev->er[i].label, SSE_LABEL_BYTES);
-    }
+    bool ok = plan_buckets(ev) && arr_begin(ev, &ev->pb[0], OID_INT8, ev->nbq) &&
+              arr_begin(ev, &ev->pb[1], OID_INT8, ev->nbq);
+    for (size_t i = 0; i < ev->nbq && ok; i++)
+        ok = arr_int8(ev, &ev->pb[0], ev->bq[i].batch) && arr_int8(ev, &ev->pb[1], ev->bq[i].bucket);
     size_t *map = ok ? grow(ev, ev->bmap, &ev->cbmap, ev->nbr_db + 1, sizeof *map) : NULL;
     if (!map) return false;
     ev->bmap = map;
@@ -1327,15 +1453,19 @@ static bool round_params(eval *ev)
 static bool send_round(eval *ev)
 {
     bool first = !ev->sealed, busy = false, ok;
+    /* Sealing is for forward privacy: when every batch <= hi is sealed
+     * already, it would change nothing, and the round reads the room's
+     * last batch instead. */
+    bool seal = first && !ev->all_sealed;
     unsigned char room[8], hi[8], bound[8], flags[8];
     be64(room, (uint64_t)ev->q->room_id);
     be64(hi, ev->q->hi);
     be64(bound, ev->bound > INT64_MAX ? (uint64_t)INT64_MAX : ev->bound);
-    be64(flags, ROUND_LIST | (first ? ROUND_RETRACTED : 0));
+    be64(flags, ROUND_LIST | (first ? ROUND_RETRACTED : 0) | (first && !seal ? ROUND_LAST : 0));
     if (!round_params(ev)) return false;
     call calls[3];
     size_t n = 0;
-    if (first)
+    if (seal)
         calls[n++] = (call){.stmt = "se_seal",
                             .nparams = 2,
                             .vals = {(const char *)room, (const char *)hi},
@@ -1354,11 +1484,10 @@ static bool send_round(eval *ev)
     PGresult *res[2] = {0};
     round_rows rr = {0};
     ok = pipeline(ev, calls, n, res, false);
-    if (ok && first) {
-        ev->sealed = true;
-        ok = take_seal(ev, res[0], &busy);
-    }
-    ok = ok && split_round(ev, res[first ? 1 : 0], &rr);
+    if (ok && seal) ok = take_seal(ev, res[0], &busy);
+    ev->sealed = true;
+    ok = ok && split_round(ev, res[seal ? 1 : 0], &rr);
+    if (ok && first && !seal) ok = take_last(ev, &rr);
     if (ok && first) {
         /* Retractions are for good, so the list stays right for the rest
          * of the search whatever the listing does. */
@@ -1371,7 +1500,7 @@ static bool send_round(eval *ev)
     }
     if (ok && !busy && ev->rows && same_listing(ev->rows, ev->nrows, rr.listing, rr.nlisting)) {
         ok = take_entries(ev) && take_blocks(ev) && take_live(ev, &rr.live) &&
-             take_mirrors(ev, res[first ? 1 : 0], &rr);
+             take_mirrors(ev, res[seal ? 1 : 0], &rr);
     } else if (ok) {
         /* A listing of this evaluation changed under it: a compaction
          * committed. (A guess from the cache that was wrong is no
@@ -1524,7 +1653,8 @@ int se_search(PGconn *pg, const se_query *q, se_result *out, char *err, size_t e
     free(ev.er);
     free(ev.br);
     free(ev.bmap);
-    free(ev.emap);
+    free(ev.bkeys);
+    free(ev.bq);
     for (size_t i = 0; i < sizeof ev.pb / sizeof ev.pb[0]; i++)
         free(ev.pb[i].p);
     return ev.code;

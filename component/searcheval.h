@@ -67,6 +67,7 @@ typedef struct se_result {
     unsigned round_trips;    /* pipelines sent to PostgreSQL */
     double db_ms;            /* time spent waiting for their answers */
     unsigned restarts;       /* evaluations begun again (a compaction changed the listing) */
+    bool seal_skipped;       /* the cache proved every batch <= hi sealed already */
 } se_result;
 
 /* Parses a cover's wire form, k × (u8 depth ‖ u32 prefix ‖ 32-byte node)
