@@ -59,7 +59,8 @@
  * with at least 8 such segments. The lease picks from these, and the
  * compact='due' hint of the <batch/>, <search/> and <state/> answers asks
  * whether bg or sg has a row: one text, so a member told that compaction
- * is due gets a lease unless another member took the work meanwhile. (The
+ * is due gets a lease unless another member took the work meanwhile or
+ * the work had nothing left to index (the lease statement retires it). (The
  * lease statement drops expired leases before, which the hint's reading
  * of 'expires' makes moot.) */
 #define COMPACT_WORK_SQL(SEALED)                                                                  \
@@ -496,21 +497,38 @@ static void handle_batch(rooms *r, room *rm, xmpp_stanza_t *iq)
 
 /* ---- <compact/> ---- */
 
-/* res[2]: lease, segment, gen, first, last, expires (unix ms), count — or
- * no row: nothing to compact. */
+static void lease_submit(sop *op);
+
+/* res[2]: lease, segment, gen, first, last, expires (unix ms), count —
+ * all NULL when no lease was made — and the batches and segments retired
+ * for having nothing to index; no work at all leaves every column NULL or
+ * 0. */
 static void lease_made(void *arg, bool ok, PGresult *const *res, int nres, const char *err)
 {
     sop *op = arg;
     rooms *r = op->r;
     room *rm = op->rm;
     r->writes_in_flight--;
-    if (!ok || nres != 3) {
+    if (!ok || nres != 3 || PQntuples(res[2]) != 1) {
         db_failed(op, "leasing a compaction", err);
         sop_free(op);
         return;
     }
     const PGresult *q = res[2];
-    if (PQntuples(q) != 1) {
+    const char *retired_b = PQgetvalue(q, 0, 7), *retired_s = PQgetvalue(q, 0, 8);
+    bool retired = strcmp(retired_b, "0") != 0 || strcmp(retired_s, "0") != 0;
+    if (retired)
+        log_info(rm->name, "compaction: %s batches and %s segments with nothing left to index "
+                 "(every message retracted, or none) retired without a segment",
+                 retired_b, retired_s);
+    if (PQgetisnull(q, 0, 0)) {
+        /* What was retired may have hidden work behind it: pick again.
+         * Each pass retires 8 or more sealed batches or live segments,
+         * which never come back, so this ends. */
+        if (retired) {
+            lease_submit(op);
+            return;
+        }
         svc_error(r, op->iq, rm->name, "cancel", "item-not-found", NULL,
                   "nothing to compact: fewer than 8 sealed batches or live segments of one "
                   "level of one generation are free");
@@ -542,23 +560,32 @@ static void lease_made(void *arg, bool ok, PGresult *const *res, int nres, const
     sop_free(op);
 }
 
-static void handle_compact(rooms *r, room *rm, xmpp_stanza_t *iq)
+/* Expired leases go first (with what they staged), so what they held is
+ * free again. Then, log-structured: the oldest 8 to 64 sealed batches of
+ * one generation make a level-1 segment; failing that, the oldest 8 live
+ * segments of one level and generation make one of the next level.
+ * Nothing held by a live lease is picked twice. The seqs to index are the
+ * messages those entries or segments name, less the retracted.
+ *
+ * When there are none (every message retracted, or the batches hold no
+ * entries at all) no member has anything to build and no search can ever
+ * match there: the statement retires the pick itself, as a commit would
+ * (batches compacted and their entries deleted, segments retired and
+ * their blocks deleted), and leases nothing. Retracted messages stay
+ * retracted and a sealed batch takes no entry, so the pick cannot become
+ * non-empty later; handing it out instead would cost a member a round of
+ * IQs for an empty segment that every later search would list. */
+static void lease_submit(sop *op)
 {
-    sop *op = sop_new(r, rm, iq);
+    rooms *r = op->r;
+    room *rm = op->rm;
     db_unit *u = db_unit_new();
     char id[24], ms[24];
     snprintf(id, sizeof id, "%lld", rm->id);
     snprintf(ms, sizeof ms, "%d", r->cfg->search_lease_ms);
     const char *p1[1] = {id};
-    const char *p3[3] = {id, op ? op->full : NULL, ms};
-    /* Expired leases go first (with what they staged), so what they held
-     * is free again. Then, log-structured: the oldest 8 to 64 sealed
-     * batches of one generation make a level-1 segment; failing that, the
-     * oldest 8 live segments of one level and generation make one of the
-     * next level. Nothing held by a live lease is picked twice. The seqs to
-     * index are the messages those entries or segments name, less the
-     * retracted. */
-    if (!op || !u ||
+    const char *p3[3] = {id, op->full, ms};
+    if (!u ||
         db_unit_add(u,
                     "DELETE FROM search_staged s USING search_leases l WHERE s.room_id = $1 "
                     "AND l.room_id = $1 AND s.lease = l.lease AND l.expires <= now()",
@@ -582,21 +609,46 @@ static void handle_compact(rooms *r, room *rm, xmpp_stanza_t *iq)
             "'{}'::bigint[], array_agg(segment ORDER BY segment), ARRAY(SELECT DISTINCT u.seq "
             "FROM ssel, unnest(ssel.seqs) AS u(seq) JOIN messages m ON m.room_id = $1::bigint "
             "AND m.seq = u.seq WHERE m.retracted_at IS NULL ORDER BY u.seq) FROM ssel "
-            "HAVING count(*) > 0 AND NOT EXISTS (SELECT 1 FROM bsel)) "
-            "INSERT INTO search_leases (room_id, lease, segment, gen, level, holder, expires, "
-            "first_batch, last_batch, batches, merged_segments, seqs) "
+            "HAVING count(*) > 0 AND NOT EXISTS (SELECT 1 FROM bsel)), "
+            "ins AS (INSERT INTO search_leases (room_id, lease, segment, gen, level, holder, "
+            "expires, first_batch, last_batch, batches, merged_segments, seqs) "
             "SELECT $1::bigint, nextval('search_lease_ids'), nextval('search_segment_ids'), gen, "
             "level, $2::text, now() + $3::integer * interval '1 millisecond', first_batch, "
-            "last_batch, batches, merged, seqs FROM pick "
+            "last_batch, batches, merged, seqs FROM pick WHERE cardinality(seqs) > 0 "
             "RETURNING lease, segment, gen, first_batch, last_batch, "
-            "(extract(epoch FROM expires) * 1000)::bigint, cardinality(seqs)",
+            "(extract(epoch FROM expires) * 1000)::bigint AS expires_ms, "
+            "cardinality(seqs) AS count), "
+            "bare AS (SELECT batches, merged FROM pick WHERE cardinality(seqs) = 0), "
+            "rb AS (UPDATE search_batches SET state = 2 WHERE room_id = $1::bigint "
+            "AND batch = ANY ((SELECT batches FROM bare)::bigint[]) AND state = 1 "
+            "RETURNING batch), "
+            "rbe AS (DELETE FROM search_buckets WHERE room_id = $1::bigint "
+            "AND batch IN (SELECT batch FROM rb)), "
+            "rs AS (UPDATE search_segments SET state = 2 WHERE room_id = $1::bigint "
+            "AND segment = ANY ((SELECT merged FROM bare)::bigint[]) AND state = 1 "
+            "RETURNING segment), "
+            "rsb AS (DELETE FROM search_blocks WHERE room_id = $1::bigint "
+            "AND segment IN (SELECT segment FROM rs)) "
+            "SELECT ins.lease, ins.segment, ins.gen, ins.first_batch, ins.last_batch, "
+            "ins.expires_ms, ins.count, (SELECT count(*) FROM rb), (SELECT count(*) FROM rs) "
+            "FROM (SELECT 1) AS one LEFT JOIN ins ON true",
             3, p3, NULL, NULL) != 0) {
         db_unit_free(u);
-        if (op) sop_free(op);
-        oom(r, rm, iq);
+        oom(r, rm, op->iq);
+        sop_free(op);
         return;
     }
     submit(op, u, true, lease_made);
+}
+
+static void handle_compact(rooms *r, room *rm, xmpp_stanza_t *iq)
+{
+    sop *op = sop_new(r, rm, iq);
+    if (!op) {
+        oom(r, rm, iq);
+        return;
+    }
+    lease_submit(op);
 }
 
 /* ---- <fetch/> ---- */

@@ -1,11 +1,17 @@
 /* Automatic compaction of the encrypted search index through the real
  * stack (sealroomd's compact='due' hint, libsealroom's background jobs).
  * Scenarios (first argument):
- *   on   three writers send messages in rounds, a search after each round
- *        sealing the open batches, with automatic compaction on (the
- *        default) and now and then an explicit sealroom_room_compact
- *        alongside (OK or NOT_FOUND, never a failure); every search during
- *        the rounds returns exactly the plaintext truth. Afterwards, once
+ *   on   first, batches with nothing to index: three rounds whose messages
+ *        are all retracted before their batches seal, which the room
+ *        retires by itself (compacted, no segment, no lease left), then
+ *        three rounds of messages without a keyword, which a member
+ *        compacts into a segment of one dummy block; neither leaves live
+ *        batches behind. Then three writers send messages in rounds, a
+ *        search after each round sealing the open batches, with automatic
+ *        compaction on (the default) and now and then an explicit
+ *        sealroom_room_compact alongside (OK or NOT_FOUND, never a
+ *        failure); every search during the rounds returns exactly the
+ *        plaintext truth. Afterwards, once
  *        the members are done, PostgreSQL shows segments made, few live
  *        batches, nothing a lease would find and no lease left; every
  *        segment is one INDEX_COMPACTED event or one explicit job; every
@@ -38,6 +44,7 @@ static char room[256];
 typedef struct sent_msg {
     char origin[72];
     char *text;
+    bool retracted;
 } sent_msg;
 
 static sent_msg sent[MAX_MSGS];
@@ -104,6 +111,7 @@ static uint32_t send_text(e2e_lib *w, const char *text)
     IT_OK(sealroom_room_send(e2e_ctx(w), &req, m->origin, sizeof m->origin, room,
                              (const unsigned char *)text, strlen(text)));
     m->text = strdup(text);
+    m->retracted = false;
     return req;
 }
 
@@ -141,7 +149,7 @@ static void check_query(e2e_lib *w, const char *query, unsigned page)
     }
     size_t want = 0;
     for (size_t i = 0; i < nsent; i++) {
-        if (!text_matches(sent[i].text, query))
+        if (sent[i].retracted || !text_matches(sent[i].text, query))
             continue;
         want++;
         bool found = false;
@@ -262,22 +270,98 @@ static void finish(setup *s)
     nsent = 0;
 }
 
+typedef enum { ROUND_WORDS, ROUND_RETRACTED, ROUND_NO_KEYWORDS } round_kind;
+
+/* Texts with no letter, mark or digit: no keyword (search-wire §1). */
+static const char *const wordless[] = {":-) !!!", "... ?? --", "+++ ***", "(( ))"};
+
 /* One round: each writer sends `per` messages (each writer's first takes
- * a new batch, the last search having sealed its previous one), then a
- * search by one of them, exact, which seals every open batch. */
-static void round_of(setup *s, int r, int per, uint32_t *state)
+ * a new batch, the last search having sealed its previous one) of the
+ * kind asked for, retracting them all when asked, then a search by one
+ * of them, exact, which seals every open batch. */
+static void round_of(setup *s, int r, int per, uint32_t *state, round_kind kind)
 {
     for (int k = 0; k < 3; k++) {
         uint32_t req[16];
+        size_t first = nsent;
         for (int i = 0; i < per; i++) {
             char text[256];
-            make_text(text, sizeof text, state, (int)nsent);
+            if (kind == ROUND_NO_KEYWORDS)
+                snprintf(text, sizeof text, "%s", wordless[nsent % 4]);
+            else
+                make_text(text, sizeof text, state, (int)nsent);
             req[i] = send_text(s->w[k], text);
         }
-        for (int i = 0; i < per; i++)
+        for (int i = 0; i < per && kind == ROUND_RETRACTED; i++) {
             it_lib_wait_ok(s->w[k]->l, req[i], "sending");
+            const it_ev *done = it_lib_done(s->w[k]->l, req[i]);
+            IT_CHECK(done && done->stanza_id, "no stanza-id for a message to retract");
+            IT_OK(sealroom_room_retract(e2e_ctx(s->w[k]), &req[i], room, done->stanza_id));
+            sent[first + (size_t)i].retracted = true;
+        }
+        for (int i = 0; i < per; i++)
+            it_lib_wait_ok(s->w[k]->l, req[i], kind == ROUND_RETRACTED ? "retracting" : "sending");
     }
     check_query(s->w[r % 3], queries[r % 6], 50);
+}
+
+/* Waits until the room has nothing a lease would take and no lease. */
+static void settle(const char *what)
+{
+    uint64_t until = it_mono_ms() + SETTLE_MS;
+    while (pg_work() > 0 || pg_leases() > 0) {
+        IT_CHECK(it_mono_ms() < until,
+                 "compaction did not settle (%s): %lld kinds of work, %lld leases", what,
+                 pg_work(), pg_leases());
+        it_lib_pump_others(NULL);
+        it_sleep_ms(20);
+    }
+}
+
+static long long last_batch(void)
+{
+    return pg_count("SELECT search_last_batch FROM rooms WHERE room_id = $1");
+}
+
+/* Batches with nothing to index (search-wire §4 compact): three rounds
+ * whose messages are all retracted before their batches seal, which the
+ * room retires without a lease, then three rounds of messages without a
+ * keyword, which a member compacts into one segment of dummy blocks (it
+ * lists the messages and opens to nothing). Either way no batch stays
+ * live, so no job fails and comes back on the back-off. */
+static void empty_batches(setup *s, uint32_t *state)
+{
+    char sql[512];
+    for (int r = 0; r < 3; r++)
+        round_of(s, r, 2, state, ROUND_RETRACTED);
+    settle("retracted batches");
+    long long b1 = last_batch();
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM search_batches WHERE room_id = $1 AND batch <= %lld "
+             "AND state < 2",
+             b1);
+    IT_CHECK(b1 >= 9 && pg_count(sql) == 0, "%lld of the %lld retracted batches still live",
+             pg_count(sql), b1);
+    IT_CHECK(pg_count("SELECT count(*) FROM search_segments WHERE room_id = $1") == 0,
+             "a segment was made for batches whose messages are all retracted");
+    for (int r = 3; r < 6; r++)
+        round_of(s, r, 2, state, ROUND_NO_KEYWORDS);
+    settle("batches without keywords");
+    long long b2 = last_batch();
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM search_batches WHERE room_id = $1 AND batch <= %lld "
+             "AND state < 2",
+             b2);
+    IT_CHECK(pg_count(sql) == 0, "%lld batches without keywords still live", pg_count(sql));
+    IT_CHECK(pg_count("SELECT count(*) FROM search_segments WHERE room_id = $1 AND state = 1 "
+                      "AND cardinality(seqs) = 18") == 1,
+             "no live segment lists the 18 messages without keywords");
+    long long blocks = pg_count("SELECT count(*) FROM search_blocks b JOIN search_segments s "
+                                "USING (room_id, segment) WHERE room_id = $1");
+    IT_CHECK(blocks >= 1, "the segment of messages without keywords has no block");
+    it_log("batches 1-%lld (all retracted) retired without a segment; batches %lld-%lld (no "
+           "keywords) compacted into a segment of %lld dummy block(s)",
+           b1, b1 + 1, b2, blocks);
 }
 
 static void scenario_on(void)
@@ -287,8 +371,9 @@ static void scenario_on(void)
     uint32_t state = 11;
     const int rounds = 32, per = 3;
     int explicit_ok = 0, explicit_none = 0;
+    empty_batches(&s, &state);
     for (int r = 0; r < rounds; r++) {
-        round_of(&s, r, per, &state);
+        round_of(&s, r, per, &state, ROUND_WORDS);
         if (r % 8 == 7) {
             /* An explicit job alongside the automatic ones. */
             tally(s.w[2]);
@@ -302,14 +387,7 @@ static void scenario_on(void)
         }
     }
     /* Let the members finish what the room still has for them. */
-    uint64_t until = it_mono_ms() + SETTLE_MS;
-    while (pg_work() > 0 || pg_leases() > 0) {
-        IT_CHECK(it_mono_ms() < until,
-                 "compaction did not settle: %lld kinds of work, %lld leases", pg_work(),
-                 pg_leases());
-        it_lib_pump_others(NULL);
-        it_sleep_ms(20);
-    }
+    settle("after the rounds");
     for (int i = 0; i < 3; i++)
         tally(s.w[i]);
     long long batches = pg_count("SELECT count(*) FROM search_batches WHERE room_id = $1"),
@@ -357,7 +435,7 @@ static void scenario_off(void)
     uint32_t state = 23;
     const int rounds = 12, per = 3;
     for (int r = 0; r < rounds; r++)
-        round_of(&s, r, per, &state);
+        round_of(&s, r, per, &state, ROUND_WORDS);
     /* Time for anything that would have started by itself. */
     uint64_t until = it_mono_ms() + 3000;
     while (it_mono_ms() < until) {

@@ -21,8 +21,12 @@
  * generation refuses entries; retraction (only by the sender; no longer
  * found; MAM tombstone); compaction (lease, fetch paging, staged parts,
  * commit atomically replacing batches by a segment, searches unchanged
- * before and after; an expired lease changes nothing; a level-2 merge of
- * eight segments); pages of large messages end early, not complete; the
+ * before and after; an expired lease changes nothing; a segment of
+ * messages without a keyword is one dummy block, committed like any; a
+ * level-2 merge of eight segments); nothing left to index (batches and
+ * segments whose messages are all retracted are retired by the room
+ * itself, with no lease and no segment); pages of large messages end
+ * early, not complete; the
  * entry that fills a batch to 65,536 seals it; and a restart of sealroomd
  * that keeps everything. A serial test: it restarts sealroomd. */
 #include <inttypes.h>
@@ -1334,34 +1338,118 @@ int main(void)
     IT_CHECK(l3.first == l2.first && l3.last == more[8], "the new lease takes other batches");
     search_all(alice, "apple", 2, last, 50);
 
-    /* Six more level-1 segments (of empty batches: 9 taken, 8 or 9
-     * sealed), then eight segments of level 1 merge into one of level 2. */
+    /* Six more level-1 segments, of one message in 9 batches (8 or 9
+     * sealed) each; the first message has no keyword, so its segment is
+     * the builder's one dummy block, which the room stages and commits
+     * like any. Then eight segments of level 1 merge into one of level 2. */
+    uint32_t top = 0;
+    char seg_id[24];
     for (int k = 0; k < 6; k++) {
-        for (int i = 0; i < 9; i++) take_batch(alice, 2);
-        compact_all(alice, 0);
+        for (int i = 0; i < 9; i++) {
+            uint32_t b = take_batch(alice, 2);
+            if (i == 0) say_indexed(alice, k == 0 ? ":-) !!! ..." : "fig tree", 2, b, NULL);
+        }
+        lease lk = compact_all(alice, 1);
+        snprintf(seg_id, sizeof seg_id, "%" PRIu64, lk.segment);
+        IT_CHECK(k > 0 || pgv("SELECT count(*) FROM search_blocks WHERE room_id = " ROOM_ID
+                              " AND segment = $2",
+                              seg_id) == 1,
+                 "the segment of a message without keywords is not one block");
+        top = lk.last;
     }
     IT_CHECK(count_where("search_segments", "state = 1 AND level = 1") == 8,
              "eight live level-1 segments");
     long long live_msgs = 0;
     for (size_t i = 0; i < nmsgs; i++)
-        live_msgs += msgs[i].gen == 2 && !msgs[i].retracted && msgs[i].batch <= more[7];
+        live_msgs += msgs[i].gen == 2 && !msgs[i].retracted && msgs[i].batch <= top;
     lease l4 = compact_all(alice, live_msgs);
     IT_CHECK(l4.first == g2[0], "the merged segment starts at batch %u, not %u", l4.first, g2[0]);
     IT_CHECK(count_where("search_segments", "state = 1") == 1 &&
                  count_where("search_segments", "state = 1 AND level = 2") == 1 &&
                  count_where("search_segments", "state = 2") == 8,
              "the merge did not retire eight segments for one of level 2");
-    char seg[24];
-    snprintf(seg, sizeof seg, "%" PRIu64, l4.segment);
+    snprintf(seg_id, sizeof seg_id, "%" PRIu64, l4.segment);
     IT_CHECK(pgv("SELECT count(*) FROM search_blocks WHERE room_id = " ROOM_ID
                  " AND segment <> $2",
-                 seg) == 0,
+                 seg_id) == 0,
              "the merged segments kept their blocks");
     last = (uint32_t)room_col("search_last_batch");
     search_all(alice, "apple", 2, last, 50);
     search_all(alice, "grape", 2, last, 2);
     search_all(bob, "apple kiwi", 2, last, 50);
     search_all(bob, "banana", 2, last, 50);
+    search_all(bob, "fig", 2, last, 50);
+
+    /* ---- nothing left to index: the room retires it, leasing nothing ---- */
+    /* Eight level-1 segments of one message each, then nine batches, eight
+     * of one message each, sealed by a search; all those messages are
+     * retracted. One <compact/> retires the batches (they
+     * become compacted and lose their entries), picks again and retires
+     * the segments (with their blocks), makes no lease and no segment,
+     * and answers item-not-found: no member has to build (and every
+     * search then list) a segment of nothing. */
+    long long plum[16];
+    uint64_t plum_seg[8];
+    for (int k = 0; k < 8; k++) {
+        for (int i = 0; i < 9; i++) {
+            uint32_t b = take_batch(alice, 2);
+            if (i == 0) plum[k] = say_indexed(alice, "plum segment", 2, b, NULL);
+        }
+        plum_seg[k] = compact_all(alice, 1).segment;
+    }
+    uint32_t plum_b[9];
+    for (int i = 0; i < 9; i++) {
+        plum_b[i] = take_batch(alice, 2);
+        if (i < 8) plum[8 + i] = say_indexed(alice, "plum batch", 2, plum_b[i], NULL);
+    }
+    last = (uint32_t)room_col("search_last_batch");
+    search_all(bob, "plum", 2, last, 5);
+    for (int i = 0; i < 16; i++) {
+        st = retract(alice, plum[i]);
+        IT_CHECK(strcmp(attr(st, "type"), "groupchat") == 0, "retracting plum %d refused", i);
+        xmpp_stanza_release(st);
+        truth_of(plum[i])->retracted = true;
+    }
+    char in_b[96], in_s[128], cond[160];
+    snprintf(in_b, sizeof in_b, "batch BETWEEN %u AND %u", plum_b[0], plum_b[8]);
+    snprintf(in_s, sizeof in_s, "segment BETWEEN %" PRIu64 " AND %" PRIu64, plum_seg[0],
+             plum_seg[7]);
+    snprintf(cond, sizeof cond, "%s AND state = 1", in_b);
+    IT_CHECK(count_where("search_batches", cond) == 9 &&
+                 count_where("search_entries", in_b) == 8 * 8,
+             "the batches of retracted messages are not sealed with their entries");
+    snprintf(cond, sizeof cond, "%s AND state = 1 AND level = 1", in_s);
+    /* Two keywords of one message each: two blocks per segment. */
+    IT_CHECK(count_where("search_segments", cond) == 8 && count_where("search_blocks", in_s) == 16,
+             "the segments of retracted messages are not live with their blocks: %lld, %lld",
+             count_where("search_segments", cond), count_where("search_blocks", in_s));
+    snapshot pre_void = snap();
+    long long made = count_where("search_segments", NULL);
+    st = iq(alice, "set", "<compact xmlns='" NS_SEARCH "'/>");
+    check_search_error(st, "cancel", "item-not-found", NULL, "compacting nothing left to index");
+    xmpp_stanza_release(st);
+    snprintf(cond, sizeof cond, "%s AND state = 2", in_b);
+    IT_CHECK(count_where("search_batches", cond) == 9 && count_where("search_entries", in_b) == 0,
+             "the batches of retracted messages were not retired with their entries");
+    snprintf(cond, sizeof cond, "%s AND state = 2", in_s);
+    IT_CHECK(count_where("search_segments", cond) == 8 && count_where("search_blocks", in_s) == 0,
+             "the segments of retracted messages were not retired with their blocks");
+    IT_CHECK(count_where("search_segments", NULL) == made &&
+                 count_where("search_leases", NULL) == 0 &&
+                 count_where("search_staged", NULL) == 0,
+             "retiring made a lease or a segment");
+    snapshot post_void = snap();
+    IT_CHECK(post_void.messages == pre_void.messages &&
+                 post_void.retracted == pre_void.retracted &&
+                 post_void.segments == pre_void.segments - 8 && post_void.open == pre_void.open,
+             "retiring changed more than the index");
+    st = iq(bob, "get", "<state xmlns='" NS_SEARCH "'/>");
+    IT_CHECK(!xmpp_stanza_get_attribute(child(st, "state"), "compact"),
+             "compaction is still due after the retirement");
+    xmpp_stanza_release(st);
+    search_all(bob, "plum", 2, last, 5);
+    search_all(alice, "apple", 2, last, 50);
+    search_all(bob, "fig", 2, last, 50);
 
     /* ---- a page stops short of the XMPP server's stanza limit ---- */
     uint32_t big = take_batch(alice, 2);

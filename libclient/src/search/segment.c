@@ -68,6 +68,19 @@ out:
     return rc;
 }
 
+/* The one block of a segment without postings (segment.h): count 0 under
+ * a random S, so its label and body look like those of any keyword's
+ * block, and no keyword's S derives it. */
+static int seal_dummy(unsigned char *out, uint64_t segment)
+{
+    unsigned char s[32];
+    randombytes_buf(s, sizeof s);
+    sr_sse_block_label(out, s, 0);
+    int rc = sr_sse_block_seal(out + SR_SSE_LABEL_BYTES, s, segment, 0, NULL, 0);
+    sodium_memzero(s, sizeof s);
+    return rc;
+}
+
 /* Collects every (keyword id, seq) posting of the docs. */
 static int collect(sr_sse_kwtable *tab, posting **out, size_t *np, const sr_sse_doc *docs,
                    size_t ndocs)
@@ -119,8 +132,18 @@ int sr_sse_segment_build(const unsigned char kg[32], uint32_t gen, uint32_t last
         *nblocks = 0;
     if (!kg || gen == 0 || last_batch == 0 || (!docs && ndocs) || !blocks || !nblocks)
         goto out;
-    if ((rc = collect(&tab, &p, &np, docs, ndocs)) != SR_E2E_OK || np == 0)
+    if ((rc = collect(&tab, &p, &np, docs, ndocs)) != SR_E2E_OK)
         goto out;
+    if (np == 0) {
+        rc = SR_E2E_ERR_NOMEM;
+        if (!(out = malloc(SR_SSE_SEGMENT_BLOCK_BYTES)) ||
+            (rc = seal_dummy(out, segment)) != SR_E2E_OK)
+            goto out;
+        *blocks = out;
+        *nblocks = 1;
+        out = NULL;
+        goto out;
+    }
     qsort(p, np, sizeof *p, cmp_posting);
     /* Count the padded blocks, refusing a posting listed twice (it would
      * break strict descent within or across blocks). */

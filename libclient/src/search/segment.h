@@ -13,9 +13,16 @@
  * look like any other block, so the component learns the posting-list
  * size of a keyword only to within a factor of two.
  *
+ * A segment without postings (its messages have no keyword: only dummy
+ * entries stood for them) is one dummy block, a count-0 block under a
+ * random segment key that no cover reaches: a segment of zero blocks
+ * would tell the component that none of its messages has a keyword,
+ * which their entries (8 or more per message) did not.
+ *
  * The output is sorted by label: blocks of one keyword are not adjacent,
  * so neither the upload order nor the split into parts says which blocks
- * belong together. Thread-safety: pure function. */
+ * belong together. Thread-safety: no shared state (the dummy block draws
+ * from libsodium's generator). */
 #ifndef SEALROOM_SEARCH_SEGMENT_H
 #define SEALROOM_SEARCH_SEGMENT_H
 
@@ -34,8 +41,9 @@ typedef struct sr_sse_doc {
 
 /* Builds segment `segment` (last batch last_batch >= 1, generation
  * gen >= 1, key K_g) over docs[0..ndocs) in any order. *blocks receives
- * *nblocks × SR_SSE_SEGMENT_BLOCK_BYTES bytes sorted by label (caller
- * frees with free()); no docs or no keywords gives 0 blocks and NULL.
+ * *nblocks (at least 1) blocks of SR_SSE_SEGMENT_BLOCK_BYTES bytes each,
+ * sorted by label (caller frees with free()); no docs or no keywords
+ * gives the one dummy block.
  * Seqs should be distinct; a (keyword, seq) posting listed twice (a seq
  * repeated, or a keyword repeated in a doc) is refused. Memory: about 16
  * bytes per posting plus the output; time: dominated by 35 KDFs per
