@@ -19,13 +19,28 @@
  * their own are reported as failed. Re-running every unit alone would cost
  * one WAL flush each (hundreds for one bad unit), so when the error can be
  * pinned on one unit's statement (the units before it ran fine, those after
- * it never ran), only that unit is re-run alone and the rest go back, in
- * order, to the head of the queue to be grouped again. A group whose COMMIT
- * failed (no culprit), and any unit caught in DB_GROUP_FAILS_ALONE failed
- * groups (many bad units at once), is re-run unit by unit. A unit in flight
- * when the connection drops is different: its COMMIT may or may not have
- * happened, so it fails with "connection lost" and the caller decides
- * (messages carry origin-ids, so a client resend is idempotent).
+ * it never ran), only that unit is re-run alone and the rest are grouped
+ * again: those before it in one group, those after it in another. A group
+ * whose COMMIT failed (no culprit), and any unit caught in
+ * DB_GROUP_FAILS_ALONE failed groups (many bad units at once), is re-run
+ * unit by unit. A unit in flight when the connection drops is different:
+ * its COMMIT may or may not have happened, so it fails with "connection
+ * lost" and the caller decides (messages carry origin-ids, so a client
+ * resend is idempotent).
+ *
+ * Why retries keep the order. Callers submit dependent writes one after the
+ * other and rely on them committing in that order (a run's row is inserted,
+ * then updated, then deleted; of two units claiming one key the first must
+ * win). So the units of a failed group are re-run before any write queued
+ * behind them, in their own order: the culprit is not re-run ahead of the
+ * units before it (it may have failed because of them); units run alone are
+ * pipelined, but a re-run group is the last entry sent until it completes
+ * (should it fail, nothing behind it may commit before its units are re-run
+ * in turn). Units that come back unfinished (a failed group, entries
+ * poisoned behind a failed block) were sent before anything still queued:
+ * once no write is in flight they go back to the head of the retries, in
+ * the order they were sent. The price: a bad unit in the middle of a group
+ * costs one commit more (the units before it commit apart from those after).
  *
  * A subtlety of pipelining explicit transactions: after an error inside
  * BEGIN..COMMIT the Sync does not end the transaction, so everything already
@@ -94,6 +109,7 @@ struct db_unit {
     bool binary_results;
     bool write;
     int failed_groups; /* groups this unit was in that failed */
+    bool alone;        /* re-run in a transaction of its own */
     db_done_cb cb;
     void *arg;
     const char *fail_err; /* set when failed without results (static text) */
@@ -152,7 +168,8 @@ struct db {
     bool ever_connected;
 
     unit_list wq;         /* writes waiting for the next group */
-    unit_list retryq;     /* units of a failed group, to run alone */
+    unit_list retryq;     /* units of failed groups, in order, before wq */
+    unit_list returned;   /* sent and back unfinished: go before retryq */
     unit_list rq;         /* reads not yet sent */
     unit_list rretryq;    /* poisoned reads to re-send first */
     unit_list failq;      /* failed without being sent; callbacks pending */
@@ -228,6 +245,16 @@ static db_unit *list_pop(unit_list *l) {
     l->n--;
     u->next = NULL;
     return u;
+}
+
+/* Move every unit of `front` to the head of `l`, in order. */
+static void list_splice_front(unit_list *front, unit_list *l) {
+    if (!front->head) return;
+    front->tail->next = l->head;
+    if (!l->tail) l->tail = front->tail;
+    l->head = front->head;
+    l->n += front->n;
+    *front = (unit_list){0};
 }
 
 static void stmt_clear(db_stmt *s) {
@@ -465,10 +492,20 @@ static void conn_lost(db *d, const char *why) {
 
     d->writes_inflight = d->reads_inflight = d->units_inflight = 0;
     fail_sent(d, err);
-    /* The group these belonged to was sent and rolled back, but whether it
-     * failed because of them is unknown: the caller decides, as for units in
-     * flight. Unsent and poisoned (never executed) units stay queued. */
-    fail_list(d, &d->retryq, err);
+    /* Units to be re-run alone were in a group that failed, maybe because
+     * of them: as for units in flight, the caller decides. The other units
+     * waiting to be re-run did not commit and stay queued, as do units never
+     * sent; the retries still go first on the next connection. */
+    list_splice_front(&d->returned, &d->retryq);
+    unit_list keep = {0};
+    db_unit *u;
+    while ((u = list_pop(&d->retryq))) {
+        if (u->alone)
+            call_done(d, u, false, NULL, 0, err);
+        else
+            list_push(&keep, u);
+    }
+    d->retryq = keep;
 }
 
 /* ---- sending ---- */
@@ -626,18 +663,32 @@ static bool send_prepares(db *d, const db_unit *u) {
 
 static bool send_writes(db *d) {
     if (d->writes_inflight > 0) return true;
+    list_splice_front(&d->returned, &d->retryq);
     if (d->retryq.head) {
-        /* Each unit of a failed group in its own transaction, all pipelined. */
+        /* In order: each unit to run alone in its own transaction, a run of
+         * the others as one group. Pipelined, but nothing after a group: if
+         * it fails, its units are re-run before anything behind them. */
         while (d->retryq.head) {
+            int want = 0;
+            for (const db_unit *u = d->retryq.head;
+                 u && want < d->batch_max && (want == 0 || !u->alone); u = u->next) {
+                if (!send_prepares(d, u)) return false;
+                want++;
+                if (u->alone) break;
+            }
             int n;
-            if (!send_prepares(d, d->retryq.head)) return false;
-            db_unit *u = take_units(&d->retryq, 1, &n);
-            entry *e = entry_new(ENT_WRITE, u, 1);
+            db_unit *units = take_units(&d->retryq, want, &n);
+            entry *e = entry_new(ENT_WRITE, units, n);
             if (!e) {
-                fail_later(d, u, ERR_OOM);
+                while (units) {
+                    db_unit *next = units->next;
+                    fail_later(d, units, ERR_OOM);
+                    units = next;
+                }
                 continue;
             }
             if (!send_entry(d, e)) return false;
+            if (n > 1) break;
         }
         return true;
     }
@@ -776,13 +827,16 @@ static void finish_write(db *d, entry *e) {
         return;
     }
     if (!e->err[0]) snprintf(e->err, sizeof e->err, "transaction did not commit");
+    /* Entries complete in the order they were sent, and no write sent after
+     * this one commits (nothing follows a group; the rest are poisoned). */
     if (e->poisoned && e->fail_idx == 0 &&
         strcmp(e->fail_state, SQLSTATE_IN_FAILED_TRANSACTION) == 0) {
         /* Never ran: send again as it was. */
-        if (e->nunits > 1)
-            requeue_front(&d->wq, units);
-        else
-            list_push(&d->retryq, units);
+        while (units) {
+            db_unit *next = units->next;
+            list_push(&d->returned, units);
+            units = next;
+        }
         return;
     }
     if (e->nunits > 1) {
@@ -795,22 +849,13 @@ static void finish_write(db *d, entry *e) {
         }
         log_debug("db", "group of %d units failed (%s); retrying %s", e->nunits, e->err,
                   culprit ? "the failed unit alone" : "each unit alone");
-        db_unit *regroup = NULL, *tail = NULL;
         while (units) {
             db_unit *next = units->next;
-            if (!culprit || units == culprit || ++units->failed_groups >= DB_GROUP_FAILS_ALONE) {
-                list_push(&d->retryq, units);
-            } else {
-                units->next = NULL;
-                if (tail)
-                    tail->next = units;
-                else
-                    regroup = units;
-                tail = units;
-            }
+            if (!culprit || units == culprit || ++units->failed_groups >= DB_GROUP_FAILS_ALONE)
+                units->alone = true;
+            list_push(&d->returned, units);
             units = next;
         }
-        requeue_front(&d->wq, regroup);
         return;
     }
     call_done(d, units, false, NULL, 0, e->err);
@@ -918,6 +963,7 @@ void db_free(db *d) {
     if (!d) return;
     fail_sent(d, ERR_SHUTDOWN);
     run_failq(d);
+    fail_list(d, &d->returned, ERR_SHUTDOWN);
     fail_list(d, &d->retryq, ERR_SHUTDOWN);
     fail_list(d, &d->wq, ERR_SHUTDOWN);
     fail_list(d, &d->rretryq, ERR_SHUTDOWN);
@@ -1075,7 +1121,7 @@ void db_tick(db *d, long now_ms) {
 
 void db_get_stats(const db *d, db_stats *out) {
     *out = d->stats;
-    out->queued_units = d->wq.n + d->retryq.n + d->rq.n + d->rretryq.n;
+    out->queued_units = d->wq.n + d->returned.n + d->retryq.n + d->rq.n + d->rretryq.n;
     out->inflight_units = d->units_inflight;
 }
 

@@ -5,10 +5,12 @@
  * group commit. If a grouped transaction fails, the unit that failed is
  * retried in a transaction of its own and the others are grouped again (every
  * unit alone when the failure cannot be pinned on one), so one bad unit cannot
- * sink the others. Callbacks run on the loop thread, and only after COMMIT has
- * succeeded (writes). A unit that is expected to fail now and then is better
- * written not to (ON CONFLICT DO NOTHING, conditional UPDATE and a row count):
- * each failure costs its group an extra round trip. */
+ * sink the others. Writes commit in the order they were submitted, retries
+ * included (a unit that fails simply does not commit). Callbacks run on the
+ * loop thread, and only after COMMIT has succeeded (writes). A unit that is
+ * expected to fail now and then is better written not to (ON CONFLICT DO
+ * NOTHING, conditional UPDATE and a row count): each failure costs its group
+ * an extra round trip. */
 #ifndef SEALROOMD_DB_H
 #define SEALROOMD_DB_H
 

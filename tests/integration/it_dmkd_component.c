@@ -175,17 +175,32 @@ static void wait_run_rows(long want, const char *what)
              want);
 }
 
+static const char RUN_ROW_SQL[] = "SELECT count(*) FROM dmkd_runs d JOIN rooms r USING (room_id) "
+                                  "WHERE r.name = $1 AND d.run_id = decode($2, 'base64')";
+
+/* The run's row is stored. Waited for while the run is alive: a run's
+ * INSERT and the DELETE of its failure are separate writes, and under load
+ * both can still be queued when the run fails. An absence seen then (before
+ * the INSERT commits) says nothing about the DELETE, and the row showing up
+ * right after it is no leftover. */
+static void wait_run_stored(const char *run_b64)
+{
+    uint64_t end = it_mono_ms() + 5000;
+    long n;
+    while ((n = pg_count(RUN_ROW_SQL, run_b64)) != 1 && it_mono_ms() < end)
+        it_sleep_ms(20);
+    IT_CHECK(n == 1, "run %s: %ld dmkd_runs rows, expected 1", run_b64, n);
+}
+
 /* A failed run's row (and with it its ring) goes; the next run may already
- * have its own. */
+ * have its own. The row was stored (start_run), so once gone it stays gone. */
 static void wait_run_gone(const char *run_b64)
 {
-    static const char sql[] = "SELECT count(*) FROM dmkd_runs d JOIN rooms r USING (room_id) "
-                              "WHERE r.name = $1 AND d.run_id = decode($2, 'base64')";
     uint64_t end = it_mono_ms() + 5000;
-    while (pg_count(sql, run_b64) != 0 && it_mono_ms() < end)
+    long n;
+    while ((n = pg_count(RUN_ROW_SQL, run_b64)) != 0 && it_mono_ms() < end)
         it_sleep_ms(50);
-    IT_CHECK(pg_count(sql, run_b64) == 0, "the rows of the failed run %s are still stored",
-             run_b64);
+    IT_CHECK(n == 0, "the rows of the failed run %s are still stored", run_b64);
 }
 
 static bool holds_epoch(const char *bare, uint64_t epoch)
@@ -596,6 +611,7 @@ static void start_run(member **p, size_t np)
         IT_CHECK(strcmp(p[i]->run_b64, p[0]->run_b64) == 0, "%s and %s got different runs",
                  p[0]->bare, p[i]->bare);
     it_log("run %s for epoch %" PRIu64 " with %zu present", p[0]->run_b64, p[0]->epoch, np);
+    wait_run_stored(p[0]->run_b64);
 }
 
 static void rounds_2_and_3(member **p, size_t np, const char *const *absent, size_t na)

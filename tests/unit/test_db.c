@@ -1,8 +1,8 @@
 /* Tests for component/db.c against a real PostgreSQL: migrations, group
- * commit, per-unit failure isolation, pipelined reads, deferred callbacks and
- * reconnects. Uses $SEALROOM_TEST_PG if set, otherwise starts a throwaway
- * cluster with tests/pg-scratch.sh. Each run works in a database of its own,
- * dropped at the end. */
+ * commit, per-unit failure isolation that keeps the order of writes, pipelined
+ * reads, deferred callbacks and reconnects. Uses $SEALROOM_TEST_PG if set,
+ * otherwise starts a throwaway cluster with tests/pg-scratch.sh. Each run
+ * works in a database of its own, dropped at the end. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -571,8 +571,10 @@ static void test_bad_unit_fails_alone(void **state) {
     db_get_stats(d, &st);
     assert_int_equal(st.units_failed, 3);
     assert_int_equal(st.units_committed, NGROUP - 3);
-    /* Each bad unit was re-run alone, the others regrouped: one commit. */
-    assert_int_equal(st.commits, 1);
+    /* Each bad unit was re-run alone and the others regrouped in order,
+     * those before it apart from those after it: a commit for each of
+     * 0-4, 6-11, 13-14 and 16-19. */
+    assert_int_equal(st.commits, 4);
 
     /* The session is clean afterwards: a new group commits at once. */
     outcome after[3] = {0};
@@ -585,7 +587,7 @@ static void test_bad_unit_fails_alone(void **state) {
     assert_true(run_until(d, &done, NGROUP + 13, 10000));
     for (int i = 0; i < 3; i++) assert_true(after[i].ok);
     db_get_stats(d, &st);
-    assert_int_equal(st.commits, 2);
+    assert_int_equal(st.commits, 5);
     db_free(d);
 }
 
@@ -648,6 +650,84 @@ static void test_commit_failure_and_many_bad_units(void **state) {
     assert_int_equal(query_long(g_conninfo, "SELECT count(*) FROM defer_t WHERE id >= 100"), 6);
     assert_int_equal(
         query_long(g_conninfo, "SELECT count(*) FROM defer_t WHERE id >= 100 AND id % 2 = 1"), 0);
+    db_free(d);
+}
+
+/* One unit of order_t: an INSERT of (k, who), or with who NULL a DELETE of k. */
+static db_unit *order_unit(int k, const char *who) {
+    char kbuf[16];
+    snprintf(kbuf, sizeof kbuf, "%d", k);
+    const char *vals[] = {kbuf, who};
+    db_unit *u = db_unit_new();
+    assert_int_equal(who ? db_unit_add(u, "INSERT INTO order_t(k, who) VALUES ($1, $2)", 2, vals,
+                                       NULL, NULL)
+                         : db_unit_add(u, "DELETE FROM order_t WHERE k = $1", 1, vals, NULL, NULL),
+                     0);
+    return u;
+}
+
+/* Retries keep the order of submission. In one group: A inserts key 1, B
+ * key 2, C key 1 again (it fails: A has it), D deletes key 2. The culprit C
+ * must not be re-run ahead of A (it would take key 1 and fail A), and D
+ * must still delete what B inserted. */
+static void test_retry_keeps_order(void **state) {
+    (void)state;
+    db *d = connect_migrated(g_conninfo);
+    assert_int_equal(admin_exec(g_conninfo, "CREATE TABLE order_t (k int PRIMARY KEY, who text)"),
+                     0);
+    outcome o[4] = {0};
+    int done = 0;
+    db_unit *u[4] = {order_unit(1, "A"), order_unit(2, "B"), order_unit(1, "C"),
+                     order_unit(2, NULL)};
+    for (int i = 0; i < 4; i++) {
+        o[i].counter = &done;
+        submit(d, u[i], true, record, &o[i]);
+    }
+    assert_true(run_until(d, &done, 4, 20000));
+    assert_true(o[0].ok);
+    assert_true(o[1].ok);
+    assert_false(o[2].ok);
+    assert_true(db_err_sqlstate_is(o[2].err, "23505"));
+    assert_true(o[3].ok);
+    assert_int_equal(query_long(g_conninfo, "SELECT count(*) FROM order_t WHERE k = 1 AND "
+                                            "who = 'A'"),
+                     1);
+    assert_int_equal(query_long(g_conninfo, "SELECT count(*) FROM order_t"), 1);
+
+    /* A retried group failing again must not let units behind it commit
+     * first. P1 takes key 7; P2 and P3 insert key 20 into a table whose key
+     * is checked only at COMMIT; C takes key 7 too (it fails: P1 has it); S
+     * deletes key 20. The group fails on C; P1-P3 re-run as a group fail at
+     * COMMIT (no culprit), so each runs alone: P3 fails. C must then still
+     * find key 7 taken by P1, and S must come after P2. */
+    assert_int_equal(admin_exec(g_conninfo, "CREATE TABLE order_d (k int, who text, "
+                                            "CONSTRAINT order_d_k UNIQUE (k) "
+                                            "DEFERRABLE INITIALLY DEFERRED)"),
+                     0);
+    static const char *const sqls[5] = {
+        "INSERT INTO order_t VALUES (7, 'P1')", "INSERT INTO order_d VALUES (20, 'P2')",
+        "INSERT INTO order_d VALUES (20, 'P3')", "INSERT INTO order_t VALUES (7, 'C')",
+        "DELETE FROM order_d WHERE k = 20"};
+    outcome g[5] = {0};
+    for (int i = 0; i < 5; i++) {
+        db_unit *x = db_unit_new();
+        assert_int_equal(db_unit_add(x, sqls[i], 0, NULL, NULL, NULL), 0);
+        g[i].counter = &done;
+        submit(d, x, true, record, &g[i]);
+    }
+    assert_true(run_until(d, &done, 4 + 5, 20000));
+    for (int i = 0; i < 5; i++) assert_int_equal(g[i].calls, 1);
+    assert_true(g[0].ok);
+    assert_true(g[1].ok);
+    assert_false(g[2].ok);
+    assert_true(db_err_sqlstate_is(g[2].err, "23505"));
+    assert_false(g[3].ok);
+    assert_true(db_err_sqlstate_is(g[3].err, "23505"));
+    assert_true(g[4].ok);
+    assert_int_equal(query_long(g_conninfo, "SELECT count(*) FROM order_t WHERE k = 7 AND "
+                                            "who = 'P1'"),
+                     1);
+    assert_int_equal(query_long(g_conninfo, "SELECT count(*) FROM order_d"), 0);
     db_free(d);
 }
 
@@ -947,7 +1027,7 @@ static void test_prepared_statements(void **state) {
     db_get_stats(d, &st);
     assert_int_equal(st.units_failed, 1);
     assert_int_equal(st.units_committed, NGROUP - 1);
-    assert_int_equal(st.commits, 1); /* the bad unit alone, the rest regrouped */
+    assert_int_equal(st.commits, 2); /* the bad unit alone between 0-6 and 8-19 */
     assert_int_equal(prepared_on_session(d, &done), 1); /* the good text only */
 
     /* A second group binds the same statement: no second Parse. And a read
@@ -1002,6 +1082,7 @@ int main(void) {
         cmocka_unit_test(test_group_commit),
         cmocka_unit_test(test_bad_unit_fails_alone),
         cmocka_unit_test(test_commit_failure_and_many_bad_units),
+        cmocka_unit_test(test_retry_keeps_order),
         cmocka_unit_test(test_reads_pipelined_with_writes),
         cmocka_unit_test(test_unavailable_and_shutdown),
         cmocka_unit_test(test_reconnect),
