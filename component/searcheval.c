@@ -1059,8 +1059,10 @@ static bool plan(eval *ev)
     }
     /* Without the room's list of retractions: the liveness of the page's
      * candidates once the entries are in (before, the page still moves),
-     * looking further ahead the more retractions have turned up. */
-    size_t top = ev->retracted || ev->pending
+     * looking further ahead the more retractions have turned up. Not in
+     * the first round, which brings the list (and only above RETRACTED_MAX
+     * retractions will a later round need to ask). */
+    size_t top = ev->retracted || ev->pending || !ev->sealed
                      ? 0
                      : ev->q->max + 1 + (ev->dead.n < LIVE_AHEAD ? ev->dead.n : LIVE_AHEAD);
     if (top > ev->inter.n) top = ev->inter.n;
