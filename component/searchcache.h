@@ -20,7 +20,8 @@
  * search had sealed, which take no entry any more, found or missing; a
  * compaction deletes them with the batch, which then leaves the listing. A cached listing is only a
  * guess: the evaluation probes with it and keeps the answers only if the listing it reads in the
- * same snapshot is the same.
+ * same snapshot is the same, or, when the listing was filed with the room's search_version (and
+ * its retractions), if the version it reads in the same snapshot is (sql/010).
  *
  * Thread-safety: every function may be called from any thread; one mutex
  * guards the lot (lookups are a hash probe and a copy). */

@@ -33,9 +33,13 @@
  * seal is skipped when the listing the cache kept for this hi shows every
  * batch sealed (sealed batches never open again): the round then reads
  * the room's last batch itself, and the search costs one statement.
+ * That listing is cached with the room's search_version and retractions
+ * read in the same snapshot; a first round that finds the version
+ * unchanged (sql/010: compactions and retractions bump it) reads neither
+ * listing nor retractions again.
  *
- * Retractions. The first round fetches the room's retracted seqs below
- * `before` (a partial index keeps this cheap; retractions are rare); a
+ * Retractions. The first round fetches the room's retracted seqs (a
+ * partial index keeps this cheap; retractions are rare); a
  * retraction that lands while the search runs may or may not count, as if
  * it came just after. Above RETRACTED_MAX of them the list is not used and
  * the page's candidates are checked one by one instead. A seq a segment
@@ -111,7 +115,10 @@
 #define SQLSTATE_DUP_STATEMENT "42P05"
 #define ROUND_LIST 1
 #define ROUND_RETRACTED 2
-#define ROUND_LAST 4
+/* Rows the search cache keeps after a listing (never sent by SQL_ROUND):
+ * the room's search_version it was read at, and whether the retracted
+ * rows (kind 4) that follow are all the room's retractions then. */
+#define KIND_VERSION 8
 /* A room with at most this many live batches has its sealed batches
  * mirrored in the search cache (searchcache.h): automatic compaction keeps
  * a room there, and then probing entries costs no database read. A room
@@ -150,7 +157,7 @@
  *                                (when $4 has ROUND_RETRACTED)
  *  5 live seq of $9 (a message, not retracted)
  *  6 every entry of a batch of $10: id, count, count × (label ‖ u64 seq)
- *  7 the room's last batch        (when $4 has ROUND_LAST: no seal ran)
+ *  7 the room's last batch and search_version (sql/010), always
  * (batch rows carry their entry count, state and bucket bits in c, d, e;
  * a bucket's body is entries (label ‖ u64 seq) in no order, sql/009).
  * Probes are index lookups, one per pair, whatever the statistics
@@ -185,8 +192,8 @@
     "FROM unnest($10::int8[]) AS m(batch) CROSS JOIN LATERAL (SELECT sum(length(body))::int8 / 24 " \
     "AS n, string_agg(body, ''::bytea) AS body FROM search_buckets WHERE room_id = $1 "            \
     "AND batch = m.batch) x WHERE x.n IS NOT NULL "                                                \
-    "UNION ALL SELECT 7, search_last_batch, 0, 0, 0, 0, 0, NULL FROM rooms WHERE room_id = $1 "     \
-    "AND ($4::int8 & 4) <> 0"
+    "UNION ALL SELECT 7, search_last_batch, search_version, 0, 0, 0, 0, NULL FROM rooms "          \
+    "WHERE room_id = $1"
 
 static const struct {
     const char *name, *sql;
@@ -297,6 +304,13 @@ typedef struct eval {
     se_cache *cache;
     bool sealed;    /* the first round (with the seal) has been */
     bool all_sealed; /* the guessed listing shows every batch <= hi sealed */
+    /* The guessed listing came with the room's search_version it was read
+     * at and all the room's retractions then (cached_dead): if a round
+     * reads the same version, neither needs reading again. */
+    bool trusted;
+    uint64_t version;
+    seqvec cached_dead;
+    bool need_retracted; /* no round has brought the room's retractions yet */
     bool moved;     /* plan took blocks from the cache: assess again */
     bool retracted; /* dead holds every retracted seq below bound */
     /* The listing the tasks were made from, sorted; NULL before any. */
@@ -879,13 +893,51 @@ static bool guess_listing(eval *ev)
         free(rows);
         return true;
     }
+    /* The listing's rows come first, then what cache_listing added. */
+    size_t n = len / sizeof *rows, nl = 0;
+    while (nl < n && rows[nl].v[0] <= 1)
+        nl++;
+    ev->trusted = false;
+    ev->cached_dead.n = 0;
+    if (nl < n && rows[nl].v[0] == KIND_VERSION && rows[nl].v[2] == 1) {
+        ev->trusted = true;
+        ev->version = rows[nl].v[1];
+        for (size_t i = nl + 1; i < n && ev->trusted; i++)
+            if (rows[i].v[0] != 4 || !sv_push(ev, &ev->cached_dead, rows[i].v[1]))
+                ev->trusted = false;
+        if (ev->code != SE_OK) {
+            free(rows);
+            return false;
+        }
+    }
     /* That listing holds every batch <= hi not compacted, as one snapshot
      * saw them; a sealed batch never opens again and a compacted one was
      * sealed first. */
     ev->all_sealed = true;
-    for (size_t i = 0; i < len / sizeof *rows; i++)
+    for (size_t i = 0; i < nl; i++)
         if (rows[i].v[0] == 0 && rows[i].v[4] != 1) ev->all_sealed = false;
-    return adopt_listing(ev, rows, len / sizeof *rows);
+    return adopt_listing(ev, rows, nl);
+}
+
+/* Files the listing for later searches of the room at this hi; with the
+ * room's search_version and all its retractions when the same snapshot
+ * read them (dead NULL: it did not), so that a search that finds the
+ * version unchanged may skip reading both. */
+static void cache_listing(eval *ev, const lrow *rows, size_t n, uint64_t version,
+                          const seqvec *dead)
+{
+    if (!ev->cache) return;
+    size_t extra = dead ? 1 + dead->n : 0;
+    lrow *all = malloc((n + extra + 1) * sizeof *all);
+    if (!all) return; /* the cache is an optimisation: nothing is lost */
+    if (n) memcpy(all, rows, n * sizeof *all);
+    if (dead) {
+        all[n] = (lrow){{KIND_VERSION, version, 1, 0, 0, 0, 0}};
+        for (size_t i = 0; i < dead->n; i++)
+            all[n + 1 + i] = (lrow){{4, dead->v[i], 0, 0, 0, 0, 0}};
+    }
+    se_cache_listing_put(ev->cache, ev->q->room_id, ev->q->hi, all, (n + extra) * sizeof *all);
+    free(all);
 }
 
 /* ---- what is known, and what is still worth reading ---- */
@@ -1221,7 +1273,7 @@ typedef struct round_rows {
     size_t nlisting;
     seqvec retracted, live;
     bool has_last;
-    uint64_t last; /* kind 7 */
+    uint64_t last, version; /* kind 7 */
     int *mirrors; /* rows of kind 6 */
     size_t nmirrors;
 } round_rows;
@@ -1278,6 +1330,7 @@ static bool split_round(eval *ev, const PGresult *r, round_rows *rr)
         case 7:
             rr->has_last = true;
             rr->last = v[1];
+            rr->version = v[2];
             break;
         case 6:
             if (v[2] > (uint64_t)INT32_MAX / 24 ||
@@ -1457,13 +1510,18 @@ static bool send_round(eval *ev)
     bool first = !ev->sealed, busy = false, ok;
     /* Sealing is for forward privacy: when every batch <= hi is sealed
      * already, it would change nothing, and the round reads the room's
-     * last batch instead. */
+     * last batch instead. If the cache also knows the room's version and
+     * retractions with that listing, the round reads only the version. */
     bool seal = first && !ev->all_sealed;
+    bool trust = first && ev->all_sealed && ev->trusted && ev->rows;
+    bool want_dead = ev->need_retracted && !trust;
     unsigned char room[8], hi[8], bound[8], flags[8];
     be64(room, (uint64_t)ev->q->room_id);
     be64(hi, ev->q->hi);
-    be64(bound, ev->bound > INT64_MAX ? (uint64_t)INT64_MAX : ev->bound);
-    be64(flags, ROUND_LIST | (first ? ROUND_RETRACTED : 0) | (first && !seal ? ROUND_LAST : 0));
+    /* All of them, whatever this search's bound: the cache keeps the list
+     * for later searches (a seq at or above the bound is never a match). */
+    be64(bound, (uint64_t)INT64_MAX);
+    be64(flags, (trust ? 0 : ROUND_LIST) | (want_dead ? ROUND_RETRACTED : 0));
     if (!round_params(ev)) return false;
     call calls[3];
     size_t n = 0;
@@ -1490,17 +1548,43 @@ static bool send_round(eval *ev)
     ev->sealed = true;
     ok = ok && split_round(ev, res[seal ? 1 : 0], &rr);
     if (ok && first && !seal) ok = take_last(ev, &rr);
-    if (ok && first) {
+    bool dead_complete = false;
+    if (ok && want_dead) {
         /* Retractions are for good, so the list stays right for the rest
          * of the search whatever the listing does. */
+        ev->need_retracted = false;
         if (rr.retracted.n <= RETRACTED_MAX) {
+            dead_complete = true;
             ev->retracted = true;
             sv_free(&ev->dead);
             ev->dead = rr.retracted;
             memset(&rr.retracted, 0, sizeof rr.retracted);
         }
     }
-    if (ok && !busy && ev->rows && same_listing(ev->rows, ev->nrows, rr.listing, rr.nlisting)) {
+    if (ok && trust) {
+        ev->trusted = false;
+        if (rr.version == ev->version) {
+            /* Nothing the listing or the retractions show has changed
+             * since the cache took them (sql/010). */
+            ev->out->listing_trusted = true;
+            ev->retracted = true;
+            sv_free(&ev->dead);
+            ev->dead = ev->cached_dead;
+            memset(&ev->cached_dead, 0, sizeof ev->cached_dead);
+            ok = take_entries(ev) && take_blocks(ev) && take_live(ev, &rr.live) &&
+                 take_mirrors(ev, res[seal ? 1 : 0], &rr);
+        } else {
+            /* Changed: the probes are void and the next round reads the
+             * listing and the retractions (no restart: a guess was wrong). */
+            drop_tasks(ev);
+            free(ev->rows);
+            ev->rows = NULL;
+            ev->nrows = 0;
+            ev->need_retracted = true;
+        }
+    } else if (ok && !busy && ev->rows && same_listing(ev->rows, ev->nrows, rr.listing, rr.nlisting)) {
+        if (dead_complete)
+            cache_listing(ev, rr.listing, rr.nlisting, rr.version, &ev->dead);
         ok = take_entries(ev) && take_blocks(ev) && take_live(ev, &rr.live) &&
              take_mirrors(ev, res[seal ? 1 : 0], &rr);
     } else if (ok) {
@@ -1511,8 +1595,8 @@ static bool send_round(eval *ev)
             fail(ev, SE_ERR_DB, "the room's index kept changing during the search");
             ok = false;
         } else {
-            se_cache_listing_put(ev->cache, ev->q->room_id, ev->q->hi, rr.listing,
-                                 rr.nlisting * sizeof *rr.listing);
+            cache_listing(ev, rr.listing, rr.nlisting, rr.version,
+                          dead_complete && !busy ? &ev->dead : NULL);
             ok = adopt_listing(ev, rr.listing, rr.nlisting);
             rr.listing = NULL;
         }
@@ -1543,7 +1627,7 @@ static bool evaluate(eval *ev)
             continue;
         }
         if (!ev->ner_db && !ev->nbr_db && !ev->lreq.n && ev->moved) continue;
-        if (ev->sealed && !ev->ner_db && !ev->nbr_db && !ev->lreq.n) return true;
+        if (ev->sealed && ev->rows && !ev->ner_db && !ev->nbr_db && !ev->lreq.n) return true;
         if (!send_round(ev)) return false;
     }
 }
@@ -1616,6 +1700,7 @@ int se_search(PGconn *pg, const se_query *q, se_result *out, char *err, size_t e
     }
     ev.cache = q->cache;
     ev.bound = q->before ? q->before : UINT64_MAX;
+    ev.need_retracted = true;
     if (PQenterPipelineMode(pg) != 1) {
         fail(&ev, SE_ERR_DB, "cannot enter pipeline mode: %s", PQerrorMessage(pg));
         return ev.code;
@@ -1631,6 +1716,7 @@ int se_search(PGconn *pg, const se_query *q, se_result *out, char *err, size_t e
         ev.no_stmt = false;
         ev.sealed = false;
         ev.retracted = false;
+        ev.need_retracted = true;
         ev.dead.n = ev.live.n = 0;
         if (errlen) err[0] = '\0';
         if (!prepare_all(&ev)) break;
@@ -1650,6 +1736,7 @@ int se_search(PGconn *pg, const se_query *q, se_result *out, char *err, size_t e
     sv_free(&ev.inter);
     sv_free(&ev.live);
     sv_free(&ev.dead);
+    sv_free(&ev.cached_dead);
     sv_free(&ev.lreq);
     sv_free(&ev.mreq);
     free(ev.er);

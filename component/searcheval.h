@@ -68,6 +68,7 @@ typedef struct se_result {
     double db_ms;            /* time spent waiting for their answers */
     unsigned restarts;       /* evaluations begun again (a compaction changed the listing) */
     bool seal_skipped;       /* the cache proved every batch <= hi sealed already */
+    bool listing_trusted;    /* and the room's search_version unchanged since (sql/010) */
 } se_result;
 
 /* Parses a cover's wire form, k × (u8 depth ‖ u32 prefix ‖ 32-byte node)
