@@ -15,12 +15,22 @@
 --
 -- Applied inside db_migrate's transaction: no BEGIN/COMMIT here.
 
-ALTER TABLE rooms ADD COLUMN search_version bigint NOT NULL DEFAULT 0;
+-- Once per transaction is enough (a search's snapshot sees all of one or
+-- none of it), and more is harmful: a compaction commit changes up to 64
+-- batches and 8 segments, and each new version of the room's row is one
+-- more for every message store after it to step over until a vacuum (a
+-- benchmark run that bumped per row stored messages at a third of the
+-- rate). search_version_xact remembers the transaction that bumped last.
+ALTER TABLE rooms ADD COLUMN search_version bigint NOT NULL DEFAULT 0,
+    ADD COLUMN search_version_xact xid8;
 
 CREATE FUNCTION search_version_bump() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    UPDATE rooms SET search_version = search_version + 1 WHERE room_id = NEW.room_id;
+    UPDATE rooms SET search_version = search_version + 1,
+                     search_version_xact = pg_current_xact_id()
+    WHERE room_id = NEW.room_id
+      AND search_version_xact IS DISTINCT FROM pg_current_xact_id();
     RETURN NULL;
 END
 $$;

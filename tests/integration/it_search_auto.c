@@ -329,30 +329,32 @@ static long long last_batch(void)
  * keyword, which a member compacts into one segment of dummy blocks (it
  * lists the messages and opens to nothing). Either way no batch stays
  * live, so no job fails and comes back on the back-off. */
+/* The room's batches up to b not compacted. */
+static long long live_upto(long long b)
+{
+    char sql[160];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM search_batches WHERE room_id = $1 AND batch <= %lld "
+             "AND state < 2",
+             b);
+    return pg_count(sql);
+}
+
 static void empty_batches(setup *s, uint32_t *state)
 {
-    char sql[512];
     for (int r = 0; r < 3; r++)
         round_of(s, r, 2, state, ROUND_RETRACTED);
     settle("retracted batches");
     long long b1 = last_batch();
-    snprintf(sql, sizeof sql,
-             "SELECT count(*) FROM search_batches WHERE room_id = $1 AND batch <= %lld "
-             "AND state < 2",
-             b1);
-    IT_CHECK(b1 >= 9 && pg_count(sql) == 0, "%lld of the %lld retracted batches still live",
-             pg_count(sql), b1);
+    IT_CHECK(b1 >= 9 && live_upto(b1) == 0, "%lld of the %lld retracted batches still live",
+             live_upto(b1), b1);
     IT_CHECK(pg_count("SELECT count(*) FROM search_segments WHERE room_id = $1") == 0,
              "a segment was made for batches whose messages are all retracted");
     for (int r = 3; r < 6; r++)
         round_of(s, r, 2, state, ROUND_NO_KEYWORDS);
     settle("batches without keywords");
     long long b2 = last_batch();
-    snprintf(sql, sizeof sql,
-             "SELECT count(*) FROM search_batches WHERE room_id = $1 AND batch <= %lld "
-             "AND state < 2",
-             b2);
-    IT_CHECK(pg_count(sql) == 0, "%lld batches without keywords still live", pg_count(sql));
+    IT_CHECK(live_upto(b2) == 0, "%lld batches without keywords still live", live_upto(b2));
     IT_CHECK(pg_count("SELECT count(*) FROM search_segments WHERE room_id = $1 AND state = 1 "
                       "AND cardinality(seqs) = 18") == 1,
              "no live segment lists the 18 messages without keywords");
