@@ -1015,50 +1015,25 @@ static bool worth_reading(const eval *ev, const stask *s)
 static bool walk_mirrors(eval *ev)
 {
     if (!ev->cache) return true;
-    unsigned char label[SSE_LABEL_BYTES], label0[SSE_LABEL_BYTES];
+    unsigned char label[SSE_LABEL_BYTES];
     bool ok = true;
-    seqvec walked = {0};
     for (size_t i = 0; i < ev->net && ok; i++) {
         etask *e = &ev->et[i];
         if (e->done || !e->sealed) continue;
-        uint64_t seq, *got = NULL;
-        size_t ngot = 0;
-        bool from0 = e->next == 0;
+        uint64_t seq;
         sse_label(label, e->t, e->next);
-        if (from0 && se_cache_walk_get(ev->cache, ev->q->room_id, e->batch, label, &got, &ngot)) {
-            /* Walked before (an earlier page, or the same word). */
-            for (size_t j = 0; j < ngot && ok; j++)
-                if (got[j] < ev->bound) ok = sv_push(ev, &ev->found[e->kw], got[j]);
-            free(got);
-            e->done = true;
-            continue;
-        }
-        memcpy(label0, label, sizeof label0);
-        walked.n = 0;
         int rc = se_cache_mirror_probe(ev->cache, ev->q->room_id, e->batch, e->count, label, &seq);
         if (rc == SE_CACHE_MISS) continue;
-        bool whole = true;
         while (rc == SE_CACHE_BLOCK && ok) {
             if (seq < ev->bound) ok = sv_push(ev, &ev->found[e->kw], seq);
-            ok = ok && sv_push(ev, &walked, seq);
-            if (e->next == UINT32_MAX) {
-                whole = false;
-                break;
-            }
+            if (e->next == UINT32_MAX) break;
             e->next++;
             sse_label(label, e->t, e->next);
             rc = se_cache_mirror_probe(ev->cache, ev->q->room_id, e->batch, e->count, label, &seq);
         }
-        /* A mirror evicted by another search halfway: the rest of the
-         * counters are probed in the database, from where the walk got. */
-        if (rc == SE_CACHE_MISS) continue;
         e->done = true;
-        if (ok && from0 && whole)
-            se_cache_walk_put(ev->cache, ev->q->room_id, e->batch, label0, walked.v, walked.n);
     }
-    sv_free(&walked);
     sodium_memzero(label, sizeof label);
-    sodium_memzero(label0, sizeof label0);
     return ok;
 }
 
