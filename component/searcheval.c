@@ -1031,6 +1031,9 @@ static bool walk_mirrors(eval *ev)
             sse_label(label, e->t, e->next);
             rc = se_cache_mirror_probe(ev->cache, ev->q->room_id, e->batch, e->count, label, &seq);
         }
+        /* A mirror evicted by another search halfway: the rest of the
+         * counters are probed in the database, from where the walk got. */
+        if (rc == SE_CACHE_MISS) continue;
         e->done = true;
     }
     sodium_memzero(label, sizeof label);
