@@ -55,7 +55,7 @@
  * whole in the cache, and their entries are walked in memory.
  *
  * Entries. A sealed batch's entries are packed into buckets by the first
- * bits of their labels (sql/009, about 32 entries a bucket); a probe asks
+ * bits of their labels (sql/009, 16 to 32 entries a bucket); a probe asks
  * for the label's bucket, each bucket once a round, and scans it.
  *
  * Entries are probed 2 counters per batch first, then only where the
@@ -189,8 +189,9 @@
     "CROSS JOIN LATERAL (SELECT 1 FROM messages WHERE room_id = $1 AND seq = u.seq "               \
     "AND retracted_at IS NULL LIMIT 1) m "                                                         \
     "UNION ALL SELECT 6, m.batch, x.n, 0, 0, 0, 0, x.body "                                        \
-    "FROM unnest($10::int8[]) AS m(batch) CROSS JOIN LATERAL (SELECT sum(length(body))::int8 / 24 " \
-    "AS n, string_agg(body, ''::bytea) AS body FROM search_buckets WHERE room_id = $1 "            \
+    "FROM unnest($10::int8[]) AS m(batch) CROSS JOIN LATERAL (SELECT "                             \
+    "sum(length(body))::int8 / 24 AS n, string_agg(body, ''::bytea) AS body "                      \
+    "FROM search_buckets WHERE room_id = $1 "                                                      \
     "AND batch = m.batch) x WHERE x.n IS NOT NULL "                                                \
     "UNION ALL SELECT 7, search_last_batch, search_version, 0, 0, 0, 0, NULL FROM rooms "          \
     "WHERE room_id = $1"
@@ -690,7 +691,7 @@ static uint32_t bucket_of(const unsigned char label[SSE_LABEL_BYTES], unsigned b
 }
 
 /* The seq a bucket holds for label; 0 for none. Entries are in no order;
- * a bucket holds about 32. */
+ * a bucket holds 16 to 32 on average. */
 static uint64_t bucket_find(const bqreq *b, const unsigned char label[SSE_LABEL_BYTES])
 {
     for (size_t off = 0; b->body && off + BUCKET_ENTRY <= b->len; off += BUCKET_ENTRY)
@@ -868,7 +869,8 @@ static bool adopt_listing(eval *ev, lrow *rows, size_t n)
         const uint64_t *v = rows[i].v;
         /* gen is a positive int4 (CHECK gen > 0). */
         if (v[0] == 0 && v[5] > 16) {
-            fail(ev, SE_ERR_DB, "search round: batch %" PRIu64 " has %" PRIu64 " bucket bits", v[1], v[5]);
+            fail(ev, SE_ERR_DB, "search round: batch %" PRIu64 " has %" PRIu64 " bucket bits",
+                 v[1], v[5]);
             return false;
         }
         if (v[0] == 0)
@@ -1106,7 +1108,8 @@ static bool plan(eval *ev)
             /* Past a full block the keyword is frequent here: going to the
              * database anyway, read a few blocks ahead of the first one
              * the cache lacks (a later page of a long result). */
-            if (!missed && s->next + b > 0 && b + READ_AHEAD > want && s->next + b + READ_AHEAD < UINT32_MAX)
+            if (!missed && s->next + b > 0 && b + READ_AHEAD > want &&
+                s->next + b + READ_AHEAD < UINT32_MAX)
                 want = b + READ_AHEAD;
             missed = true;
         }
@@ -1168,8 +1171,6 @@ static void corrupt(eval *ev, const stask *s, uint32_t idx, const char *why)
               s->seg->id, why);
 }
 
-/* Blocks of one segment in order: a miss or a short block ends it. What
- * the database answered goes into the cache as it opened. */
 /* Block idx of s, opened (n seqs): checked, its seqs found, the frontier
  * moved. false only when memory ran out. */
 static bool add_block(eval *ev, stask *s, uint32_t idx, const uint64_t *seqs, size_t n)
@@ -1215,6 +1216,8 @@ static bool take_cached_blocks(eval *ev, stask *s)
     return ok;
 }
 
+/* Blocks of one segment in order: a miss or a short block ends it. What
+ * the database answered goes into the cache as it opened. */
 static bool read_blocks(eval *ev, stask *s)
 {
     uint64_t seqs[SSE_BLOCK_IDS];
@@ -1330,16 +1333,16 @@ static bool split_round(eval *ev, const PGresult *r, round_rows *rr)
         case 5:
             if (!sv_push(ev, &rr->live, v[1])) return false;
             break;
+        case 6:
+            if (v[2] > (uint64_t)INT32_MAX / BUCKET_ENTRY ||
+                PQgetlength(r, i, 7) != (int)(v[2] * BUCKET_ENTRY))
+                goto bad;
+            rr->mirrors[rr->nmirrors++] = i;
+            break;
         case 7:
             rr->has_last = true;
             rr->last = v[1];
             rr->version = v[2];
-            break;
-        case 6:
-            if (v[2] > (uint64_t)INT32_MAX / 24 ||
-                PQgetlength(r, i, 7) != (int)(v[2] * (SSE_LABEL_BYTES + 8)))
-                goto bad;
-            rr->mirrors[rr->nmirrors++] = i;
             break;
         default:
             goto bad;
@@ -1347,7 +1350,8 @@ static bool split_round(eval *ev, const PGresult *r, round_rows *rr)
     }
     qsort(rr->listing, rr->nlisting, sizeof *rr->listing, cmp_lrow);
     for (size_t i = 0; i < ev->ner; i++)
-        if (ev->er[i].cached == SE_CACHE_MISS) ev->er[i].seq = bucket_find(&ev->bq[ev->er[i].bq], ev->er[i].label);
+        if (ev->er[i].cached == SE_CACHE_MISS)
+            ev->er[i].seq = bucket_find(&ev->bq[ev->er[i].bq], ev->er[i].label);
     sv_sort(&rr->retracted);
     sv_sort(&rr->live);
     return true;
@@ -1378,8 +1382,8 @@ static bool take_mirrors(eval *ev, const PGresult *r, const round_rows *rr)
             return false;
         }
         for (uint64_t i = 0; i < n; i++) {
-            memcpy(labels + i * SSE_LABEL_BYTES, p + i * (SSE_LABEL_BYTES + 8), SSE_LABEL_BYTES);
-            seqs[i] = get64(p + i * (SSE_LABEL_BYTES + 8) + SSE_LABEL_BYTES);
+            memcpy(labels + i * SSE_LABEL_BYTES, p + i * BUCKET_ENTRY, SSE_LABEL_BYTES);
+            seqs[i] = get64(p + i * BUCKET_ENTRY + SSE_LABEL_BYTES);
         }
         se_cache_mirror_put(ev->cache, ev->q->room_id, batch, labels, seqs, (size_t)n);
         free(labels);
@@ -1469,7 +1473,8 @@ static bool plan_buckets(eval *ev)
     for (size_t j = 0; j < k; j++) {
         ereq *r = &ev->er[keys[j].er];
         r->seq = 0;
-        if (ev->nbq == 0 || bq[ev->nbq - 1].batch != r->batch || bq[ev->nbq - 1].bucket != r->bucket)
+        if (ev->nbq == 0 || bq[ev->nbq - 1].batch != r->batch ||
+            bq[ev->nbq - 1].bucket != r->bucket)
             bq[ev->nbq++] = (bqreq){.batch = r->batch, .bucket = r->bucket};
         r->bq = ev->nbq - 1;
     }
@@ -1483,7 +1488,8 @@ static bool round_params(eval *ev)
     bool ok = plan_buckets(ev) && arr_begin(ev, &ev->pb[0], OID_INT8, ev->nbq) &&
               arr_begin(ev, &ev->pb[1], OID_INT8, ev->nbq);
     for (size_t i = 0; i < ev->nbq && ok; i++)
-        ok = arr_int8(ev, &ev->pb[0], ev->bq[i].batch) && arr_int8(ev, &ev->pb[1], ev->bq[i].bucket);
+        ok = arr_int8(ev, &ev->pb[0], ev->bq[i].batch) &&
+             arr_int8(ev, &ev->pb[1], ev->bq[i].bucket);
     size_t *map = ok ? grow(ev, ev->bmap, &ev->cbmap, ev->nbr_db + 1, sizeof *map) : NULL;
     if (!map) return false;
     ev->bmap = map;
@@ -1585,7 +1591,8 @@ static bool send_round(eval *ev)
             ev->nrows = 0;
             ev->need_retracted = true;
         }
-    } else if (ok && !busy && ev->rows && same_listing(ev->rows, ev->nrows, rr.listing, rr.nlisting)) {
+    } else if (ok && !busy && ev->rows &&
+               same_listing(ev->rows, ev->nrows, rr.listing, rr.nlisting)) {
         if (dead_complete)
             cache_listing(ev, rr.listing, rr.nlisting, rr.version, &ev->dead);
         ok = take_entries(ev) && take_blocks(ev) && take_live(ev, &rr.live) &&

@@ -74,8 +74,9 @@
  *     (db_unit_add_prepared), as archive.c sends its own. Target ≥ 0.5×.
  *     The entries' batches are sealed after the last repetition (which
  *     packs the entries into buckets, sql/009) and that time, per message,
- *     is added to the encrypted side's. The component statement without <index/> is shown beside them, so
- *     the share of the index is visible. The GIN index defers part of its
+ *     is added to the encrypted side's. The component statement without
+ *     <index/> is shown beside them, so the share of the index is
+ *     visible. The GIN index defers part of its
  *     upkeep to a pending list (fastupdate, PostgreSQL's default) that a
  *     later insert or VACUUM merges into the index; the list is flushed
  *     after each plaintext repetition, outside its timing, and what that
@@ -659,7 +660,8 @@ static int load(PGconn *const conn[3], sroom *r, corpus *c)
                                "COPY messages (room_id, seq, sender, nick, origin_id, payload) "
                                "FROM STDIN (FORMAT binary)");
     ok = copy_begin(&ce, conn[1],
-                    "COPY search_pending (room_id, batch, seq, labels) FROM STDIN (FORMAT binary)") &&
+                    "COPY search_pending (room_id, batch, seq, labels) "
+                    "FROM STDIN (FORMAT binary)") &&
          ok;
     ok = copy_begin(&cp, conn[2],
                     "COPY plain_messages (room_id, seq, sender, nick, origin_id, body) "
@@ -743,7 +745,8 @@ static int load(PGconn *const conn[3], sroom *r, corpus *c)
         nsealed++;
     }
     if (ok)
-        printf("  %zu batches sealed (entries packed into buckets) in %.1f s: %.1f us per message\n",
+        printf("  %zu batches sealed (entries packed into buckets) in %.1f s: %.1f us per "
+               "message\n",
                nsealed, (ac_now_ms() - ts) / 1e3, (ac_now_ms() - ts) * 1e3 / (double)c->n);
     char last[24], nb[24];
     snprintf(last, sizeof last, "%zu", c->n);
