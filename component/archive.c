@@ -646,12 +646,11 @@ void archive_handle_groupchat(rooms *r, room *rm, xmpp_stanza_t *msg)
      * waits for this message's entries or has sealed it before they could
      * go in (READ COMMITTED re-checks state on the locked row). The last
      * column of a refusal says whether the batch was the reason. A resend
-     * never touches entries. The entries go in without ON CONFLICT: their
-     * index is not unique (sql/008_insert.sql), so a label sent twice (by a
-     * misbehaving writer only: real labels are PRF outputs of distinct
-     * counters, dummies 16 random bytes) is stored twice, which probes
-     * (LIMIT 1) do not mind, rather than failing the group commit; a
-     * speculative insertion per entry cost a third of the statement. */
+     * never touches entries. The entries go in as one search_pending row
+     * (sql/009), packed into buckets when the batch seals; a label sent
+     * twice (by a misbehaving writer only: real labels are PRF outputs of
+     * distinct counters, dummies 16 random bytes) is packed twice, and a
+     * probe takes the first it finds, so it cannot fail a group commit. */
     if (db_unit_add_prepared(u, archive_store_sql, 10, p, l, f) != 0)
         goto oom;
     free(raw);
