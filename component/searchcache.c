@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { KIND_LISTING = 0, KIND_BLOCK = 1, KIND_ENTRY = 2, KIND_MIRROR = 3 };
+enum { KIND_LISTING = 0, KIND_BLOCK = 1, KIND_ENTRY = 2, KIND_MIRROR = 3, KIND_WALK = 4 };
 
 /* A mirrored entry; a mirror's rows are sorted by label. */
 typedef struct mrow {
@@ -52,7 +52,7 @@ static size_t slot(const se_cache *c, int kind, long long room, uint64_t segment
                    const unsigned char *label)
 {
     uint64_t h = mix((uint64_t)room * 4 + (uint64_t)kind);
-    if (kind == KIND_BLOCK || kind == KIND_ENTRY) {
+    if (kind == KIND_BLOCK || kind == KIND_ENTRY || kind == KIND_WALK) {
         uint64_t l;
         memcpy(&l, label, sizeof l);
         h = mix(h ^ mix(segment) ^ l);
@@ -382,13 +382,58 @@ void se_cache_mirror_put(se_cache *c, long long room, uint64_t batch,
     put_rows(c, KIND_MIRROR, room, batch, rows, n * sizeof *rows);
 }
 
+bool se_cache_walk_get(se_cache *c, long long room, uint64_t batch,
+                       const unsigned char label0[SSE_LABEL_BYTES], uint64_t **seqs, size_t *n)
+{
+    *seqs = NULL;
+    *n = 0;
+    if (!c) return false;
+    bool found = false;
+    pthread_mutex_lock(&c->mu);
+    entry *e = *find(c, KIND_WALK, room, batch, label0);
+    if (e && (*seqs = malloc(e->len ? e->len : 1)) != NULL) {
+        memcpy(*seqs, e->rows, e->len);
+        *n = e->len / sizeof **seqs;
+        found = true;
+        hit(c, e);
+    } else {
+        c->misses++;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return found;
+}
+
+void se_cache_walk_put(se_cache *c, long long room, uint64_t batch,
+                       const unsigned char label0[SSE_LABEL_BYTES], const uint64_t *seqs, size_t n)
+{
+    if (!c) return;
+    entry *e = calloc(1, sizeof *e);
+    uint64_t *rows = malloc(n ? n * sizeof *rows : 1);
+    if (!e || !rows) {
+        free(e);
+        free(rows);
+        return;
+    }
+    if (n) memcpy(rows, seqs, n * sizeof *rows);
+    e->kind = KIND_WALK;
+    e->room = room;
+    e->segment = batch;
+    memcpy(e->label, label0, SSE_LABEL_BYTES);
+    e->rows = rows;
+    e->len = n * sizeof *rows;
+    e->cost = sizeof *e + e->len;
+    pthread_mutex_lock(&c->mu);
+    insert(c, e);
+    pthread_mutex_unlock(&c->mu);
+}
+
 void se_cache_drop_reads(se_cache *c)
 {
     if (!c) return;
     pthread_mutex_lock(&c->mu);
     for (entry *e = c->oldest, *next; e; e = next) {
         next = e->newer;
-        if (e->kind == KIND_BLOCK || e->kind == KIND_ENTRY)
+        if (e->kind == KIND_BLOCK || e->kind == KIND_ENTRY || e->kind == KIND_WALK)
             drop(c, find(c, e->kind, e->room, e->segment, e->label));
     }
     pthread_mutex_unlock(&c->mu);

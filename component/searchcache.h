@@ -92,7 +92,20 @@ int se_cache_mirror_probe(se_cache *c, long long room, uint64_t batch, uint64_t 
 void se_cache_mirror_put(se_cache *c, long long room, uint64_t batch,
                          const unsigned char *labels, const uint64_t *seqs, size_t n);
 
-/* Forgets every block and entry (listings and mirrors stay): what a
+/* Walks: what walking a mirror found for one keyword's token, filed
+ * under the label of its counter 0 (so only a search holding the same
+ * token finds it): every seq from counter 0 up to the first miss, so that
+ * the next page of the search, or the same word again, does not derive
+ * and probe every label again. */
+
+/* true with a malloc'd copy of the seqs (*n of them; the caller frees). */
+bool se_cache_walk_get(se_cache *c, long long room, uint64_t batch,
+                       const unsigned char label0[SSE_LABEL_BYTES], uint64_t **seqs, size_t *n);
+
+void se_cache_walk_put(se_cache *c, long long room, uint64_t batch,
+                       const unsigned char label0[SSE_LABEL_BYTES], const uint64_t *seqs, size_t n);
+
+/* Forgets every block, entry and walk (listings and mirrors stay): what a
  * search costs when the word was not searched before (benchmarks). */
 void se_cache_drop_reads(se_cache *c);
 

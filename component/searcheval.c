@@ -52,7 +52,11 @@
  * from memory what it read before; what the cache holds is taken before
  * any round, which then asks only for the rest. In a room with few live
  * batches (automatic compaction keeps it so) the sealed ones are mirrored
- * whole in the cache, and their entries are walked in memory.
+ * whole in the cache, and their entries are walked in memory; what a walk
+ * found is filed under the token's first label, so a later page skips
+ * the walk. A segment's cached blocks are taken lazily, the ones above
+ * the page's bound and then one that reaches below it per pass, so that a
+ * page does not take (and sort) the read-ahead of the pages before it.
  *
  * Entries. A sealed batch's entries are packed into buckets by the first
  * bits of their labels (sql/009, 16 to 32 entries a bucket); a probe asks
@@ -61,7 +65,8 @@
  * Entries are probed 2 counters per batch first, then only where the
  * whole chunk matched, 4 times more each round. Segment blocks are read
  * in order (block 0 holds the newest seqs), one block per segment first,
- * doubling (and a few ahead where the keyword fills blocks), and only
+ * doubling with every read (and, where the keyword fills blocks, as many
+ * ahead as the segment has blocks before the first one missing), and only
  * while the segment could still change the page: a segment whose unread
  * seqs all lie below the (max+1)-th known match, or where no other
  * keyword could match any more, is left alone.
@@ -196,12 +201,25 @@
     "UNION ALL SELECT 7, search_last_batch, search_version, 0, 0, 0, 0, NULL FROM rooms "          \
     "WHERE room_id = $1"
 
+/* The round a first round that trusts its cached listing sends when it
+ * needs nothing but blocks ($2, $3 as $7, $8 above): kinds 3 and 7 only.
+ * Every branch of SQL_ROUND costs executor start-up even when it returns
+ * nothing, and this is the round a rare word's page is made of. */
+#define SQL_ROUND_BLOCKS                                                                           \
+    "SELECT 3::int8, p.i, 0::int8, 0::int8, 0::int8, 0::int8, 0::int8, b.body "                    \
+    "FROM unnest($2::int8[], $3::bytea[]) WITH ORDINALITY AS p(seg, label, i) "                    \
+    "CROSS JOIN LATERAL (SELECT body FROM search_blocks WHERE room_id = $1 AND segment = p.seg "   \
+    "AND label = p.label LIMIT 1) b "                                                              \
+    "UNION ALL SELECT 7, search_last_batch, search_version, 0, 0, 0, 0, NULL FROM rooms "          \
+    "WHERE room_id = $1"
+
 static const struct {
     const char *name, *sql;
 } STATEMENTS[] = {
     {"se_seal", SQL_SEAL},
     {"se_seal1", SQL_SEAL1},
     {"se_round", SQL_ROUND},
+    {"se_round_blocks", SQL_ROUND_BLOCKS},
 };
 #define NSTATEMENTS (sizeof STATEMENTS / sizeof STATEMENTS[0])
 
@@ -397,14 +415,35 @@ static int cmp_desc(const void *a, const void *b)
     return x < y ? 1 : x > y ? -1 : 0;
 }
 
-static void sv_sort(seqvec *s)
+/* Descending without duplicates. A vector is sorted again after every
+ * batch of finds (assess runs once per pass over the cache, and a long
+ * result's later pages pass over thousands of seqs), so only the tail
+ * past its sorted prefix is sorted and then merged in: sorting the whole
+ * of it each time was most of a full result set's time. false only when
+ * memory for the merge ran out. */
+static bool sv_sort(eval *ev, seqvec *s)
 {
-    if (s->n < 2) return;
-    qsort(s->v, s->n, sizeof *s->v, cmp_desc);
-    size_t w = 1;
-    for (size_t i = 1; i < s->n; i++)
-        if (s->v[i] != s->v[w - 1]) s->v[w++] = s->v[i];
+    size_t head = 1;
+    while (head < s->n && s->v[head] < s->v[head - 1])
+        head++;
+    if (head >= s->n) return true;
+    uint64_t *tail = s->v + head;
+    size_t nt = s->n - head;
+    qsort(tail, nt, sizeof *tail, cmp_desc);
+    uint64_t *merged = malloc(s->n * sizeof *merged);
+    if (!merged) {
+        fail(ev, SE_ERR_NOMEM, "out of memory");
+        return false;
+    }
+    size_t i = 0, j = 0, w = 0;
+    while (i < head || j < nt) {
+        uint64_t x = j == nt || (i < head && s->v[i] >= tail[j]) ? s->v[i++] : tail[j++];
+        if (w == 0 || merged[w - 1] != x) merged[w++] = x;
+    }
+    memcpy(s->v, merged, w * sizeof *merged);
+    free(merged);
     s->n = w;
+    return true;
 }
 
 /* Index of the first element <= m of a descending vector (n if none). */
@@ -949,7 +988,7 @@ static bool assess(eval *ev)
     size_t nk = ev->q->nkeywords;
     ev->pending = false;
     for (size_t k = 0; k < nk; k++) {
-        sv_sort(&ev->found[k]);
+        if (!sv_sort(ev, &ev->found[k])) return false;
         ev->unknown[k] = 0;
     }
     for (size_t i = 0; i < ev->net; i++)
@@ -1017,18 +1056,36 @@ static bool worth_reading(const eval *ev, const stask *s)
 static bool walk_mirrors(eval *ev)
 {
     if (!ev->cache) return true;
-    unsigned char label[SSE_LABEL_BYTES];
+    unsigned char label[SSE_LABEL_BYTES], label0[SSE_LABEL_BYTES];
     bool ok = true;
+    seqvec walked = {0};
     for (size_t i = 0; i < ev->net && ok; i++) {
         etask *e = &ev->et[i];
         if (e->done || !e->sealed) continue;
-        uint64_t seq;
+        uint64_t seq, *got = NULL;
+        size_t ngot = 0;
+        bool from0 = e->next == 0;
         sse_label(label, e->t, e->next);
+        if (from0 && se_cache_walk_get(ev->cache, ev->q->room_id, e->batch, label, &got, &ngot)) {
+            /* Walked before (an earlier page, or the same word). */
+            for (size_t j = 0; j < ngot && ok; j++)
+                if (got[j] < ev->bound) ok = sv_push(ev, &ev->found[e->kw], got[j]);
+            free(got);
+            e->done = true;
+            continue;
+        }
+        memcpy(label0, label, sizeof label0);
+        walked.n = 0;
         int rc = se_cache_mirror_probe(ev->cache, ev->q->room_id, e->batch, e->count, label, &seq);
         if (rc == SE_CACHE_MISS) continue;
+        bool whole = true;
         while (rc == SE_CACHE_BLOCK && ok) {
             if (seq < ev->bound) ok = sv_push(ev, &ev->found[e->kw], seq);
-            if (e->next == UINT32_MAX) break;
+            ok = ok && sv_push(ev, &walked, seq);
+            if (e->next == UINT32_MAX) {
+                whole = false;
+                break;
+            }
             e->next++;
             sse_label(label, e->t, e->next);
             rc = se_cache_mirror_probe(ev->cache, ev->q->room_id, e->batch, e->count, label, &seq);
@@ -1037,8 +1094,12 @@ static bool walk_mirrors(eval *ev)
          * counters are probed in the database, from where the walk got. */
         if (rc == SE_CACHE_MISS) continue;
         e->done = true;
+        if (ok && from0 && whole)
+            se_cache_walk_put(ev->cache, ev->q->room_id, e->batch, label0, walked.v, walked.n);
     }
+    sv_free(&walked);
     sodium_memzero(label, sizeof label);
+    sodium_memzero(label0, sizeof label0);
     return ok;
 }
 
@@ -1090,7 +1151,7 @@ static bool plan(eval *ev)
         if (!take_cached_blocks(ev, s)) return false;
         if (!s->frontier || !worth_reading(ev, s)) continue;
         if (ev->pending && spec[s->kw]++ >= SPEC_SEGMENTS) continue;
-        breq *br = grow(ev, ev->br, &ev->cbr, ev->nbr + s->nread + READ_AHEAD, sizeof *br);
+        breq *br = grow(ev, ev->br, &ev->cbr, ev->nbr + s->nread + MAX_BLOCK_READ, sizeof *br);
         if (!br) return false;
         ev->br = br;
         s->req = ev->nbr;
@@ -1106,11 +1167,18 @@ static bool plan(eval *ev)
             if (r->cached != SE_CACHE_MISS) continue;
             ev->nbr_db++;
             /* Past a full block the keyword is frequent here: going to the
-             * database anyway, read a few blocks ahead of the first one
-             * the cache lacks (a later page of a long result). */
-            if (!missed && s->next + b > 0 && b + READ_AHEAD > want &&
-                s->next + b + READ_AHEAD < UINT32_MAX)
-                want = b + READ_AHEAD;
+             * database anyway, read ahead of the first block the cache
+             * lacks, as many blocks as come before it (at least
+             * READ_AHEAD, at most MAX_BLOCK_READ), so that the pages of a
+             * long result read a segment in a few rounds, at most twice
+             * what they used. (The cache's blocks are taken lazily, see
+             * take_cached_blocks, so reading ahead costs a page nothing.) */
+            uint32_t depth = s->next + b;
+            uint32_t ahead = depth < READ_AHEAD       ? READ_AHEAD
+                             : depth < MAX_BLOCK_READ ? depth
+                                                      : MAX_BLOCK_READ;
+            if (!missed && depth > 0 && b + ahead > want && (uint64_t)depth + ahead < UINT32_MAX)
+                want = b + ahead;
             missed = true;
         }
         s->nreq = want;
@@ -1194,21 +1262,27 @@ static bool add_block(eval *ev, stask *s, uint32_t idx, const uint64_t *seqs, si
 
 /* Takes the blocks of s the cache holds, from s->next on, while they
  * could still change the page, so that a round asks only for what comes
- * after them. */
+ * after them: the blocks above the page's bound (a later page passes
+ * over them) and then one that holds seqs below it. Taking more would
+ * take the read-ahead of earlier pages, thousands of seqs far below this
+ * page, before assess could tell (each pass of evaluate assesses anew). */
 static bool take_cached_blocks(eval *ev, stask *s)
 {
     unsigned char label[SSE_LABEL_BYTES];
     uint64_t seqs[SSE_BLOCK_IDS];
     size_t n;
-    bool ok = true;
-    while (ok && ev->cache && s->frontier && worth_reading(ev, s) && s->next < UINT32_MAX - 1) {
+    bool ok = true, added = false;
+    while (ok && !added && ev->cache && s->frontier && worth_reading(ev, s) &&
+           s->next < UINT32_MAX - 1) {
         sse_block_label(label, s->s, s->next);
         int rc = se_cache_block_get(ev->cache, ev->q->room_id, s->seg->id, label, seqs, &n);
         if (rc == SE_CACHE_MISS) break;
-        if (rc == SE_CACHE_NO_BLOCK)
+        if (rc == SE_CACHE_NO_BLOCK) {
             s->frontier = 0;
-        else
+        } else {
             ok = add_block(ev, s, s->next, seqs, n);
+            added = n > 0 && seqs[n - 1] < ev->bound;
+        }
         s->next++;
         ev->moved = true;
     }
@@ -1222,7 +1296,7 @@ static bool read_blocks(eval *ev, stask *s)
 {
     uint64_t seqs[SSE_BLOCK_IDS];
     size_t n;
-    bool ok = true;
+    bool ok = true, read = false;
     for (uint32_t b = 0; b < s->nreq && s->frontier && ok; b++) {
         const breq *r = &ev->br[s->req + b];
         uint32_t idx = s->next + b;
@@ -1232,6 +1306,7 @@ static bool read_blocks(eval *ev, stask *s)
             s->frontier = 0;
             break;
         }
+        read = read || r->cached == SE_CACHE_MISS;
         if (r->cached == SE_CACHE_BLOCK) {
             n = r->ncached;
             memcpy(seqs, r->seqs, n * sizeof *seqs);
@@ -1246,7 +1321,10 @@ static bool read_blocks(eval *ev, stask *s)
     sodium_memzero(seqs, sizeof seqs);
     if (s->frontier) {
         s->next += s->nreq;
-        if (s->nread < MAX_BLOCK_READ) s->nread *= 2;
+        /* More per round saves round trips; blocks the cache had cost
+         * none, and taking more of them only takes seqs the page may not
+         * need. */
+        if (read && s->nread < MAX_BLOCK_READ) s->nread *= 2;
         if ((uint64_t)s->next + s->nread > UINT32_MAX) s->frontier = 0;
     }
     return ok;
@@ -1268,9 +1346,7 @@ static bool take_live(eval *ev, const seqvec *got)
         uint64_t x = ev->lreq.v[i];
         ok = sv_push(ev, sv_has(got, x) ? &ev->live : &ev->dead, x);
     }
-    sv_sort(&ev->live);
-    sv_sort(&ev->dead);
-    return ok;
+    return ok && sv_sort(ev, &ev->live) && sv_sort(ev, &ev->dead);
 }
 
 /* The parts of a round's rows, checked for shape. */
@@ -1352,9 +1428,7 @@ static bool split_round(eval *ev, const PGresult *r, round_rows *rr)
     for (size_t i = 0; i < ev->ner; i++)
         if (ev->er[i].cached == SE_CACHE_MISS)
             ev->er[i].seq = bucket_find(&ev->bq[ev->er[i].bq], ev->er[i].label);
-    sv_sort(&rr->retracted);
-    sv_sort(&rr->live);
-    return true;
+    return sv_sort(ev, &rr->retracted) && sv_sort(ev, &rr->live);
 bad:
     fail(ev, SE_ERR_DB, "search round: unexpected row");
     return false;
@@ -1539,16 +1613,22 @@ static bool send_round(eval *ev)
                             .nparams = 2,
                             .vals = {(const char *)room, (const char *)hi},
                             .lens = {8, 8}};
-    calls[n++] = (call){.stmt = "se_round",
-                        .nparams = 10,
-                        .vals = {(const char *)room, (const char *)hi, (const char *)bound,
-                                 (const char *)flags, (const char *)ev->pb[0].p,
-                                 (const char *)ev->pb[1].p, (const char *)ev->pb[2].p,
-                                 (const char *)ev->pb[3].p, (const char *)ev->pb[4].p,
-                                 (const char *)ev->pb[5].p},
-                        .lens = {8, 8, 8, 8, (int)ev->pb[0].len, (int)ev->pb[1].len,
-                                 (int)ev->pb[2].len, (int)ev->pb[3].len, (int)ev->pb[4].len,
-                                 (int)ev->pb[5].len}};
+    if (trust && ev->nbq == 0 && ev->lreq.n == 0 && ev->mreq.n == 0)
+        calls[n++] = (call){
+            .stmt = "se_round_blocks",
+            .nparams = 3,
+            .vals = {(const char *)room, (const char *)ev->pb[2].p, (const char *)ev->pb[3].p},
+            .lens = {8, (int)ev->pb[2].len, (int)ev->pb[3].len}};
+    else
+        calls[n++] = (call){
+            .stmt = "se_round",
+            .nparams = 10,
+            .vals = {(const char *)room, (const char *)hi, (const char *)bound, (const char *)flags,
+                     (const char *)ev->pb[0].p, (const char *)ev->pb[1].p,
+                     (const char *)ev->pb[2].p, (const char *)ev->pb[3].p,
+                     (const char *)ev->pb[4].p, (const char *)ev->pb[5].p},
+            .lens = {8, 8, 8, 8, (int)ev->pb[0].len, (int)ev->pb[1].len, (int)ev->pb[2].len,
+                     (int)ev->pb[3].len, (int)ev->pb[4].len, (int)ev->pb[5].len}};
     calls[n++] = SYNC;
     PGresult *res[2] = {0};
     round_rows rr = {0};

@@ -104,6 +104,38 @@ static void test_keys(void **state)
     se_cache_free(NULL);
 }
 
+/* Walks are filed under (room, batch, label of counter 0), copied out
+ * whole, and forgotten with the other reads. */
+static void test_walks(void **state)
+{
+    (void)state;
+    se_cache *c = se_cache_new(1u << 20);
+    assert_non_null(c);
+    unsigned char l0[SSE_LABEL_BYTES], l1[SSE_LABEL_BYTES];
+    memset(l0, 0x11, sizeof l0);
+    memset(l1, 0x22, sizeof l1);
+    const uint64_t seqs[3] = {9, 4, 2};
+    uint64_t *got = NULL;
+    size_t n = 99;
+    assert_false(se_cache_walk_get(c, 1, 5, l0, &got, &n));
+    assert_null(got);
+    assert_int_equal(n, 0);
+    se_cache_walk_put(c, 1, 5, l0, seqs, 3);
+    se_cache_walk_put(c, 1, 5, l1, NULL, 0); /* a word the batch lacks */
+    assert_true(se_cache_walk_get(c, 1, 5, l0, &got, &n));
+    assert_int_equal(n, 3);
+    assert_memory_equal(got, seqs, sizeof seqs);
+    free(got);
+    assert_true(se_cache_walk_get(c, 1, 5, l1, &got, &n));
+    assert_int_equal(n, 0);
+    free(got);
+    assert_false(se_cache_walk_get(c, 1, 6, l0, &got, &n)); /* other batch */
+    assert_false(se_cache_walk_get(c, 2, 5, l0, &got, &n)); /* other room */
+    se_cache_drop_reads(c);
+    assert_false(se_cache_walk_get(c, 1, 5, l0, &got, &n));
+    se_cache_free(c);
+}
+
 /* The bound holds, and what goes is what was used longest ago. */
 static void test_eviction(void **state)
 {
@@ -190,6 +222,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_keys),
+        cmocka_unit_test(test_walks),
         cmocka_unit_test(test_eviction),
         cmocka_unit_test(test_threads),
     };
