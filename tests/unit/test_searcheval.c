@@ -1378,6 +1378,53 @@ static void test_refusals_on_the_database(void **state)
     room_free(r);
 }
 
+/* The rules on the tables every store writes (sql/011 keeps them as
+ * domains rather than CHECK constraints): each bad value is refused with
+ * check_violation, and the row it aimed at is unchanged. */
+static void test_store_table_rules(void **state)
+{
+    (void)state;
+    troom *r = room_new("rules@rooms.localhost", 3);
+    const char *v[] = {r->idtext};
+    exec0("INSERT INTO search_batches (room_id, batch, gen, owner) VALUES ($1, 1, 1, 'a@x/r')", 1,
+          v);
+    static const char *const bad[] = {
+        "INSERT INTO search_batches (room_id, batch, gen, owner) VALUES ($1, 0, 1, 'a@x/r')",
+        "INSERT INTO search_batches (room_id, batch, gen, owner) VALUES ($1, 4294967296, 1, 'a')",
+        "INSERT INTO search_batches (room_id, batch, gen, owner) VALUES ($1, 2, 0, 'a@x/r')",
+        "UPDATE search_batches SET state = 3 WHERE room_id = $1 AND batch = 1",
+        "UPDATE search_batches SET state = -1 WHERE room_id = $1 AND batch = 1",
+        "UPDATE search_batches SET entries = entries - 1 WHERE room_id = $1 AND batch = 1",
+        "UPDATE search_batches SET bucket_bits = 17 WHERE room_id = $1 AND batch = 1",
+        "INSERT INTO search_pending (room_id, batch, seq, labels) "
+        "VALUES ($1, 1, 0, decode(repeat('ab', 16), 'hex'))",
+        "INSERT INTO search_pending (room_id, batch, seq, labels) "
+        "VALUES ($1, 1, 1, decode(repeat('ab', 15), 'hex'))",
+        "INSERT INTO search_pending (room_id, batch, seq, labels) VALUES ($1, 1, 1, ''::bytea)",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        PGresult *res = PQexecParams(g_pg, bad[i], 1, NULL, v, NULL, NULL, 0);
+        const char *code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        if (!code || strcmp(code, "23514") != 0)
+            fail_msg("not refused as a check violation (%s): %s", code ? code : "accepted", bad[i]);
+        PQclear(res);
+    }
+    PGresult *res = exec("SELECT state, entries, bucket_bits, "
+                         "(SELECT count(*) FROM search_pending WHERE room_id = $1) "
+                         "FROM search_batches WHERE room_id = $1",
+                         1, v);
+    assert_int_equal(PQntuples(res), 1);
+    for (int f = 0; f < 4; f++)
+        assert_string_equal(PQgetvalue(res, 0, f), "0");
+    PQclear(res);
+    /* What the store statement writes still goes in. */
+    exec0("INSERT INTO search_pending (room_id, batch, seq, labels) "
+          "VALUES ($1, 1, 1, decode(repeat('ab', 32), 'hex'))",
+          1, v);
+    exec0("UPDATE search_batches SET entries = entries + 2 WHERE room_id = $1 AND batch = 1", 1, v);
+    room_free(r);
+}
+
 /* ---- speed of the common page ---- */
 
 static int cmp_long(const void *a, const void *b)
@@ -1451,6 +1498,7 @@ int main(void)
         cmocka_unit_test(test_corrupt_blocks),     cmocka_unit_test(test_refusals_on_the_database),
         cmocka_unit_test(test_newest_page_speed),  cmocka_unit_test(test_many_retractions),
         cmocka_unit_test(test_cache_across_compaction), cmocka_unit_test(test_seal_skipped),
+        cmocka_unit_test(test_store_table_rules),
     };
     return cmocka_run_group_tests_name("searcheval", tests, group_setup, group_teardown);
 }
