@@ -1,7 +1,8 @@
 /* What searches keep between evaluations (searchcache.c): per room the
  * last listing of its live batches and segments, mirrors of the entries
- * of its sealed live batches, the entries probed in sealed batches and the
- * posting blocks already opened, so that the next page of a search, or the
+ * of its sealed live batches and what walking them found per token, the
+ * entries probed in sealed batches and the posting blocks already opened,
+ * so that the next page of a search, or the
  * next search of a popular word, neither waits for the listing before
  * probing nor reads the same things again.
  *
