@@ -213,27 +213,39 @@ void se_cache_free(se_cache *c)
     free(c);
 }
 
+/* A copy of e's rows (*len bytes), counted as a hit; NULL, counted as a
+ * miss, when e is NULL or memory ran out. Called with the lock held. */
+static void *copy_rows(se_cache *c, entry *e, size_t *len)
+{
+    void *out = e ? malloc(e->len ? e->len : 1) : NULL;
+    *len = 0;
+    if (!out) {
+        c->misses++;
+        return NULL;
+    }
+    memcpy(out, e->rows, e->len);
+    *len = e->len;
+    hit(c, e);
+    return out;
+}
+
 void *se_cache_listing_get(se_cache *c, long long room, uint64_t hi, size_t *len)
 {
-    void *out = NULL;
     *len = 0;
     if (!c) return NULL;
     pthread_mutex_lock(&c->mu);
     entry *e = *find(c, KIND_LISTING, room, 0, NULL);
-    if (e && e->segment == hi && (out = malloc(e->len ? e->len : 1)) != NULL) {
-        memcpy(out, e->rows, e->len);
-        *len = e->len;
-        hit(c, e);
-    } else {
-        c->misses++;
-    }
+    void *out = copy_rows(c, e && e->segment == hi ? e : NULL, len);
     pthread_mutex_unlock(&c->mu);
     return out;
 }
 
 /* Files rows (len bytes, malloc'd, taken over: freed if not filed) as a
  * listing or a mirror. */
-static void put_rows(se_cache *c, int kind, long long room, uint64_t key, void *rows, size_t len)
+/* Files rows (malloc'd, taken over) under (kind, room, key) and, for the
+ * kinds filed by label, label (NULL for the others). */
+static void put_rows(se_cache *c, int kind, long long room, uint64_t key,
+                     const unsigned char *label, void *rows, size_t len)
 {
     entry *e = calloc(1, sizeof *e);
     if (!e) {
@@ -243,6 +255,7 @@ static void put_rows(se_cache *c, int kind, long long room, uint64_t key, void *
     e->kind = (uint8_t)kind;
     e->room = room;
     e->segment = key;
+    if (label) memcpy(e->label, label, SSE_LABEL_BYTES);
     e->rows = rows;
     e->len = len;
     e->cost = sizeof *e + len;
@@ -257,7 +270,7 @@ void se_cache_listing_put(se_cache *c, long long room, uint64_t hi, const void *
     void *copy = malloc(len ? len : 1);
     if (!copy) return;
     if (len) memcpy(copy, rows, len);
-    put_rows(c, KIND_LISTING, room, hi, copy, len);
+    put_rows(c, KIND_LISTING, room, hi, NULL, copy, len);
 }
 
 static int seqs_get(se_cache *c, int kind, long long room, uint64_t segment,
@@ -379,7 +392,7 @@ void se_cache_mirror_put(se_cache *c, long long room, uint64_t batch,
         rows[i].seq = seqs[i];
     }
     qsort(rows, n, sizeof *rows, cmp_mrow);
-    put_rows(c, KIND_MIRROR, room, batch, rows, n * sizeof *rows);
+    put_rows(c, KIND_MIRROR, room, batch, NULL, rows, n * sizeof *rows);
 }
 
 bool se_cache_walk_get(se_cache *c, long long room, uint64_t batch,
@@ -388,43 +401,22 @@ bool se_cache_walk_get(se_cache *c, long long room, uint64_t batch,
     *seqs = NULL;
     *n = 0;
     if (!c) return false;
-    bool found = false;
+    size_t len;
     pthread_mutex_lock(&c->mu);
-    entry *e = *find(c, KIND_WALK, room, batch, label0);
-    if (e && (*seqs = malloc(e->len ? e->len : 1)) != NULL) {
-        memcpy(*seqs, e->rows, e->len);
-        *n = e->len / sizeof **seqs;
-        found = true;
-        hit(c, e);
-    } else {
-        c->misses++;
-    }
+    *seqs = copy_rows(c, *find(c, KIND_WALK, room, batch, label0), &len);
     pthread_mutex_unlock(&c->mu);
-    return found;
+    *n = len / sizeof **seqs;
+    return *seqs != NULL;
 }
 
 void se_cache_walk_put(se_cache *c, long long room, uint64_t batch,
                        const unsigned char label0[SSE_LABEL_BYTES], const uint64_t *seqs, size_t n)
 {
     if (!c) return;
-    entry *e = calloc(1, sizeof *e);
     uint64_t *rows = malloc(n ? n * sizeof *rows : 1);
-    if (!e || !rows) {
-        free(e);
-        free(rows);
-        return;
-    }
+    if (!rows) return;
     if (n) memcpy(rows, seqs, n * sizeof *rows);
-    e->kind = KIND_WALK;
-    e->room = room;
-    e->segment = batch;
-    memcpy(e->label, label0, SSE_LABEL_BYTES);
-    e->rows = rows;
-    e->len = n * sizeof *rows;
-    e->cost = sizeof *e + e->len;
-    pthread_mutex_lock(&c->mu);
-    insert(c, e);
-    pthread_mutex_unlock(&c->mu);
+    put_rows(c, KIND_WALK, room, batch, label0, rows, n * sizeof *rows);
 }
 
 void se_cache_drop_reads(se_cache *c)
