@@ -42,8 +42,8 @@ const char archive_store_sql[] =
     "WITH dup AS (SELECT seq, nick, payload FROM messages WHERE room_id = $1 "
     "AND sender = $2 AND origin_id = $4), "
     "b AS (SELECT gen FROM search_batches WHERE room_id = $1 AND batch = $8::bigint "
-    "AND owner = $9::text AND state = 0 AND NOT EXISTS (SELECT 1 FROM dup) "
-    "FOR UPDATE), "
+    "AND owner = $9::text AND state = 0 AND entries < " SQL_NUMBER(SEARCH_BATCH_ENTRIES) " "
+    "AND NOT EXISTS (SELECT 1 FROM dup) FOR UPDATE), "
     "r AS (UPDATE rooms SET last_seq = last_seq + 1 WHERE room_id = $1 "
     "AND NOT EXISTS (SELECT 1 FROM dup) AND current_epoch = $6 "
     "AND EXISTS (SELECT 1 FROM datakeys WHERE room_id = $1 AND dkid = $7 "
@@ -56,9 +56,10 @@ const char archive_store_sql[] =
     "DO NOTHING RETURNING seq), "
     "ent AS (INSERT INTO search_pending (room_id, batch, seq, labels) "
     "SELECT $1, $8::bigint, ins.seq, $10::bytea FROM ins WHERE $10::bytea IS NOT NULL), "
-    "bu AS (UPDATE search_batches SET entries = entries + length($10::bytea) / "
-    LABEL_SQL ", state = CASE WHEN entries + length($10::bytea) / " LABEL_SQL " >= "
-    SQL_NUMBER(SEARCH_BATCH_ENTRIES) " THEN 1 ELSE state END "
+    /* Not state: naming it would make PostgreSQL prepare the WHEN
+     * conditions of the batches' UPDATE OF state triggers in every store
+     * (sql/011 says why that costs). A full batch is refused by b instead. */
+    "bu AS (UPDATE search_batches SET entries = entries + length($10::bytea) / " LABEL_SQL " "
     "WHERE room_id = $1 AND batch = $8::bigint AND EXISTS (SELECT 1 FROM ins)), "
     /* Refused for another reason (epoch, data key): no later
      * entry of the batch may land behind this one's gap. */
@@ -640,11 +641,12 @@ void archive_handle_groupchat(rooms *r, room *rm, xmpp_stanza_t *msg)
      * current epoch (else one row with fresh NULL: refused).
      *
      * With an index ($8 batch, $9 the sending session, $10 the labels), the
-     * message is stored only if that batch is open, the session's, and of
-     * the room's generation while no new one is needed; b locks the batch
-     * row, so a search or a new keyring sealing it concurrently either
-     * waits for this message's entries or has sealed it before they could
-     * go in (READ COMMITTED re-checks state on the locked row). The last
+     * message is stored only if that batch is open, the session's, not full
+     * (SEARCH_BATCH_ENTRIES) and of the room's generation while no new one
+     * is needed; b locks the batch row, so a search or a new keyring
+     * sealing it concurrently either waits for this message's entries or
+     * has sealed it before they could go in (READ COMMITTED re-checks state
+     * on the locked row). The last
      * column of a refusal says whether the batch was the reason. A resend
      * never touches entries. The entries go in as one search_pending row
      * (sql/009), packed into buckets when the batch seals; a label sent

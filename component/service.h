@@ -295,7 +295,12 @@ void search_handle_iq(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *el);
 /* A numeric macro spelled as an SQL literal. */
 #define SQL_NUMBER_(n) #n
 #define SQL_NUMBER(n) SQL_NUMBER_(n)
-/* Most entries a batch takes: the message that reaches it seals it. */
+/* A batch takes messages while it holds fewer entries than this, so the
+ * message that reaches it is its last (a batch holds less than this plus
+ * search.max_entries). Once one message is refused for it, every later one
+ * is too (entries only grow), so none lands behind the refused one's
+ * counters; the batch seals as open batches do (its owner's next batch, a
+ * search). */
 #define SEARCH_BATCH_ENTRIES 65536
 /* A message's <index batch='N'>: the batch into *batch and the n × 16 label
  * bytes into *labels (malloc'd, caller frees) and *len. NULL on success,

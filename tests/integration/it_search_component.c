@@ -1465,13 +1465,23 @@ int main(void)
     }
     search_all(alice, "huge", 2, last, 50);
 
-    /* ---- a batch is sealed at 65,536 entries ---- */
+    /* ---- a batch is full at 65,536 entries ---- */
     uint32_t full = take_batch(alice, 2);
     snprintf(bn, sizeof bn, "%u", full);
-    pgv("UPDATE search_batches SET entries = 65528 WHERE room_id = " ROOM_ID " AND batch = $2", bn);
+    pgv("UPDATE search_batches SET entries = 65530 WHERE room_id = " ROOM_ID " AND batch = $2", bn);
+    /* Below the cap, it takes a message even one that carries it past. */
     say_indexed(alice, "apple last", 2, full, NULL);
-    IT_CHECK(batch_state(full) == 1, "the entry that reached 65,536 did not seal batch %u", full);
+    IT_CHECK(pgv("SELECT entries FROM search_batches WHERE room_id = " ROOM_ID " AND batch = $2",
+                 bn) == 65538,
+             "the message that filled batch %u was not counted", full);
+    /* Full: refused, and left as it was (same() counts the open batches). */
     refused_into(alice, "apple later", 2, full, "entries into a full batch");
+    refused_into(alice, "apple", 2, full, "a small message into a full batch");
+    IT_CHECK(batch_state(full) == 0, "refusing a message sealed full batch %u", full);
+    /* What the client does on <batch-sealed/>: a new batch, which seals it. */
+    uint32_t after_full = take_batch(alice, 2);
+    IT_CHECK(batch_state(full) == 1, "taking batch %u left full batch %u open", after_full, full);
+    say_indexed(alice, "apple after full", 2, after_full, NULL);
 
     /* ---- a message refused for another reason seals its batch ---- */
     {
