@@ -565,7 +565,8 @@ static void lease_made(void *arg, bool ok, PGresult *const *res, int nres, const
  * one generation make a level-1 segment; failing that, the oldest 8 live
  * segments of one level and generation make one of the next level.
  * Nothing held by a live lease is picked twice. The seqs to index are the
- * messages those entries or segments name, less the retracted.
+ * messages those batches (the list their sealing kept, sql/012) or
+ * segments name, less the retracted.
  *
  * When there are none (every message retracted, or the batches hold no
  * entries at all) no member has anything to build and no search can ever
@@ -597,18 +598,24 @@ static void lease_submit(sop *op)
             "WITH " COMPACT_WORK_SQL(COMPACT_SEALED) ", "
             "bsel AS (SELECT batch FROM cb WHERE gen = (SELECT gen FROM bg) ORDER BY batch "
             "LIMIT 64), "
+            /* Retracted messages, few: taken out of the pick's seqs by
+             * hashing, not by a lookup in messages for every seq. */
+            "rt AS (SELECT seq FROM messages WHERE room_id = $1::bigint "
+            "AND retracted_at IS NOT NULL), "
             "ssel AS (SELECT cs.* FROM cs JOIN sg USING (gen, level) ORDER BY first_batch "
             "LIMIT 8), "
             "pick AS (SELECT (SELECT gen FROM bg) AS gen, 1 AS level, min(batch) AS first_batch, "
             "max(batch) AS last_batch, array_agg(batch ORDER BY batch) AS batches, "
-            "'{}'::bigint[] AS merged, ARRAY(SELECT DISTINCT e.seq FROM search_entries e "
-            "JOIN messages m ON m.room_id = e.room_id AND m.seq = e.seq "
-            "WHERE e.room_id = $1::bigint AND e.batch IN (SELECT batch FROM bsel) "
-            "AND m.retracted_at IS NULL ORDER BY e.seq) AS seqs FROM bsel HAVING count(*) > 0 "
+            "'{}'::bigint[] AS merged, ARRAY(SELECT x.seq FROM (SELECT u.seq "
+            "FROM search_batches b, unnest(coalesce(b.seqs, ARRAY(SELECT e.seq "
+            "FROM search_entries e WHERE e.room_id = $1::bigint AND e.batch = b.batch))) "
+            "AS u(seq) WHERE b.room_id = $1::bigint AND b.batch IN (SELECT batch FROM bsel) "
+            "EXCEPT SELECT seq FROM rt) AS x ORDER BY x.seq) AS seqs FROM bsel "
+            "HAVING count(*) > 0 "
             "UNION ALL SELECT min(gen), min(level) + 1, min(first_batch), max(last_batch), "
-            "'{}'::bigint[], array_agg(segment ORDER BY segment), ARRAY(SELECT DISTINCT u.seq "
-            "FROM ssel, unnest(ssel.seqs) AS u(seq) JOIN messages m ON m.room_id = $1::bigint "
-            "AND m.seq = u.seq WHERE m.retracted_at IS NULL ORDER BY u.seq) FROM ssel "
+            "'{}'::bigint[], array_agg(segment ORDER BY segment), ARRAY(SELECT x.seq "
+            "FROM (SELECT u.seq FROM ssel, unnest(ssel.seqs) AS u(seq) "
+            "EXCEPT SELECT seq FROM rt) AS x ORDER BY x.seq) FROM ssel "
             "HAVING count(*) > 0 AND NOT EXISTS (SELECT 1 FROM bsel)), "
             "ins AS (INSERT INTO search_leases (room_id, lease, segment, gen, level, holder, "
             "expires, first_batch, last_batch, batches, merged_segments, seqs) "
@@ -619,7 +626,7 @@ static void lease_submit(sop *op)
             "(extract(epoch FROM expires) * 1000)::bigint AS expires_ms, "
             "cardinality(seqs) AS count), "
             "bare AS (SELECT batches, merged FROM pick WHERE cardinality(seqs) = 0), "
-            "rb AS (UPDATE search_batches SET state = 2 WHERE room_id = $1::bigint "
+            "rb AS (UPDATE search_batches SET state = 2, seqs = NULL WHERE room_id = $1::bigint "
             "AND batch = ANY ((SELECT batches FROM bare)::bigint[]) AND state = 1 "
             "RETURNING batch), "
             "rbe AS (DELETE FROM search_buckets WHERE room_id = $1::bigint "
@@ -907,7 +914,7 @@ static void handle_commit(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *
             "WHERE s.room_id = $1::bigint AND s.lease = $2::bigint RETURNING 1), "
             "stg AS (DELETE FROM search_staged WHERE room_id = $1::bigint AND lease = $2::bigint "
             "AND EXISTS (SELECT 1 FROM l)), "
-            "bat AS (UPDATE search_batches SET state = 2 WHERE room_id = $1::bigint "
+            "bat AS (UPDATE search_batches SET state = 2, seqs = NULL WHERE room_id = $1::bigint "
             "AND batch = ANY ((SELECT batches FROM l)::bigint[]) AND state = 1 RETURNING batch), "
             "ent AS (DELETE FROM search_buckets WHERE room_id = $1::bigint "
             "AND batch IN (SELECT batch FROM bat)), "

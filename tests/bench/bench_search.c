@@ -1182,7 +1182,7 @@ static int commit_segment(PGconn *pg, sroom *r, const corpus *c, compaction *cp,
                "$8::bigint[], 1)",
                8, v) &&
          ac_ok(pg,
-               "WITH bat AS (UPDATE search_batches SET state = 2 WHERE room_id = $1 "
+               "WITH bat AS (UPDATE search_batches SET state = 2, seqs = NULL WHERE room_id = $1 "
                "AND batch = ANY ($2::bigint[]) AND state = 1 RETURNING batch) "
                "DELETE FROM search_buckets WHERE room_id = $1 AND batch IN (SELECT batch FROM bat)",
                2, (const char *const[]){r->idtext, batarr}) &&
@@ -1916,8 +1916,9 @@ int main(int argc, char **argv)
         if (!ac_ok(conn[0], "DELETE FROM search_buckets WHERE room_id = $1 AND batch <= $2", 2,
                    v) ||
             !ac_ok(conn[0],
-                   "UPDATE search_batches SET state = 2 WHERE room_id = $1 AND batch <= $2", 2,
-                   v) ||
+                   "UPDATE search_batches SET state = 2, seqs = NULL WHERE room_id = $1 "
+                   "AND batch <= $2",
+                   2, v) ||
             vacuum_analyze(conn[0], true) != 0 || measure_inserts(conn[0], &r, cdf, &crng) != 0)
             goto out;
         bool met = insert_result(line, sizeof line);

@@ -1425,6 +1425,130 @@ static void test_store_table_rules(void **state)
     room_free(r);
 }
 
+/* ---- the seqs a sealed batch keeps (sql/012) ---- */
+
+/* Batch b's kept seqs as PostgreSQL prints them ("" for NULL), and the
+ * same from its entries (the view unpacks the buckets). */
+static void batch_seqs(const char *idtext, uint32_t b, char *kept, char *from_entries, size_t cap)
+{
+    char bt[16];
+    snprintf(bt, sizeof bt, "%u", b);
+    const char *v[] = {idtext, bt};
+    PGresult *res = exec("SELECT seqs::text, (SELECT array_agg(DISTINCT e.seq ORDER BY e.seq)::text "
+                         "FROM search_entries e WHERE e.room_id = $1 AND e.batch = $2) "
+                         "FROM search_batches WHERE room_id = $1 AND batch = $2",
+                         2, v);
+    assert_int_equal(PQntuples(res), 1);
+    snprintf(kept, cap, "%s", PQgetvalue(res, 0, 0));
+    snprintf(from_entries, cap, "%s", PQgetvalue(res, 0, 1));
+    PQclear(res);
+}
+
+static void test_sealed_batch_keeps_seqs(void **state)
+{
+    (void)state;
+    init_words();
+    enum { N = 600 };
+    troom *r = room_new("seqs@rooms.localhost", N);
+    uint32_t b[3];
+    for (int i = 0; i < 3; i++)
+        b[i] = take_batch(r, 2);
+    /* Interleaved writers; 8 entries or more a message, and more than
+     * one flush, so some messages span two pending rows. */
+    for (uint64_t q = 1; q <= N; q++)
+        index_message(r, q, b[q * 7 % 3], (uint32_t)(q * 2654435761u) & 0x3ff);
+    r->b[b[0]].state = 1;
+    r->b[b[1]].state = 1;
+    store_batches(r);
+    static char kept[8192], want[8192], from_entries[8192];
+    for (int i = 0; i < 3; i++) {
+        size_t n = 0;
+        n += (size_t)snprintf(want + n, sizeof want - n, "{");
+        for (uint64_t q = 1; q <= N; q++)
+            if (r->batch[q] == b[i])
+                n += (size_t)snprintf(want + n, sizeof want - n, "%s%llu", n > 1 ? "," : "",
+                                      (unsigned long long)q);
+        snprintf(want + n, sizeof want - n, "}");
+        batch_seqs(r->idtext, b[i], kept, from_entries, sizeof kept);
+        assert_string_equal(from_entries, want);
+        /* Sealed: kept in order; open: nothing kept yet. */
+        assert_string_equal(kept, i < 2 ? want : "");
+    }
+    room_free(r);
+}
+
+/* A database sealed under v11 gets its batches' seqs from v12. */
+static void test_batch_seqs_migration(void **state)
+{
+    (void)state;
+    char dbname[80], sql[200], dir[] = "/tmp/sealroom-sql11-XXXXXX", from[1200], to[1200],
+                                err[512];
+    snprintf(dbname, sizeof dbname, "%s_v11", g_dbname);
+    snprintf(sql, sizeof sql, "CREATE DATABASE %s", dbname);
+    assert_int_equal(admin_exec(sql), 0);
+    char *conninfo = pgt_conninfo_for(g_admin_conninfo, dbname);
+    assert_non_null(conninfo);
+    assert_non_null(mkdtemp(dir));
+    static const char *const v11[] = {
+        "001_init.sql",    "002_e2e.sql",     "003_dmkd.sql",           "004_archive.sql",
+        "005_search.sql",  "006_undo.sql",    "007_search_speed.sql",   "008_insert.sql",
+        "009_buckets.sql", "010_search_version.sql", "011_store_checks.sql"};
+    for (size_t i = 0; i < sizeof v11 / sizeof v11[0]; i++) {
+        snprintf(from, sizeof from, "%s/sql/%s", g_src, v11[i]);
+        snprintf(to, sizeof to, "%s/%s", dir, v11[i]);
+        assert_int_equal(symlink(from, to), 0);
+    }
+    db *d = db_new(conninfo);
+    assert_non_null(d);
+    assert_int_equal(db_connect_blocking(d, 10000, err, sizeof err), 0);
+    assert_int_equal(db_migrate(d, dir, err, sizeof err), 0);
+    PGconn *c = PQconnectdb(conninfo);
+    assert_int_equal(PQstatus(c), CONNECTION_OK);
+    PQsetNoticeProcessor(c, pgt_quiet, NULL);
+    static const char *const setup[] = {
+        "INSERT INTO rooms (room_id, name, roster_version, roster_head, search_gen) OVERRIDING "
+        "SYSTEM VALUE "
+        "VALUES (1, 'v11@rooms.localhost', 0, decode(repeat('00', 32), 'hex'), 1)",
+        "INSERT INTO messages (room_id, seq, sender, nick, payload) "
+        "SELECT 1, g, 'a@localhost', 'a', '\\x00' FROM generate_series(1, 9) g",
+        "INSERT INTO search_batches (room_id, batch, gen, owner) VALUES (1, 1, 1, 'a@x/r'), "
+        "(1, 2, 1, 'a@x/r')",
+        "INSERT INTO search_pending (room_id, batch, seq, labels) "
+        "SELECT 1, 1 + g % 2, g, decode(repeat(md5(g::text), 8), 'hex') "
+        "FROM generate_series(1, 9) g",
+        "UPDATE search_batches SET entries = 40 WHERE batch = 1",
+        "UPDATE search_batches SET state = 1 WHERE batch = 1"};
+    for (size_t i = 0; i < sizeof setup / sizeof setup[0]; i++) {
+        PGresult *res = PQexec(c, setup[i]);
+        if (PQresultStatus(res) != PGRES_COMMAND_OK) fail_msg("%s: %s", setup[i], PQerrorMessage(c));
+        PQclear(res);
+    }
+    snprintf(from, sizeof from, "%s/sql", g_src);
+    assert_int_equal(db_migrate(d, from, err, sizeof err), 0);
+    PGresult *res = PQexec(c, "SELECT batch, state, seqs::text FROM search_batches ORDER BY batch");
+    assert_int_equal(PQntuples(res), 2);
+    assert_string_equal(PQgetvalue(res, 0, 2), "{2,4,6,8}");
+    assert_string_equal(PQgetvalue(res, 1, 1), "0");
+    assert_true(PQgetisnull(res, 1, 2));
+    PQclear(res);
+    /* And the open batch, sealed now, keeps its own. */
+    res = PQexec(c, "UPDATE search_batches SET state = 1 WHERE batch = 2 RETURNING seqs::text");
+    PQclear(res);
+    res = PQexec(c, "SELECT seqs::text FROM search_batches WHERE batch = 2");
+    assert_string_equal(PQgetvalue(res, 0, 0), "{1,3,5,7,9}");
+    PQclear(res);
+    PQfinish(c);
+    db_free(d);
+    for (size_t i = 0; i < sizeof v11 / sizeof v11[0]; i++) {
+        snprintf(to, sizeof to, "%s/%s", dir, v11[i]);
+        unlink(to);
+    }
+    rmdir(dir);
+    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", dbname);
+    admin_exec(sql);
+    free(conninfo);
+}
+
 /* ---- speed of the common page ---- */
 
 static int cmp_long(const void *a, const void *b)
@@ -1498,7 +1622,8 @@ int main(void)
         cmocka_unit_test(test_corrupt_blocks),     cmocka_unit_test(test_refusals_on_the_database),
         cmocka_unit_test(test_newest_page_speed),  cmocka_unit_test(test_many_retractions),
         cmocka_unit_test(test_cache_across_compaction), cmocka_unit_test(test_seal_skipped),
-        cmocka_unit_test(test_store_table_rules),
+        cmocka_unit_test(test_store_table_rules), cmocka_unit_test(test_sealed_batch_keeps_seqs),
+        cmocka_unit_test(test_batch_seqs_migration),
     };
     return cmocka_run_group_tests_name("searcheval", tests, group_setup, group_teardown);
 }
