@@ -646,9 +646,8 @@ void archive_handle_groupchat(rooms *r, room *rm, xmpp_stanza_t *msg)
      * is needed; b locks the batch row, so a search or a new keyring
      * sealing it concurrently either waits for this message's entries or
      * has sealed it before they could go in (READ COMMITTED re-checks state
-     * on the locked row). The last
-     * column of a refusal says whether the batch was the reason. A resend
-     * never touches entries. The entries go in as one search_pending row
+     * on the locked row). The last column of a refusal says whether the
+     * batch was the reason. A resend never touches entries. The entries go in as one search_pending row
      * (sql/009), packed into buckets when the batch seals; a label sent
      * twice (by a misbehaving writer only: real labels are PRF outputs of
      * distinct counters, dummies 16 random bytes) is packed twice, and a
