@@ -588,8 +588,8 @@ static void lease_submit(sop *op)
     const char *p3[3] = {id, op->full, ms};
     if (!u ||
         db_unit_add(u,
-                    "DELETE FROM search_staged s USING search_leases l WHERE s.room_id = $1 "
-                    "AND l.room_id = $1 AND s.lease = l.lease AND l.expires <= now()",
+                    "DELETE FROM search_blocks b USING search_leases l WHERE b.room_id = $1 "
+                    "AND l.room_id = $1 AND b.segment = l.segment AND l.expires <= now()",
                     1, p1, NULL, NULL) != 0 ||
         db_unit_add(u, "DELETE FROM search_leases WHERE room_id = $1 AND expires <= now()", 1,
                     p1, NULL, NULL) != 0 ||
@@ -808,27 +808,30 @@ static void handle_part(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *el
     snprintf(ls, sizeof ls, "%" PRIu64, lease);
     const char *p[4] = {id, ls, op ? op->full : NULL, (const char *)buf};
     int l[4] = {-1, -1, -1, (int)n}, f[4] = {0, 0, 0, 1};
-    /* A block sent again (a part resent after a lost answer) stays as it
-     * was. A lease that has expired loses what it staged. */
+    /* Staged where the segment will live (sql/013): under the lease's
+     * segment id, which no search lists before the commit. A block sent
+     * again (a part resent after a lost answer) stays as it was. A lease
+     * that has expired loses what it staged. */
     if (!op || !u ||
         db_unit_add(u,
                     "SELECT 1 FROM search_leases WHERE room_id = $1 AND lease = $2 AND holder = $3 "
                     "AND expires > now()",
                     3, p, NULL, NULL) != 0 ||
         db_unit_add(u,
-                    "INSERT INTO search_staged (room_id, lease, label, body) "
-                    "SELECT $1::bigint, $2::bigint, substring($4::bytea FROM i * " PART_SQL
+                    "INSERT INTO search_blocks (room_id, segment, label, body) "
+                    "SELECT $1::bigint, x.segment, substring($4::bytea FROM i * " PART_SQL
                     " + 1 FOR " LABEL_SQL "), substring($4::bytea FROM i * " PART_SQL " + 1 + "
                     LABEL_SQL " FOR " BODY_SQL ") "
-                    "FROM generate_series(0, length($4::bytea) / " PART_SQL " - 1) AS i "
-                    "WHERE EXISTS (SELECT 1 FROM search_leases WHERE room_id = $1::bigint "
-                    "AND lease = $2::bigint AND holder = $3::text AND expires > now()) "
+                    "FROM search_leases x, "
+                    "generate_series(0, length($4::bytea) / " PART_SQL " - 1) AS i "
+                    "WHERE x.room_id = $1::bigint AND x.lease = $2::bigint "
+                    "AND x.holder = $3::text AND x.expires > now() "
                     "ON CONFLICT DO NOTHING",
                     4, p, l, f) != 0 ||
         db_unit_add(u,
-                    "DELETE FROM search_staged WHERE room_id = $1 AND lease = $2 AND NOT EXISTS "
-                    "(SELECT 1 FROM search_leases WHERE room_id = $1 AND lease = $2 "
-                    "AND expires > now())",
+                    "DELETE FROM search_blocks b USING search_leases x WHERE b.room_id = $1 "
+                    "AND x.room_id = $1 AND x.lease = $2 AND b.segment = x.segment "
+                    "AND x.expires <= now()",
                     2, p, NULL, NULL) != 0 ||
         db_unit_add(u,
                     "DELETE FROM search_leases WHERE room_id = $1 AND lease = $2 "
@@ -846,8 +849,9 @@ static void handle_part(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *el
 
 /* ---- <segment-commit/> ---- */
 
-/* res[1]: the lease was consumed (1) or not (0), blocks, batches and
- * segments merged. */
+/* res[1]: the lease was consumed (1) or not (0), batches and segments
+ * merged, the segment. (Its blocks are not counted: that would read them
+ * all, and they were written part by part, sql/013.) */
 static void committed(void *arg, bool ok, PGresult *const *res, int nres, const char *err)
 {
     sop *op = arg;
@@ -860,10 +864,9 @@ static void committed(void *arg, bool ok, PGresult *const *res, int nres, const 
         lease_expired(op);
     } else {
         r->stats.search_segments++;
-        log_info(rm->name, "segment %s committed by %s: %s blocks, %s batches and %s segments "
-                 "merged",
-                 PQgetvalue(res[1], 0, 4), op->full, PQgetvalue(res[1], 0, 1),
-                 PQgetvalue(res[1], 0, 2), PQgetvalue(res[1], 0, 3));
+        log_info(rm->name, "segment %s committed by %s: %s batches and %s segments merged",
+                 PQgetvalue(res[1], 0, 3), op->full, PQgetvalue(res[1], 0, 1),
+                 PQgetvalue(res[1], 0, 2));
         svc_send(r, st_iq_result(op->iq, rm->name));
     }
     sop_free(op);
@@ -884,15 +887,16 @@ static void handle_commit(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *
     snprintf(ls, sizeof ls, "%" PRIu64, lease);
     const char *p[3] = {id, ls, op ? op->full : NULL};
     /* One transaction: the lease (valid, the requester's, and what it took
-     * still as it was) is consumed; its staged blocks become the live
-     * segment; the batches it replaces are compacted and lose their
-     * entries, the segments it merges are retired and lose their blocks.
+     * still as it was) is consumed; its staged blocks, already under the
+     * segment's id (sql/013), become the live segment with its row; the
+     * batches it replaces are compacted and lose their entries, the
+     * segments it merges are retired and lose their blocks.
      * Until this commits, searches see the old batches and segments. An
      * expired lease is dropped with its staging and changes nothing else. */
     if (!op || !u ||
         db_unit_add(u,
-                    "DELETE FROM search_staged s USING search_leases l WHERE s.room_id = $1 "
-                    "AND l.room_id = $1 AND s.lease = l.lease AND l.lease = $2 "
+                    "DELETE FROM search_blocks b USING search_leases l WHERE b.room_id = $1 "
+                    "AND l.room_id = $1 AND b.segment = l.segment AND l.lease = $2 "
                     "AND l.expires <= now()",
                     2, p, NULL, NULL) != 0 ||
         db_unit_add(
@@ -909,11 +913,7 @@ static void handle_commit(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *
             "last_batch, min_seq, max_seq, seqs, state) SELECT $1::bigint, segment, gen, level, "
             "first_batch, last_batch, coalesce(seqs[1], 0), coalesce(seqs[cardinality(seqs)], 0), "
             "seqs, 1 FROM l RETURNING segment), "
-            "blk AS (INSERT INTO search_blocks (room_id, segment, label, body) "
-            "SELECT $1::bigint, l.segment, s.label, s.body FROM search_staged s, l "
-            "WHERE s.room_id = $1::bigint AND s.lease = $2::bigint RETURNING 1), "
-            "stg AS (DELETE FROM search_staged WHERE room_id = $1::bigint AND lease = $2::bigint "
-            "AND EXISTS (SELECT 1 FROM l)), "
+
             "bat AS (UPDATE search_batches SET state = 2, seqs = NULL WHERE room_id = $1::bigint "
             "AND batch = ANY ((SELECT batches FROM l)::bigint[]) AND state = 1 RETURNING batch), "
             "ent AS (DELETE FROM search_buckets WHERE room_id = $1::bigint "
@@ -923,8 +923,8 @@ static void handle_commit(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *
             "RETURNING segment), "
             "mb AS (DELETE FROM search_blocks WHERE room_id = $1::bigint "
             "AND segment IN (SELECT segment FROM ms)) "
-            "SELECT (SELECT count(*) FROM l), (SELECT count(*) FROM blk), "
-            "(SELECT count(*) FROM bat), (SELECT count(*) FROM ms), (SELECT segment FROM seg)",
+            "SELECT (SELECT count(*) FROM l), (SELECT count(*) FROM bat), "
+            "(SELECT count(*) FROM ms), (SELECT segment FROM seg)",
             3, p, NULL, NULL) != 0) {
         db_unit_free(u);
         if (op) sop_free(op);

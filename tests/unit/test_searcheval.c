@@ -1477,38 +1477,94 @@ static void test_sealed_batch_keeps_seqs(void **state)
     room_free(r);
 }
 
+/* ---- migrations of the search tables ---- */
+
+typedef struct olddb {
+    char name[80], dir[40];
+    char *conninfo;
+    size_t nfiles;
+    db *d;
+    PGconn *c;
+} olddb;
+
+static const char *const g_migrations[] = {
+    "001_init.sql",    "002_e2e.sql",          "003_dmkd.sql",         "004_archive.sql",
+    "005_search.sql",  "006_undo.sql",         "007_search_speed.sql", "008_insert.sql",
+    "009_buckets.sql", "010_search_version.sql", "011_store_checks.sql", "012_batch_seqs.sql"};
+
+/* A new database at schema version `version` (the first that many
+ * migrations of sql/, linked into a directory of their own). */
+static void olddb_open(olddb *o, size_t version)
+{
+    char sql[200], from[1200], to[1200], err[512];
+    assert_true(version <= sizeof g_migrations / sizeof g_migrations[0]);
+    memset(o, 0, sizeof *o);
+    snprintf(o->name, sizeof o->name, "%s_v%zu", g_dbname, version);
+    snprintf(sql, sizeof sql, "CREATE DATABASE %s", o->name);
+    assert_int_equal(admin_exec(sql), 0);
+    o->conninfo = pgt_conninfo_for(g_admin_conninfo, o->name);
+    assert_non_null(o->conninfo);
+    snprintf(o->dir, sizeof o->dir, "/tmp/sealroom-sql-XXXXXX");
+    assert_non_null(mkdtemp(o->dir));
+    for (o->nfiles = 0; o->nfiles < version; o->nfiles++) {
+        snprintf(from, sizeof from, "%s/sql/%s", g_src, g_migrations[o->nfiles]);
+        snprintf(to, sizeof to, "%s/%s", o->dir, g_migrations[o->nfiles]);
+        assert_int_equal(symlink(from, to), 0);
+    }
+    o->d = db_new(o->conninfo);
+    assert_non_null(o->d);
+    assert_int_equal(db_connect_blocking(o->d, 10000, err, sizeof err), 0);
+    if (db_migrate(o->d, o->dir, err, sizeof err) != 0) fail_msg("migrate: %s", err);
+    o->c = PQconnectdb(o->conninfo);
+    assert_int_equal(PQstatus(o->c), CONNECTION_OK);
+    PQsetNoticeProcessor(o->c, pgt_quiet, NULL);
+}
+
+static void olddb_exec(olddb *o, const char *const *stmts, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        PGresult *res = PQexec(o->c, stmts[i]);
+        if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
+            fail_msg("%s: %s", stmts[i], PQerrorMessage(o->c));
+        PQclear(res);
+    }
+}
+
+/* To the current version, with every migration of sql/. */
+static void olddb_migrate(olddb *o)
+{
+    char dir[1100], err[512];
+    snprintf(dir, sizeof dir, "%s/sql", g_src);
+    if (db_migrate(o->d, dir, err, sizeof err) != 0) fail_msg("migrate: %s", err);
+}
+
+static void olddb_close(olddb *o)
+{
+    char sql[200], to[1200];
+    PQfinish(o->c);
+    db_free(o->d);
+    for (size_t i = 0; i < o->nfiles; i++) {
+        snprintf(to, sizeof to, "%s/%s", o->dir, g_migrations[i]);
+        unlink(to);
+    }
+    rmdir(o->dir);
+    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", o->name);
+    admin_exec(sql);
+    free(o->conninfo);
+}
+
+static const char OLD_ROOM[] =
+    "INSERT INTO rooms (room_id, name, roster_version, roster_head, search_gen) OVERRIDING "
+    "SYSTEM VALUE VALUES (1, 'old@rooms.localhost', 0, decode(repeat('00', 32), 'hex'), 1)";
+
 /* A database sealed under v11 gets its batches' seqs from v12. */
 static void test_batch_seqs_migration(void **state)
 {
     (void)state;
-    char dbname[80], sql[200], dir[] = "/tmp/sealroom-sql11-XXXXXX", from[1200], to[1200],
-                                err[512];
-    snprintf(dbname, sizeof dbname, "%s_v11", g_dbname);
-    snprintf(sql, sizeof sql, "CREATE DATABASE %s", dbname);
-    assert_int_equal(admin_exec(sql), 0);
-    char *conninfo = pgt_conninfo_for(g_admin_conninfo, dbname);
-    assert_non_null(conninfo);
-    assert_non_null(mkdtemp(dir));
-    static const char *const v11[] = {
-        "001_init.sql",    "002_e2e.sql",     "003_dmkd.sql",           "004_archive.sql",
-        "005_search.sql",  "006_undo.sql",    "007_search_speed.sql",   "008_insert.sql",
-        "009_buckets.sql", "010_search_version.sql", "011_store_checks.sql"};
-    for (size_t i = 0; i < sizeof v11 / sizeof v11[0]; i++) {
-        snprintf(from, sizeof from, "%s/sql/%s", g_src, v11[i]);
-        snprintf(to, sizeof to, "%s/%s", dir, v11[i]);
-        assert_int_equal(symlink(from, to), 0);
-    }
-    db *d = db_new(conninfo);
-    assert_non_null(d);
-    assert_int_equal(db_connect_blocking(d, 10000, err, sizeof err), 0);
-    assert_int_equal(db_migrate(d, dir, err, sizeof err), 0);
-    PGconn *c = PQconnectdb(conninfo);
-    assert_int_equal(PQstatus(c), CONNECTION_OK);
-    PQsetNoticeProcessor(c, pgt_quiet, NULL);
+    olddb o;
+    olddb_open(&o, 11);
     static const char *const setup[] = {
-        "INSERT INTO rooms (room_id, name, roster_version, roster_head, search_gen) OVERRIDING "
-        "SYSTEM VALUE "
-        "VALUES (1, 'v11@rooms.localhost', 0, decode(repeat('00', 32), 'hex'), 1)",
+        OLD_ROOM,
         "INSERT INTO messages (room_id, seq, sender, nick, payload) "
         "SELECT 1, g, 'a@localhost', 'a', '\\x00' FROM generate_series(1, 9) g",
         "INSERT INTO search_batches (room_id, batch, gen, owner) VALUES (1, 1, 1, 'a@x/r'), "
@@ -1518,35 +1574,62 @@ static void test_batch_seqs_migration(void **state)
         "FROM generate_series(1, 9) g",
         "UPDATE search_batches SET entries = 40 WHERE batch = 1",
         "UPDATE search_batches SET state = 1 WHERE batch = 1"};
-    for (size_t i = 0; i < sizeof setup / sizeof setup[0]; i++) {
-        PGresult *res = PQexec(c, setup[i]);
-        if (PQresultStatus(res) != PGRES_COMMAND_OK) fail_msg("%s: %s", setup[i], PQerrorMessage(c));
-        PQclear(res);
-    }
-    snprintf(from, sizeof from, "%s/sql", g_src);
-    assert_int_equal(db_migrate(d, from, err, sizeof err), 0);
-    PGresult *res = PQexec(c, "SELECT batch, state, seqs::text FROM search_batches ORDER BY batch");
+    olddb_exec(&o, setup, sizeof setup / sizeof setup[0]);
+    olddb_migrate(&o);
+    PGresult *res = PQexec(o.c, "SELECT batch, state, seqs::text FROM search_batches ORDER BY batch");
     assert_int_equal(PQntuples(res), 2);
     assert_string_equal(PQgetvalue(res, 0, 2), "{2,4,6,8}");
     assert_string_equal(PQgetvalue(res, 1, 1), "0");
     assert_true(PQgetisnull(res, 1, 2));
     PQclear(res);
     /* And the open batch, sealed now, keeps its own. */
-    res = PQexec(c, "UPDATE search_batches SET state = 1 WHERE batch = 2 RETURNING seqs::text");
+    res = PQexec(o.c, "UPDATE search_batches SET state = 1 WHERE batch = 2");
     PQclear(res);
-    res = PQexec(c, "SELECT seqs::text FROM search_batches WHERE batch = 2");
+    res = PQexec(o.c, "SELECT seqs::text FROM search_batches WHERE batch = 2");
     assert_string_equal(PQgetvalue(res, 0, 0), "{1,3,5,7,9}");
     PQclear(res);
-    PQfinish(c);
-    db_free(d);
-    for (size_t i = 0; i < sizeof v11 / sizeof v11[0]; i++) {
-        snprintf(to, sizeof to, "%s/%s", dir, v11[i]);
-        unlink(to);
-    }
-    rmdir(dir);
-    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", dbname);
-    admin_exec(sql);
-    free(conninfo);
+    olddb_close(&o);
+}
+
+/* Blocks staged under v12 wait under their lease's segment after v13. */
+static void test_staged_blocks_migration(void **state)
+{
+    (void)state;
+    olddb o;
+    olddb_open(&o, 12);
+    static const char *const setup[] = {
+        OLD_ROOM,
+        "INSERT INTO search_leases (room_id, lease, segment, gen, level, holder, expires, "
+        "first_batch, last_batch, batches, merged_segments, seqs) VALUES "
+        "(1, 5, 77, 1, 1, 'a@x/r', now() + interval '1 hour', 1, 8, '{1,2,3,4,5,6,7,8}', "
+        "'{}', '{1,2}')",
+        "INSERT INTO search_blocks (room_id, segment, label, body) "
+        "SELECT 1, 3, decode(md5('live' || g), 'hex'), decode(repeat('00', 274), 'hex') "
+        "FROM generate_series(1, 4) g",
+        "INSERT INTO search_staged (room_id, lease, label, body) "
+        "SELECT 1, 5, decode(md5('staged' || g), 'hex'), decode(repeat('11', 274), 'hex') "
+        "FROM generate_series(1, 6) g",
+        /* A lease gone before the migration: its staging goes too. */
+        "INSERT INTO search_staged (room_id, lease, label, body) "
+        "SELECT 1, 6, decode(md5('orphan' || g), 'hex'), decode(repeat('22', 274), 'hex') "
+        "FROM generate_series(1, 2) g"};
+    olddb_exec(&o, setup, sizeof setup / sizeof setup[0]);
+    olddb_migrate(&o);
+    PGresult *res = PQexec(o.c, "SELECT segment, count(*), min(get_byte(body, 0)), "
+                                "max(get_byte(body, 0)) FROM search_blocks GROUP BY segment "
+                                "ORDER BY segment");
+    assert_int_equal(PQntuples(res), 2);
+    assert_string_equal(PQgetvalue(res, 0, 0), "3");
+    assert_string_equal(PQgetvalue(res, 0, 1), "4");
+    assert_string_equal(PQgetvalue(res, 1, 0), "77");
+    assert_string_equal(PQgetvalue(res, 1, 1), "6");
+    assert_string_equal(PQgetvalue(res, 1, 2), "17");
+    assert_string_equal(PQgetvalue(res, 1, 3), "17");
+    PQclear(res);
+    res = PQexec(o.c, "SELECT to_regclass('search_staged') IS NULL");
+    assert_string_equal(PQgetvalue(res, 0, 0), "t");
+    PQclear(res);
+    olddb_close(&o);
 }
 
 /* ---- speed of the common page ---- */
@@ -1623,7 +1706,7 @@ int main(void)
         cmocka_unit_test(test_newest_page_speed),  cmocka_unit_test(test_many_retractions),
         cmocka_unit_test(test_cache_across_compaction), cmocka_unit_test(test_seal_skipped),
         cmocka_unit_test(test_store_table_rules), cmocka_unit_test(test_sealed_batch_keeps_seqs),
-        cmocka_unit_test(test_batch_seqs_migration),
+        cmocka_unit_test(test_batch_seqs_migration), cmocka_unit_test(test_staged_blocks_migration),
     };
     return cmocka_run_group_tests_name("searcheval", tests, group_setup, group_teardown);
 }
