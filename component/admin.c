@@ -121,6 +121,8 @@ static void stats(rooms *r, xmpp_stanza_t *iq, xmpp_stanza_t *form)
     add_number(form, "search-cache-bytes", "Bytes held by the search cache", ss.cache_bytes);
     add_number(form, "search-leases", "Compaction leases granted", r->stats.search_leases);
     add_number(form, "search-segments", "Index segments committed", r->stats.search_segments);
+    add_number(form, "search-rows-purged", "Retired index rows deleted",
+               r->stats.search_rows_purged);
     add_number(form, "retractions", "Messages retracted", r->stats.retractions);
     add_number(form, "db-commits", "Group commits", ds.commits);
     add_number(form, "db-units-committed", "Write units committed", ds.units_committed);

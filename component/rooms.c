@@ -668,6 +668,7 @@ void rooms_tick(rooms *r, long now_ms)
     fanout_flush(r);
     tokenerase_tick(r, now_ms);
     search_tick(r);
+    search_purge_tick(r, now_ms);
     if (!r->dmkd_resume_scanned && db_is_ready(r->db)) {
         r->dmkd_resume_scanned = true;
         db_read1(r->db, "SELECT r.name FROM dmkd_runs d JOIN rooms r USING (room_id)", 0, NULL,

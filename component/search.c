@@ -514,6 +514,8 @@ static void lease_made(void *arg, bool ok, PGresult *const *res, int nres, const
         sop_free(op);
         return;
     }
+    /* Expired leases' staging and anything retired wait in search_purge. */
+    search_purge_kick(r);
     const PGresult *q = res[2];
     const char *retired_b = PQgetvalue(q, 0, 7), *retired_s = PQgetvalue(q, 0, 8);
     bool retired = strcmp(retired_b, "0") != 0 || strcmp(retired_s, "0") != 0;
@@ -588,8 +590,9 @@ static void lease_submit(sop *op)
     const char *p3[3] = {id, op->full, ms};
     if (!u ||
         db_unit_add(u,
-                    "DELETE FROM search_blocks b USING search_leases l WHERE b.room_id = $1 "
-                    "AND l.room_id = $1 AND b.segment = l.segment AND l.expires <= now()",
+                    "INSERT INTO search_purge (room_id, kind, id) SELECT $1, 1, segment "
+                    "FROM search_leases WHERE room_id = $1 AND expires <= now() "
+                    "ON CONFLICT DO NOTHING",
                     1, p1, NULL, NULL) != 0 ||
         db_unit_add(u, "DELETE FROM search_leases WHERE room_id = $1 AND expires <= now()", 1,
                     p1, NULL, NULL) != 0 ||
@@ -629,13 +632,13 @@ static void lease_submit(sop *op)
             "rb AS (UPDATE search_batches SET state = 2, seqs = NULL WHERE room_id = $1::bigint "
             "AND batch = ANY ((SELECT batches FROM bare)::bigint[]) AND state = 1 "
             "RETURNING batch), "
-            "rbe AS (DELETE FROM search_buckets WHERE room_id = $1::bigint "
-            "AND batch IN (SELECT batch FROM rb)), "
+            "rbe AS (INSERT INTO search_purge (room_id, kind, id) "
+            "SELECT $1::bigint, 0, batch FROM rb ON CONFLICT DO NOTHING), "
             "rs AS (UPDATE search_segments SET state = 2 WHERE room_id = $1::bigint "
             "AND segment = ANY ((SELECT merged FROM bare)::bigint[]) AND state = 1 "
             "RETURNING segment), "
-            "rsb AS (DELETE FROM search_blocks WHERE room_id = $1::bigint "
-            "AND segment IN (SELECT segment FROM rs)) "
+            "rsb AS (INSERT INTO search_purge (room_id, kind, id) "
+            "SELECT $1::bigint, 1, segment FROM rs ON CONFLICT DO NOTHING) "
             "SELECT ins.lease, ins.segment, ins.gen, ins.first_batch, ins.last_batch, "
             "ins.expires_ms, ins.count, (SELECT count(*) FROM rb), (SELECT count(*) FROM rs) "
             "FROM (SELECT 1) AS one LEFT JOIN ins ON true",
@@ -774,12 +777,14 @@ static void part_staged(void *arg, bool ok, PGresult *const *res, int nres, cons
     sop *op = arg;
     rooms *r = op->r;
     r->writes_in_flight--;
-    if (!ok || nres != 4)
+    if (!ok || nres != 4) {
         db_failed(op, "staging segment blocks", err);
-    else if (PQntuples(res[0]) != 1)
+    } else if (PQntuples(res[0]) != 1) {
+        search_purge_kick(r); /* its staging, if it had expired */
         lease_expired(op);
-    else
+    } else {
         svc_send(r, st_iq_result(op->iq, op->rm->name));
+    }
     sop_free(op);
 }
 
@@ -829,9 +834,9 @@ static void handle_part(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *el
                     "ON CONFLICT DO NOTHING",
                     4, p, l, f) != 0 ||
         db_unit_add(u,
-                    "DELETE FROM search_blocks b USING search_leases x WHERE b.room_id = $1 "
-                    "AND x.room_id = $1 AND x.lease = $2 AND b.segment = x.segment "
-                    "AND x.expires <= now()",
+                    "INSERT INTO search_purge (room_id, kind, id) SELECT $1, 1, segment "
+                    "FROM search_leases WHERE room_id = $1 AND lease = $2 AND expires <= now() "
+                    "ON CONFLICT DO NOTHING",
                     2, p, NULL, NULL) != 0 ||
         db_unit_add(u,
                     "DELETE FROM search_leases WHERE room_id = $1 AND lease = $2 "
@@ -858,6 +863,7 @@ static void committed(void *arg, bool ok, PGresult *const *res, int nres, const 
     rooms *r = op->r;
     room *rm = op->rm;
     r->writes_in_flight--;
+    if (ok) search_purge_kick(r); /* what it compacted and retired, or its staging */
     if (!ok || nres != 2 || PQntuples(res[1]) != 1) {
         db_failed(op, "committing a segment", err);
     } else if (strcmp(PQgetvalue(res[1], 0, 0), "1") != 0) {
@@ -895,9 +901,9 @@ static void handle_commit(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *
      * expired lease is dropped with its staging and changes nothing else. */
     if (!op || !u ||
         db_unit_add(u,
-                    "DELETE FROM search_blocks b USING search_leases l WHERE b.room_id = $1 "
-                    "AND l.room_id = $1 AND b.segment = l.segment AND l.lease = $2 "
-                    "AND l.expires <= now()",
+                    "INSERT INTO search_purge (room_id, kind, id) SELECT $1, 1, segment "
+                    "FROM search_leases WHERE room_id = $1 AND lease = $2 AND expires <= now() "
+                    "ON CONFLICT DO NOTHING",
                     2, p, NULL, NULL) != 0 ||
         db_unit_add(
             u,
@@ -916,13 +922,13 @@ static void handle_commit(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *
 
             "bat AS (UPDATE search_batches SET state = 2, seqs = NULL WHERE room_id = $1::bigint "
             "AND batch = ANY ((SELECT batches FROM l)::bigint[]) AND state = 1 RETURNING batch), "
-            "ent AS (DELETE FROM search_buckets WHERE room_id = $1::bigint "
-            "AND batch IN (SELECT batch FROM bat)), "
+            "ent AS (INSERT INTO search_purge (room_id, kind, id) "
+            "SELECT $1::bigint, 0, batch FROM bat ON CONFLICT DO NOTHING), "
             "ms AS (UPDATE search_segments SET state = 2 WHERE room_id = $1::bigint "
             "AND segment = ANY ((SELECT merged_segments FROM l)::bigint[]) AND state = 1 "
             "RETURNING segment), "
-            "mb AS (DELETE FROM search_blocks WHERE room_id = $1::bigint "
-            "AND segment IN (SELECT segment FROM ms)) "
+            "mb AS (INSERT INTO search_purge (room_id, kind, id) "
+            "SELECT $1::bigint, 1, segment FROM ms ON CONFLICT DO NOTHING) "
             "SELECT (SELECT count(*) FROM l), (SELECT count(*) FROM bat), "
             "(SELECT count(*) FROM ms), (SELECT segment FROM seg)",
             3, p, NULL, NULL) != 0) {

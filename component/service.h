@@ -103,13 +103,15 @@ struct rooms {
             checks_asked, checks_failed, tokens_erased;
         /* search.c and the <index/> and retractions of archive.c */
         unsigned long long search_keyrings, search_batches, search_entries, searches,
-            searches_failed, search_leases, search_segments, retractions;
+            searches_failed, search_leases, search_segments, retractions, search_rows_purged;
     } stats;
     struct searchpool *search; /* searchpool.h: the workers that evaluate searches */
     struct vault_limits *vault_limits; /* vault.c: per-user fetch buckets */
     long last_nudge_scan_ms;
     bool dmkd_resume_scanned; /* unfinished runs looked up after start-up */
     long last_dmkd_tick_ms;
+    bool purge_in_flight, purge_due; /* searchpurge.c */
+    long last_purge_ms;
     struct erase_room *erasing; /* tokenerase.c: rooms whose tokens wait for a check */
     long last_erase_ms;
     char instance[256];
@@ -315,6 +317,11 @@ bool search_start(rooms *r);
 void search_stop(rooms *r);
 void search_tick(rooms *r);
 int search_pollfd(const rooms *r);
+/* searchpurge.c: delete what compaction retired (sql/014), a chunk at a
+ * time. kick: something was queued; tick: from rooms_tick. */
+extern const char search_purge_sql[];
+void search_purge_kick(rooms *r);
+void search_purge_tick(rooms *r, long now_ms);
 
 /* disco.c */
 void disco_handle(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *query);

@@ -55,8 +55,9 @@
  *  sealed batches, oldest first, up to 64 → level 1; else the oldest 8
  *  live segments of one level → level + 1), each built with
  *  sr_sse_segment_build from the messages' text and committed as
- *  <segment-commit/> does (blocks stored, batches state 2 and their
- *  entries deleted, merged segments state 2 and their blocks deleted).
+ *  <segment-commit/> and the purge after it do (blocks stored, batches
+ *  state 2 and their entries deleted, merged segments state 2 and their
+ *  blocks deleted).
  *  3. Index bytes per real (message, keyword) posting: the search tables
  *     (entries and batches; after compaction also segments and blocks,
  *     after VACUUM FULL of the search tables, since compaction's deletions
@@ -1151,7 +1152,8 @@ static int commit_segment(PGconn *pg, sroom *r, const corpus *c, compaction *cp,
         cp->seg = s;
         cp->cap = cap;
     }
-    /* What <segment-commit/> does, in one transaction. */
+    /* What <segment-commit/> does and the purge (component/searchpurge.c)
+     * finishes, in one transaction: the sizes are those after both. */
     copy cb;
     memset(&cb, 0, sizeof cb);
     bool ok = exec_ok(pg, "BEGIN") &&

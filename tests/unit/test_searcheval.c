@@ -1477,6 +1477,63 @@ static void test_sealed_batch_keeps_seqs(void **state)
     room_free(r);
 }
 
+/* ---- deleting what compaction retired (component/searchpurge.c) ---- */
+
+extern const char search_purge_sql[];
+
+/* One purge chunk: whether an item was queued, rows deleted. */
+static void purge_once(long *queued, long *deleted)
+{
+    PGresult *res = exec(search_purge_sql, 0, NULL);
+    assert_int_equal(PQntuples(res), 1);
+    *queued = atol(PQgetvalue(res, 0, 0));
+    *deleted = atol(PQgetvalue(res, 0, 1));
+    PQclear(res);
+}
+
+static void test_purge_chunks(void **state)
+{
+    (void)state;
+    troom *r = room_new("purge@rooms.localhost", 1);
+    const char *v[] = {r->idtext};
+    /* Segment 900 retired with 4,500 blocks, batch 800 compacted with
+     * 1,500 buckets; segment 901 and batch 801 live, which must stay. */
+    exec0("INSERT INTO search_blocks (room_id, segment, label, body) "
+          "SELECT $1, s, decode(md5(s || '-' || g), 'hex'), decode(repeat('00', 274), 'hex') "
+          "FROM generate_series(900, 901) s, generate_series(1, 4500) g",
+          1, v);
+    exec0("INSERT INTO search_buckets (room_id, batch, bucket, body) "
+          "SELECT $1, b, k, decode(repeat('00', 24), 'hex') "
+          "FROM generate_series(800, 801) b, generate_series(0, 1499) k",
+          1, v);
+    exec0("INSERT INTO search_purge (room_id, kind, id) VALUES ($1, 1, 900), ($1, 0, 800)", 1, v);
+    /* Buckets first (kind 0 sorts first), a chunk at a time, then the
+     * item leaves the queue with a chunk that found nothing; blocks the
+     * same; then the queue is empty. */
+    static const long want[][2] = {{1, 1000}, {1, 500}, {1, 0}, {1, 2000},
+                                   {1, 2000}, {1, 500}, {1, 0}, {0, 0}};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        long queued, deleted;
+        purge_once(&queued, &deleted);
+        if (queued != want[i][0] || deleted != want[i][1])
+            fail_msg("chunk %zu: queued %ld deleted %ld, wanted %ld %ld", i, queued, deleted,
+                     want[i][0], want[i][1]);
+    }
+    PGresult *res = exec("SELECT (SELECT count(*) FROM search_blocks WHERE room_id = $1 AND "
+                         "segment = 901), (SELECT count(*) FROM search_blocks WHERE room_id = $1), "
+                         "(SELECT count(*) FROM search_buckets WHERE room_id = $1 AND batch = 801), "
+                         "(SELECT count(*) FROM search_buckets WHERE room_id = $1), "
+                         "(SELECT count(*) FROM search_purge)",
+                         1, v);
+    assert_string_equal(PQgetvalue(res, 0, 0), "4500");
+    assert_string_equal(PQgetvalue(res, 0, 1), "4500");
+    assert_string_equal(PQgetvalue(res, 0, 2), "1500");
+    assert_string_equal(PQgetvalue(res, 0, 3), "1500");
+    assert_string_equal(PQgetvalue(res, 0, 4), "0");
+    PQclear(res);
+    room_free(r);
+}
+
 /* ---- migrations of the search tables ---- */
 
 typedef struct olddb {
@@ -1490,7 +1547,8 @@ typedef struct olddb {
 static const char *const g_migrations[] = {
     "001_init.sql",    "002_e2e.sql",          "003_dmkd.sql",         "004_archive.sql",
     "005_search.sql",  "006_undo.sql",         "007_search_speed.sql", "008_insert.sql",
-    "009_buckets.sql", "010_search_version.sql", "011_store_checks.sql", "012_batch_seqs.sql"};
+    "009_buckets.sql", "010_search_version.sql", "011_store_checks.sql", "012_batch_seqs.sql",
+    "013_stage_in_blocks.sql"};
 
 /* A new database at schema version `version` (the first that many
  * migrations of sql/, linked into a directory of their own). */
@@ -1707,6 +1765,7 @@ int main(void)
         cmocka_unit_test(test_cache_across_compaction), cmocka_unit_test(test_seal_skipped),
         cmocka_unit_test(test_store_table_rules), cmocka_unit_test(test_sealed_batch_keeps_seqs),
         cmocka_unit_test(test_batch_seqs_migration), cmocka_unit_test(test_staged_blocks_migration),
+        cmocka_unit_test(test_purge_chunks),
     };
     return cmocka_run_group_tests_name("searcheval", tests, group_setup, group_teardown);
 }
