@@ -573,8 +573,8 @@ static void lease_made(void *arg, bool ok, PGresult *const *res, int nres, const
  * When there are none (every message retracted, or the batches hold no
  * entries at all) no member has anything to build and no search can ever
  * match there: the statement retires the pick itself, as a commit would
- * (batches compacted and their entries deleted, segments retired and
- * their blocks deleted), and leases nothing. Retracted messages stay
+ * (batches compacted, segments retired, and their buckets and blocks
+ * queued for the purge, searchpurge.c), and leases nothing. Retracted messages stay
  * retracted and a sealed batch takes no entry, so the pick cannot become
  * non-empty later; handing it out instead would cost a member a round of
  * IQs for an empty segment that every later search would list. */
@@ -895,10 +895,11 @@ static void handle_commit(rooms *r, room *rm, xmpp_stanza_t *iq, xmpp_stanza_t *
     /* One transaction: the lease (valid, the requester's, and what it took
      * still as it was) is consumed; its staged blocks, already under the
      * segment's id (sql/013), become the live segment with its row; the
-     * batches it replaces are compacted and lose their entries, the
-     * segments it merges are retired and lose their blocks.
+     * batches it replaces are compacted and the segments it merges
+     * retired, their buckets and blocks queued for the purge (sql/014).
      * Until this commits, searches see the old batches and segments. An
-     * expired lease is dropped with its staging and changes nothing else. */
+     * expired lease is dropped, its staging queued for the purge, and
+     * changes nothing else. */
     if (!op || !u ||
         db_unit_add(u,
                     "INSERT INTO search_purge (room_id, kind, id) SELECT $1, 1, segment "
