@@ -271,6 +271,13 @@ typedef struct stask {
     uint64_t frontier, last_seq;
     size_t req, nreq; /* this round's requests */
     unsigned char s[SSE_KEY_BYTES], bk[SSE_KEY_BYTES];
+    /* Derived when first needed: the block key only once a block has come
+     * from the database to be opened (a rare word has none in most
+     * segments), and the label of the last block index asked for, which
+     * the look in the cache and then the round's request both need. */
+    bool have_bk, have_label;
+    uint32_t label_index;
+    unsigned char label[SSE_LABEL_BYTES];
 } stask;
 
 typedef struct ereq {
@@ -773,8 +780,27 @@ static void new_stask(eval *ev, unsigned kw, const seg_row *seg,
     s->last_seq = 0;
     s->frontier = seg->max_seq < ev->bound ? seg->max_seq : ev->bound - 1;
     if (s->frontier < seg->min_seq) s->frontier = 0;
+    s->have_bk = s->have_label = false;
     sse_segment_key(s->s, t_last, seg->id);
-    sse_block_key(s->bk, s->s);
+}
+
+static void block_label(stask *s, uint32_t i, unsigned char out[SSE_LABEL_BYTES])
+{
+    if (!s->have_label || s->label_index != i) {
+        sse_block_label(s->label, s->s, i);
+        s->label_index = i;
+        s->have_label = true;
+    }
+    memcpy(out, s->label, SSE_LABEL_BYTES);
+}
+
+static const unsigned char *block_key(stask *s)
+{
+    if (!s->have_bk) {
+        sse_block_key(s->bk, s->s);
+        s->have_bk = true;
+    }
+    return s->bk;
 }
 
 static int cmp_stask(const void *a, const void *b)
@@ -1161,7 +1187,7 @@ static bool plan(eval *ev)
             breq *r = &ev->br[ev->nbr++];
             r->seg = s->seg->id;
             r->body = NULL;
-            sse_block_label(r->label, s->s, s->next + b);
+            block_label(s, s->next + b, r->label);
             r->cached = se_cache_block_get(ev->cache, ev->q->room_id, r->seg, r->label, r->seqs,
                                            &r->ncached);
             if (r->cached != SE_CACHE_MISS) continue;
@@ -1274,7 +1300,7 @@ static bool take_cached_blocks(eval *ev, stask *s)
     bool ok = true, added = false;
     while (ok && !added && ev->cache && s->frontier && worth_reading(ev, s) &&
            s->next < UINT32_MAX - 1) {
-        sse_block_label(label, s->s, s->next);
+        block_label(s, s->next, label);
         int rc = se_cache_block_get(ev->cache, ev->q->room_id, s->seg->id, label, seqs, &n);
         if (rc == SE_CACHE_MISS) break;
         if (rc == SE_CACHE_NO_BLOCK) {
@@ -1310,7 +1336,7 @@ static bool read_blocks(eval *ev, stask *s)
         if (r->cached == SE_CACHE_BLOCK) {
             n = r->ncached;
             memcpy(seqs, r->seqs, n * sizeof *seqs);
-        } else if (sse_block_open(seqs, &n, s->bk, s->seg->id, idx, r->body) == SSE_OPEN_OK) {
+        } else if (sse_block_open(seqs, &n, block_key(s), s->seg->id, idx, r->body) == SSE_OPEN_OK) {
             se_cache_block_put(ev->cache, ev->q->room_id, r->seg, r->label, true, seqs, n);
         } else {
             corrupt(ev, s, idx, "does not open");
