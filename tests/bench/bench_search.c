@@ -25,7 +25,9 @@
  * exact number of matching messages is closest (printed).
  *
  * Figures, each beside its baseline in the same run, interleaved (A B,
- * then B A), median of --reps after one warm-up run that is also checked:
+ * then B A), median of --search-reps (15; inserts: --reps, 7) after one
+ * warm-up run that is also checked; search repetitions go round the four
+ * keyword classes, so that a slow stretch of the machine is shared out:
  *  1. Newest-50 page: the client computes each keyword's root and cover
  *     of [1, H] (sr_sse_root, sr_sse_cover, wire form), the server parses
  *     it (se_parse_cover) and runs se_search with max 50 on a blocking
@@ -88,7 +90,8 @@
  * the run (exit 1). Not modelled: XMPP round trips, stanza encoding and
  * the decryption and filtering of results by the client.
  *
- *   bench_search [--messages N] [--reps R] [--insert M] [--senders S]
+ *   bench_search [--messages N] [--reps R] [--search-reps Q] [--insert M]
+ *                [--senders S]
  *                [--writers W] [--batch-min A] [--batch-max B]
  *                [--vocab V] [--zipf s] [--seed X] [--quick] [--inserts-only]
  *                [--live-batches L]
@@ -131,7 +134,7 @@
 #define BENCH_BUILD_TYPE ""
 #endif
 
-#define REPS_MAX 51
+#define REPS_MAX 256
 #define NCLASS 4
 #define NSTATE 2 /* 0 uncompacted, 1 compacted */
 #define GEN 1
@@ -165,6 +168,8 @@ static unsigned g_writers = 10;
 static unsigned g_live_batches = 17;
 static unsigned g_batch_min = 1000, g_batch_max = 4000;
 static int g_reps = 7;
+/* Searches are quick and their figures noisy: more samples per median. */
+static int g_search_reps = 15;
 static size_t g_insert = 5000; /* messages per side and repetition */
 static unsigned g_senders = 128;
 static bool g_inserts_only;
@@ -976,73 +981,79 @@ typedef struct fig {
 static fig g_fig[NSTATE][NCLASS];
 static samples g_cover_us;
 
-/* The figures of one state, interleaved and checked. */
+/* One search of class k on one side (enc or FTS), checked against the
+ * truth; rep >= 0 is timed into its figure. */
+static int measure_one(PGconn *pg, const sroom *r, const keyword *kw, int st, int k, bool full,
+                       bool enc, int rep, seqs *got)
+{
+    const keyword *one[1] = {&kw[k]};
+    fig *f = &g_fig[st][k];
+    size_t n = full || kw[k].truth.n < PAGE ? kw[k].truth.n : PAGE;
+    char what[96];
+    timing t;
+    double ms;
+    snprintf(what, sizeof what, "%s r%u '%s'%s", STATE_NAME[st], kw[k].target, kw[k].text,
+             full ? " (full)" : "");
+    if (!enc) {
+        if (fts_search(g_fts_pg, r, kw[k].text, full, got, &ms) != 0 ||
+            !same(what, got, kw[k].truth.v, n))
+            return -1;
+        if (rep >= 0) add(full ? &f->ftsfull : &f->fts50, ms);
+        return 0;
+    }
+    if (enc_search(pg, r, one, 1, full, got, &t) != 0 || !same(what, got, kw[k].truth.v, n))
+        return -1;
+    /* The state's very first search seals the writers' open batches,
+     * packing their entries (sql/009). */
+    if (st == 0 && k == 0 && !full && rep < 0)
+        printf("  first search (seals the open batches, building their buckets): %.1f ms\n",
+               t.server_ms);
+    if (full) {
+        f->pagesfull = t.pages;
+        f->rtfull = t.round_trips;
+    } else {
+        f->rt50 = t.round_trips;
+    }
+    if (rep < 0) return 0;
+    if (full) {
+        add(&f->encfull, t.client_ms + t.server_ms);
+        add(&f->encfull_srv, t.server_ms);
+    } else {
+        add(&f->enc50, t.client_ms + t.server_ms);
+        add(&f->enc50_srv, t.server_ms);
+        add(&f->enc50_db, t.db_ms);
+        add(&g_cover_us, t.client_ms * 1e3);
+    }
+    return 0;
+}
+
+/* The figures of one state, interleaved and checked. Repetitions go round
+ * the classes (rep 0 of every class, then rep 1, ...), each pair A B, the
+ * next B A, so that a slow stretch of a shared machine falls on every
+ * class and on both sides alike instead of on all of one class's samples
+ * (before, a class's samples were taken one after the other, and in some
+ * runs the ~10-match page's were all slow). */
 static int measure_state(PGconn *pg, const sroom *r, const keyword *kw, int st)
 {
     seqs got = {0}, fts = {0};
     int rc = -1;
     char what[96], plan[512];
+    for (int full = 0; full < 2; full++)
+        for (int rep = -1; rep < g_search_reps; rep++)
+            for (int k = 0; k < NCLASS; k++)
+                for (int side = 0; side < 2; side++) {
+                    bool enc = (side == 0) == ((rep + k) % 2 == 0);
+                    if (measure_one(pg, r, kw, st, k, full, enc, rep, enc ? &got : &fts) != 0)
+                        goto out;
+                }
     for (int k = 0; k < NCLASS; k++) {
-        const keyword *one[1] = {&kw[k]};
         fig *f = &g_fig[st][k];
-        size_t n50 = kw[k].truth.n < PAGE ? kw[k].truth.n : PAGE;
-        timing t;
-        double ms;
-        snprintf(what, sizeof what, "%s r%u '%s'", STATE_NAME[st], kw[k].target, kw[k].text);
-        /* Warm-up runs, checked like the timed ones. */
-        for (int rep = -1; rep < g_reps; rep++)
-            for (int side = 0; side < 2; side++) {
-                bool enc = (side == 0) == (rep % 2 == 0);
-                if (enc) {
-                    if (enc_search(pg, r, one, 1, false, &got, &t) != 0 ||
-                        !same(what, &got, kw[k].truth.v, n50))
-                        goto out;
-                    /* The state's very first search seals the writers'
-                     * open batches, packing their entries (sql/009). */
-                    if (st == 0 && k == 0 && rep < 0)
-                        printf("  first search (seals the open batches, building their buckets): "
-                               "%.1f ms\n",
-                               t.server_ms);
-                    if (rep >= 0) {
-                        add(&f->enc50, t.client_ms + t.server_ms);
-                        add(&f->enc50_srv, t.server_ms);
-                        add(&f->enc50_db, t.db_ms);
-                        add(&g_cover_us, t.client_ms * 1e3);
-                    }
-                    f->rt50 = t.round_trips;
-                } else {
-                    if (fts_search(g_fts_pg, r, kw[k].text, false, &fts, &ms) != 0 ||
-                        !same(what, &fts, kw[k].truth.v, n50))
-                        goto out;
-                    if (rep >= 0) add(&f->fts50, ms);
-                }
-            }
-        for (int rep = -1; rep < g_reps; rep++)
-            for (int side = 0; side < 2; side++) {
-                bool enc = (side == 0) == (rep % 2 == 0);
-                if (enc) {
-                    if (enc_search(pg, r, one, 1, true, &got, &t) != 0 ||
-                        !same(what, &got, kw[k].truth.v, kw[k].truth.n))
-                        goto out;
-                    if (rep >= 0) {
-                        add(&f->encfull, t.client_ms + t.server_ms);
-                        add(&f->encfull_srv, t.server_ms);
-                    }
-                    f->pagesfull = t.pages;
-                    f->rtfull = t.round_trips;
-                } else {
-                    if (fts_search(g_fts_pg, r, kw[k].text, true, &fts, &ms) != 0 ||
-                        !same(what, &fts, kw[k].truth.v, kw[k].truth.n))
-                        goto out;
-                    if (rep >= 0) add(&f->ftsfull, ms);
-                }
-            }
         printf("  r%-5u '%s' (%zu matches): newest-50 encrypted %.3f ms (server %.3f, of which "
                "PostgreSQL %.3f; %u round trips) vs FTS %.3f ms; full encrypted %.2f ms (server "
                "%.2f, %u pages, %u round trips) vs FTS %.2f ms\n",
                kw[k].target, kw[k].text, kw[k].truth.n, median(&f->enc50), median(&f->enc50_srv),
-               median(&f->enc50_db), f->rt50, median(&f->fts50), median(&f->encfull), median(&f->encfull_srv),
-               f->pagesfull, f->rtfull, median(&f->ftsfull));
+               median(&f->enc50_db), f->rt50, median(&f->fts50), median(&f->encfull),
+               median(&f->encfull_srv), f->pagesfull, f->rtfull, median(&f->ftsfull));
         fts_plan(g_fts_pg, r, kw[k].text, false, plan, sizeof plan);
         printf("         FTS plan newest-50: %s\n", plan);
         fts_plan(g_fts_pg, r, kw[k].text, true, plan, sizeof plan);
@@ -1674,11 +1685,11 @@ static void print_machine(void)
     printf("libsodium: %s\n", sodium_version_string());
     printf("build: %s\n", BENCH_BUILD_TYPE);
     printf("parameters: %zu messages of %u-%u words, vocabulary %" PRIu32 " (Zipf s=%.2f), seed "
-           "%#" PRIx64 ", %u writers, batches of %u-%u messages; %d repetitions + 1 warm-up, "
-           "interleaved; full result sets paged by %d; inserts %zu messages per side and "
-           "repetition with %u senders in flight\n",
+           "%#" PRIx64 ", %u writers, batches of %u-%u messages; searches: %d repetitions + 1 "
+           "warm-up, interleaved, round the classes; full result sets paged by %d; inserts: %d "
+           "repetitions of %zu messages per side with %u senders in flight\n",
            g_messages, g_words_min, g_words_max, g_vocab, g_zipf, g_seed, g_writers, g_batch_min,
-           g_batch_max, g_reps, FULL_PAGE, g_insert, g_senders);
+           g_batch_max, g_search_reps, FULL_PAGE, g_reps, g_insert, g_senders);
     free(pgv);
 }
 
@@ -1783,7 +1794,8 @@ static int report(const keyword *kw, const sizes *sz, size_t postings)
 
 static void usage(FILE *o)
 {
-    fprintf(o, "usage: bench_search [--messages N] [--reps R] [--insert M] [--senders S] "
+    fprintf(o, "usage: bench_search [--messages N] [--reps R] [--search-reps Q] [--insert M] "
+               "[--senders S] "
                "[--writers W] [--batch-min A] [--batch-max B] [--vocab V] [--zipf s] [--seed X] "
                "[--quick] [--inserts-only] [--live-batches L]\n");
 }
@@ -1799,6 +1811,7 @@ int main(int argc, char **argv)
         {"quick", no_argument, NULL, 'q'},           {"help", no_argument, NULL, 'h'},
         {"inserts-only", no_argument, NULL, 'n'},
         {"live-batches", required_argument, NULL, 'l'},
+        {"search-reps", required_argument, NULL, 'Q'},
         {NULL, 0, NULL, 0},
     };
     int c;
@@ -1809,6 +1822,9 @@ int main(int argc, char **argv)
             break;
         case 'r':
             g_reps = atoi(optarg);
+            break;
+        case 'Q':
+            g_search_reps = atoi(optarg);
             break;
         case 'i':
             g_insert = strtoull(optarg, NULL, 10);
@@ -1844,6 +1860,7 @@ int main(int argc, char **argv)
             g_batch_min = 6;
             g_batch_max = 15;
             g_reps = 2;
+            g_search_reps = 2;
             g_insert = 1000;
             g_senders = 32;
             break;
@@ -1859,7 +1876,7 @@ int main(int argc, char **argv)
         }
     }
     if (optind != argc || g_messages < 1 || g_messages > UINT32_MAX || g_reps < 1 ||
-        g_reps >= REPS_MAX || g_insert < 1 || g_senders < 1 || g_senders > 999 ||
+        g_reps >= REPS_MAX || g_search_reps < 1 || g_search_reps >= REPS_MAX || g_insert < 1 || g_senders < 1 || g_senders > 999 ||
         g_writers < 1 || g_writers > 99 || g_batch_min < 1 || g_batch_max < g_batch_min ||
         g_vocab < 2 || g_vocab > VOCAB_MAX || !(g_zipf > 0)) {
         usage(stderr);
