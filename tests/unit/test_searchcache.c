@@ -1,7 +1,7 @@
 /* Unit tests of the search cache (component/searchcache.c): keys, the
  * byte bound and least-recently-used eviction, listings per room, known
- * absences, entries, dropping what searches read, and use from several
- * threads at once. */
+ * absences, entries, mirrors of sealed batches and their directory,
+ * dropping what searches read, and use from several threads at once. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -136,6 +136,93 @@ static void test_walks(void **state)
     se_cache_free(c);
 }
 
+/* xorshift: labels that look like a PRF's, the same in every run. */
+static uint64_t next_rand(uint64_t *x)
+{
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    return *x;
+}
+
+/* Files a mirror of n entries (labels in, seqs 1000 + i) and checks that
+ * every label is found with its seq, that labels it lacks are known absent
+ * (each of `absent`, and one just past each of its labels), and that
+ * another entry count is a miss. */
+static void check_mirror(se_cache *c, uint64_t batch, const unsigned char *labels, size_t n,
+                         const unsigned char *absent, size_t nabsent)
+{
+    uint64_t *seqs = malloc((n ? n : 1) * sizeof *seqs), seq;
+    assert_non_null(seqs);
+    for (size_t i = 0; i < n; i++)
+        seqs[i] = 1000 + i;
+    se_cache_mirror_put(c, 1, batch, labels, seqs, n);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(se_cache_mirror_probe(c, 1, batch, n, labels + i * SSE_LABEL_BYTES, &seq),
+                         SE_CACHE_BLOCK);
+        assert_int_equal(seq, 1000 + i);
+        unsigned char past[SSE_LABEL_BYTES];
+        memcpy(past, labels + i * SSE_LABEL_BYTES, SSE_LABEL_BYTES);
+        past[SSE_LABEL_BYTES - 1] ^= 0x01; /* the labels below never differ in bit 0 alone */
+        assert_int_equal(se_cache_mirror_probe(c, 1, batch, n, past, &seq), SE_CACHE_NO_BLOCK);
+        assert_int_equal(seq, 0);
+    }
+    for (size_t i = 0; i < nabsent; i++)
+        assert_int_equal(
+            se_cache_mirror_probe(c, 1, batch, n, absent + i * SSE_LABEL_BYTES, &seq),
+            SE_CACHE_NO_BLOCK);
+    unsigned char any[SSE_LABEL_BYTES] = {0};
+    assert_int_equal(se_cache_mirror_probe(c, 1, batch, n + 1, any, &seq), SE_CACHE_MISS);
+    free(seqs);
+}
+
+/* Mirrors of every size find each entry and no other, with the first and
+ * last possible labels among them, and when the entries' labels all share
+ * their first bytes (which a writer can do on purpose). */
+static void test_mirrors(void **state)
+{
+    (void)state;
+    se_cache *c = se_cache_new(64u << 20);
+    assert_non_null(c);
+    enum { MAX = 70000, ABSENT = 2000 };
+    unsigned char *labels = malloc((size_t)MAX * SSE_LABEL_BYTES);
+    unsigned char *absent = malloc((size_t)ABSENT * SSE_LABEL_BYTES);
+    assert_non_null(labels);
+    assert_non_null(absent);
+    uint64_t x = 88172645463325252ULL;
+    /* Bit 0 of the last byte is always 0, so flipping it makes a label no
+     * entry has; absent labels have it set. */
+    for (size_t i = 0; i < (size_t)MAX * SSE_LABEL_BYTES; i += 8) {
+        uint64_t v = next_rand(&x);
+        memcpy(labels + i, &v, 8);
+    }
+    for (size_t i = 0; i < MAX; i++)
+        labels[i * SSE_LABEL_BYTES + SSE_LABEL_BYTES - 1] &= 0xfe;
+    for (size_t i = 0; i < (size_t)ABSENT * SSE_LABEL_BYTES; i += 8) {
+        uint64_t v = next_rand(&x);
+        memcpy(absent + i, &v, 8);
+    }
+    for (size_t i = 0; i < ABSENT; i++)
+        absent[i * SSE_LABEL_BYTES + SSE_LABEL_BYTES - 1] |= 0x01;
+    memset(absent, 0x00, SSE_LABEL_BYTES);                   /* below every entry */
+    memset(absent + SSE_LABEL_BYTES, 0xff, SSE_LABEL_BYTES); /* above every entry */
+    static const size_t sizes[] = {0, 1, 2, 3, 4, 5, 7, 8, 100, 1023, 1024, 1025, 65536, MAX};
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++)
+        check_mirror(c, 10 + k, labels, sizes[k], absent, ABSENT);
+    /* The lowest and the highest labels an entry can have. */
+    memset(labels, 0x00, SSE_LABEL_BYTES);
+    memset(labels + SSE_LABEL_BYTES, 0xff, SSE_LABEL_BYTES);
+    labels[2 * SSE_LABEL_BYTES - 1] = 0xfe;
+    check_mirror(c, 100, labels, 5000, absent + 2 * SSE_LABEL_BYTES, ABSENT - 2);
+    /* Every label in one bucket of the directory. */
+    for (size_t i = 0; i < 5000; i++)
+        memset(labels + i * SSE_LABEL_BYTES, 0x42, 6);
+    check_mirror(c, 101, labels, 5000, absent, ABSENT);
+    free(labels);
+    free(absent);
+    se_cache_free(c);
+}
+
 /* The bound holds, and what goes is what was used longest ago. */
 static void test_eviction(void **state)
 {
@@ -223,6 +310,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_keys),
         cmocka_unit_test(test_walks),
+        cmocka_unit_test(test_mirrors),
         cmocka_unit_test(test_eviction),
         cmocka_unit_test(test_threads),
     };
