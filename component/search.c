@@ -52,11 +52,23 @@
  * goes, which max_payload_bytes keeps below that limit. The page then ends
  * early, not complete, and the requester pages on from <last/>. */
 #define REPLY_BUDGET (256 * 1024)
+/* Compaction's shape (XEP: Limits). A level-1 segment is made of 8 to 64
+ * sealed batches; MERGE_SEGMENTS live segments of one level make one of
+ * the next. Every search reads every live segment (a block lookup and the
+ * derivation of its keys), and a level holds up to MERGE_SEGMENTS - 1 of
+ * them: with 4, a room keeps 3 per level at most, about half the 7 that 8
+ * allowed (the benchmark's 1,000,000 messages: 4 live segments instead of
+ * 7), for each message's postings being rewritten once more every time
+ * the room grows fourfold instead of eightfold: work done in the
+ * background by members, against the latency of every search. */
+#define COMPACT_MIN_BATCHES "8"
+#define COMPACT_MAX_BATCHES "64"
+#define MERGE_SEGMENTS "4"
 /* The work a <compact/> lease would find in room $1, as CTEs: the sealed
  * batches (cb; SEALED is the SQL that says a batch is sealed) and live
  * segments (cs) that no unexpired lease holds; bg, the oldest generation
- * with at least 8 such batches, and sg, the oldest level and generation
- * with at least 8 such segments. The lease picks from these, and the
+ * with at least COMPACT_MIN_BATCHES such batches, and sg, the oldest level
+ * and generation with at least MERGE_SEGMENTS such segments. The lease picks from these, and the
  * compact='due' hint of the <batch/>, <search/> and <state/> answers asks
  * whether bg or sg has a row: one text, so a member told that compaction
  * is due gets a lease unless another member took the work meanwhile or
@@ -70,12 +82,14 @@
     "WHERE room_id = $1::bigint AND expires > now()), "                                           \
     "cb AS (SELECT batch, gen FROM search_batches WHERE room_id = $1::bigint AND " SEALED " "     \
     "AND batch NOT IN (SELECT b FROM hb)), "                                                      \
-    "bg AS (SELECT gen FROM cb GROUP BY gen HAVING count(*) >= 8 ORDER BY min(batch) "            \
+    "bg AS (SELECT gen FROM cb GROUP BY gen HAVING count(*) >= " COMPACT_MIN_BATCHES " "          \
+    "ORDER BY min(batch) "                                                                        \
     "LIMIT 1), "                                                                                  \
     "cs AS (SELECT segment, gen, level, first_batch, last_batch, seqs FROM "                      \
     "search_segments WHERE room_id = $1::bigint AND state = 1 "                                   \
     "AND segment NOT IN (SELECT s FROM hs)), "                                                    \
-    "sg AS (SELECT gen, level FROM cs GROUP BY gen, level HAVING count(*) >= 8 "                  \
+    "sg AS (SELECT gen, level FROM cs GROUP BY gen, level "                                      \
+    "HAVING count(*) >= " MERGE_SEGMENTS " "                                                      \
     "ORDER BY min(first_batch) LIMIT 1)"
 #define COMPACT_SEALED "state = 1"
 /* A search seals every open batch up to its 'hi' ($2) before it reads
@@ -525,15 +539,16 @@ static void lease_made(void *arg, bool ok, PGresult *const *res, int nres, const
                  retired_b, retired_s);
     if (PQgetisnull(q, 0, 0)) {
         /* What was retired may have hidden work behind it: pick again.
-         * Each pass retires 8 or more sealed batches or live segments,
+         * Each pass retires 4 or more sealed batches or live segments,
          * which never come back, so this ends. */
         if (retired) {
             lease_submit(op);
             return;
         }
         svc_error(r, op->iq, rm->name, "cancel", "item-not-found", NULL,
-                  "nothing to compact: fewer than 8 sealed batches or live segments of one "
-                  "level of one generation are free");
+                  "nothing to compact: fewer than " COMPACT_MIN_BATCHES " sealed batches of "
+                  "one generation, and fewer than " MERGE_SEGMENTS " live segments of one level "
+                  "of one generation, are free");
         sop_free(op);
         return;
     }
@@ -564,8 +579,9 @@ static void lease_made(void *arg, bool ok, PGresult *const *res, int nres, const
 
 /* Expired leases go first (with what they staged), so what they held is
  * free again. Then, log-structured: the oldest 8 to 64 sealed batches of
- * one generation make a level-1 segment; failing that, the oldest 8 live
- * segments of one level and generation make one of the next level.
+ * one generation make a level-1 segment; failing that, the oldest 4 live
+ * segments of one level and generation (MERGE_SEGMENTS) make one of the
+ * next level.
  * Nothing held by a live lease is picked twice. The seqs to index are the
  * messages those batches (the list their sealing kept, sql/012) or
  * segments name, less the retracted.
@@ -600,13 +616,13 @@ static void lease_submit(sop *op)
             u,
             "WITH " COMPACT_WORK_SQL(COMPACT_SEALED) ", "
             "bsel AS (SELECT batch FROM cb WHERE gen = (SELECT gen FROM bg) ORDER BY batch "
-            "LIMIT 64), "
+            "LIMIT " COMPACT_MAX_BATCHES "), "
             /* Retracted messages, few: taken out of the pick's seqs by
              * hashing, not by a lookup in messages for every seq. */
             "rt AS (SELECT seq FROM messages WHERE room_id = $1::bigint "
             "AND retracted_at IS NOT NULL), "
             "ssel AS (SELECT cs.* FROM cs JOIN sg USING (gen, level) ORDER BY first_batch "
-            "LIMIT 8), "
+            "LIMIT " MERGE_SEGMENTS "), "
             "pick AS (SELECT (SELECT gen FROM bg) AS gen, 1 AS level, min(batch) AS first_batch, "
             "max(batch) AS last_batch, array_agg(batch ORDER BY batch) AS batches, "
             "'{}'::bigint[] AS merged, ARRAY(SELECT x.seq FROM (SELECT u.seq "

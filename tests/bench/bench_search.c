@@ -54,7 +54,7 @@
  *  --live-batches (17: the 10 writers' open batches and the 7 sealed ones
  *  automatic compaction leaves, as it starts at 8), the component's
  *  log-structured picks (≥ 8
- *  sealed batches, oldest first, up to 64 → level 1; else the oldest 8
+ *  sealed batches, oldest first, up to 64 → level 1; else the oldest 4
  *  live segments of one level → level + 1), each built with
  *  sr_sse_segment_build from the messages' text and committed as
  *  <segment-commit/> and the purge after it do (blocks stored, batches
@@ -151,7 +151,7 @@
 #define TARGET_INSERT_RATIO 0.5
 #define LEVEL1_MIN 8
 #define LEVEL1_MAX 64
-#define MERGE_FAN 8
+#define MERGE_FAN 4 /* component/search.c MERGE_SEGMENTS */
 #define COPY_FLUSH (1 << 20)
 
 static const unsigned CLASS_TARGET[NCLASS] = {10, 100, 1000, 10000};
@@ -1268,7 +1268,7 @@ static int compact_once(PGconn *pg, sroom *r, const corpus *c, compaction *cp)
                    ? 1
                    : -1;
     }
-    /* The level with 8 live segments whose oldest is the oldest. */
+    /* The level with MERGE_FAN live segments whose oldest is the oldest. */
     segment **live = malloc((cp->nseg + 1) * sizeof *live);
     if (!live) return -1;
     size_t nl = 0;

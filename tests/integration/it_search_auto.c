@@ -184,7 +184,7 @@ static long long pg_count(const char *sql)
 
 /* Work a <compact/> lease could take, written here from the protocol
  * (xep "Compaction") rather than taken from the component: a generation
- * with 8 sealed batches, or a level and generation with 8 live segments,
+ * with 8 sealed batches, or a level and generation with 4 live segments,
  * outside unexpired leases. */
 static long long pg_work(void)
 {
@@ -194,7 +194,7 @@ static long long pg_work(void)
         "WHERE room_id = $1 AND expires > now()) GROUP BY gen HAVING count(*) >= 8) b) + "
         "(SELECT count(*) FROM (SELECT gen, level FROM search_segments WHERE room_id = $1 "
         "AND state = 1 AND segment NOT IN (SELECT unnest(merged_segments) FROM search_leases "
-        "WHERE room_id = $1 AND expires > now()) GROUP BY gen, level HAVING count(*) >= 8) s)");
+        "WHERE room_id = $1 AND expires > now()) GROUP BY gen, level HAVING count(*) >= 4) s)");
 }
 
 static long long pg_leases(void)
@@ -410,6 +410,11 @@ static void scenario_on(void)
      * (the last search sealed them all). */
     IT_CHECK(live < 8, "%lld live batches of %lld after compaction", live, batches);
     IT_CHECK(segs >= 1 && segs < 16, "%lld live segments", segs);
+    /* Four live segments of one level would be merged. */
+    long long fullest = pg_count("SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM "
+                                 "search_segments WHERE room_id = $1 AND state = 1 "
+                                 "GROUP BY gen, level) l");
+    IT_CHECK(fullest < 4, "%lld live segments of one level after compaction", fullest);
     IT_CHECK(events_compacted >= 1, "no INDEX_COMPACTED event");
     IT_CHECK(events_compacted + explicit_ok == made,
              "%d INDEX_COMPACTED events and %d explicit jobs, but %lld segments made",
