@@ -60,8 +60,8 @@ extern "C" {
 
 #define SEALROOM_VERSION_MAJOR 0
 #define SEALROOM_VERSION_MINOR 5
-#define SEALROOM_VERSION_PATCH 1
-#define SEALROOM_VERSION_STRING "0.5.2"
+#define SEALROOM_VERSION_PATCH 3
+#define SEALROOM_VERSION_STRING "0.5.3"
 /* (major << 16) | (minor << 8) | patch, comparable with sealroom_version_number(). */
 #define SEALROOM_VERSION_NUMBER \
     ((SEALROOM_VERSION_MAJOR << 16) | (SEALROOM_VERSION_MINOR << 8) | SEALROOM_VERSION_PATCH)
