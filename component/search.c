@@ -68,13 +68,13 @@
  * batches (cb; SEALED is the SQL that says a batch is sealed) and live
  * segments (cs) that no unexpired lease holds; bg, the oldest generation
  * with at least COMPACT_MIN_BATCHES such batches, and sg, the oldest level
- * and generation with at least MERGE_SEGMENTS such segments. The lease picks from these, and the
- * compact='due' hint of the <batch/>, <search/> and <state/> answers asks
- * whether bg or sg has a row: one text, so a member told that compaction
- * is due gets a lease unless another member took the work meanwhile or
- * the work had nothing left to index (the lease statement retires it). (The
- * lease statement drops expired leases before, which the hint's reading
- * of 'expires' makes moot.) */
+ * and generation with at least MERGE_SEGMENTS such segments. The lease
+ * picks from these, and the compact='due' hint of the <batch/>, <search/>
+ * and <state/> answers asks whether bg or sg has a row: one text, so a
+ * member told that compaction is due gets a lease unless another member
+ * took the work meanwhile or the work had nothing left to index (the lease
+ * statement retires it). (The lease statement drops expired leases before,
+ * which the hint's reading of 'expires' makes moot.) */
 #define COMPACT_WORK_SQL(SEALED)                                                                  \
     "hb AS (SELECT unnest(batches) AS b FROM search_leases WHERE room_id = $1::bigint "           \
     "AND expires > now()), "                                                                      \
